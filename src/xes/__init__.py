@@ -1,0 +1,3 @@
+"""xes: an event-sourced, Raft-replicated XMPP server."""
+
+__version__ = "0.1.0"
