@@ -1,0 +1,1 @@
+"""LMDB storage: the environment and the permanent event store."""

@@ -1,0 +1,202 @@
+"""Configuration: a TOML file read into frozen dataclasses. Every key and its default is listed
+in ``docs/configuration.md``; a minimal file needs only ``domain`` and ``data_dir``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from xes.xml import XmlLimits
+
+
+class ConfigError(Exception):
+    """The configuration file is missing, malformed or inconsistent."""
+
+
+@dataclass(frozen=True)
+class ListenConfig:
+    c2s: str | None = "127.0.0.1:5222"
+    """Client STARTTLS listener (RFC 6120); empty string disables it."""
+    c2s_tls: str | None = "127.0.0.1:5223"
+    """Client direct-TLS listener (XEP-0368); empty string disables it."""
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    cert: str | None = None
+    """PEM certificate chain; default: a self-signed one generated in ``data_dir/tls``."""
+    key: str | None = None
+    """PEM private key for ``cert``."""
+    required: bool = True
+    """Require STARTTLS before authentication (RFC 6120 §5.3.1 mandatory-to-negotiate)."""
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    mechanisms: tuple[str, ...] = (
+        "SCRAM-SHA-256-PLUS",
+        "SCRAM-SHA-1-PLUS",
+        "SCRAM-SHA-256",
+        "SCRAM-SHA-1",
+        "PLAIN",
+    )
+    """SASL mechanisms offered, strongest first; PLAIN is only offered over TLS."""
+    scram_iterations: int = 4096
+    """PBKDF2 iterations for newly stored SCRAM keys (RFC 7677 recommends at least 4096)."""
+    max_failures: int = 5
+    """Failed logins per account and per address before a lockout."""
+    failure_window: float = 60.0
+    """Seconds over which failures are counted."""
+    lockout: float = 60.0
+    """Seconds a locked account/address is refused."""
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    max_stanza_bytes: int = 262144
+    """Largest stanza accepted; larger ones close the stream with policy-violation."""
+    max_depth: int = 32
+    """Deepest element nesting inside a stanza."""
+    max_attributes: int = 64
+    """Most attributes on one element."""
+    auth_timeout: float = 30.0
+    """Seconds a connection may take to authenticate and bind before it is closed."""
+    idle_timeout: float = 600.0
+    """Seconds without any inbound data before an authenticated stream is closed."""
+    outbound_queue: int = 1000
+    """Stanzas queued towards one client before it counts as too slow and is disconnected."""
+    stanzas_per_second: float = 200.0
+    """Sustained inbound stanza rate per session (token bucket); faster clients are throttled."""
+    stanza_burst: int = 400
+    """Token-bucket burst size for ``stanzas_per_second``."""
+    max_connections: int = 50000
+    """Concurrent client connections per node."""
+    offline_quota: int = 1000
+    """Offline messages kept per user; beyond it the sender gets service-unavailable."""
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    node_id: str = "n1"
+    """This node's id (unique in the cluster)."""
+    raft: str = "127.0.0.1:5290"
+    """Address this node's Raft endpoint listens on."""
+    peers: tuple[str, ...] = ()
+    """The other nodes' Raft addresses; empty for a single node."""
+    secret: str | None = None
+    """Cluster secret (required with peers): encrypts and authenticates Raft traffic."""
+    secret_file: str | None = None
+    """File holding the cluster secret (alternative to ``secret``)."""
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = "info"
+    """debug | info | warning | error."""
+    format: str = "auto"
+    """json | console | auto (console on a terminal, JSON otherwise)."""
+
+
+@dataclass(frozen=True)
+class Config:
+    domain: str = "localhost"
+    """The XMPP domain served (RFC 7622 domainpart)."""
+    data_dir: Path = Path("./data")
+    """Where LMDB, the Raft journal, the TLS material and the log-process socket live."""
+    listen: ListenConfig = field(default_factory=ListenConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    source: Path | None = None
+    """The file this configuration was read from (not a key)."""
+
+    @property
+    def xml_limits(self) -> XmlLimits:
+        return XmlLimits(
+            max_stanza_bytes=self.limits.max_stanza_bytes,
+            max_depth=self.limits.max_depth,
+            max_attributes=self.limits.max_attributes,
+        )
+
+    @property
+    def socket_path(self) -> Path:
+        return self.data_dir / "log.sock"
+
+    @property
+    def cluster_secret(self) -> str | None:
+        if self.cluster.secret:
+            return self.cluster.secret
+        if self.cluster.secret_file:
+            return Path(self.cluster.secret_file).read_text().strip()
+        return None
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "listen": ListenConfig,
+    "tls": TlsConfig,
+    "auth": AuthConfig,
+    "limits": LimitsConfig,
+    "cluster": ClusterConfig,
+    "log": LogConfig,
+}
+
+
+def _section(cls: type[Any], raw: dict[str, Any], where: str) -> Any:
+    known = {f.name: f for f in fields(cls)}
+    unknown = set(raw) - set(known)
+    if unknown:
+        raise ConfigError(f"unknown key(s) in [{where}]: {', '.join(sorted(unknown))}")
+    values = {}
+    for name, value in raw.items():
+        if isinstance(value, list):
+            value = tuple(value)
+        values[name] = value
+    return cls(**values)
+
+
+def load_config(path: Path | str) -> Config:
+    """Read and validate ``path``. Relative ``data_dir`` is taken relative to the file."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file not found: {path}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    return parse_config(raw, base=path.parent.resolve(), source=path.resolve())
+
+
+def parse_config(raw: dict[str, Any], base: Path | None = None, source: Path | None = None) -> Config:
+    top = {k: v for k, v in raw.items() if k not in _SECTIONS}
+    unknown = set(top) - {"domain", "data_dir"}
+    if unknown:
+        raise ConfigError(f"unknown top-level key(s): {', '.join(sorted(unknown))}")
+    config = Config(source=source)
+    if "domain" in top:
+        from xes.jid import InvalidJID, JID
+
+        try:
+            domain = JID.parse(str(top["domain"]))
+        except InvalidJID as exc:
+            raise ConfigError(f"domain: {exc}") from exc
+        if domain.local or domain.resource:
+            raise ConfigError("domain must be a bare domain name")
+        config = replace(config, domain=domain.domain)
+    if "data_dir" in top:
+        data_dir = Path(str(top["data_dir"])).expanduser()
+        if not data_dir.is_absolute() and base is not None:
+            data_dir = base / data_dir
+        config = replace(config, data_dir=data_dir)
+    for name, cls in _SECTIONS.items():
+        if name in raw:
+            if not isinstance(raw[name], dict):
+                raise ConfigError(f"[{name}] must be a table")
+            config = replace(config, **{name: _section(cls, raw[name], name)})
+    if config.cluster.peers and not config.cluster_secret:
+        raise ConfigError("[cluster] peers require a secret (or secret_file)")
+    return config

@@ -1,0 +1,50 @@
+"""What a projection is: named sub-databases plus a pure fold over committed events.
+
+A projection declares the sub-databases it owns and the event types it handles. ``apply`` is
+called by the projector inside the single write transaction of a log entry; it must be a
+deterministic function of the stored state and the committed event: no clock, no randomness, no
+node-local configuration, no iteration over unordered sets (ADR 0003).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, ClassVar
+
+import lmdb
+
+from xes.events import Committed
+from xes.events.envelope import canonical_json
+from xes.store.env import Store
+
+
+def dump(obj: Any) -> bytes:
+    return canonical_json(obj)
+
+
+def load(raw: bytes | None) -> Any:
+    return None if raw is None else json.loads(raw)
+
+
+def key(*parts: str) -> bytes:
+    """Composite key; NUL cannot occur in a JID, so it separates parts unambiguously."""
+    return "\x00".join(parts).encode()
+
+
+class Projection:
+    """Base class. Subclasses set ``dbs`` and ``handles`` and implement ``on_<type>`` methods."""
+
+    name: ClassVar[str]
+    dbs: ClassVar[tuple[str, ...]]
+    handles: ClassVar[tuple[str, ...]]
+    """Event types this projection folds; every other type is ignored."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def apply(self, txn: lmdb.Transaction, committed: Committed, event: Any) -> None:
+        method = getattr(self, "on_" + committed.envelope.type.replace(".", "_"))
+        method(txn, committed, event)
+
+    def db(self, name: str) -> lmdb._Database:
+        return self.store.db(name)

@@ -1,0 +1,273 @@
+"""The projector: applies committed log entries to the journal and every projection.
+
+It is the Raft state machine (see :mod:`xes.eventlog.raft`) and the only LMDB writer. One log entry
+carries a batch of proposals (group commit); each proposal is a list of envelopes that stand or
+fall together. For each entry, in one write transaction, the projector:
+
+1. skips the entry if its index is at or below ``applied_index`` (the Raft journal is replayed
+   from the last snapshot after a restart);
+2. per proposal, in a nested transaction: recognises retried event ids (deduplication), checks
+   ``expected_version``, appends accepted events to the journal, bumps stream versions and folds
+   the events into the projections; a refused or failing proposal is rolled back and journalled as
+   rejected, with its reason;
+3. records ``applied_index`` in the same transaction, so state and position never disagree.
+
+``apply`` never raises: an exception inside PySyncObj's apply wedges every replica (ADR 0004).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lmdb
+import structlog
+
+from xes.events import Committed, Envelope, UnknownEvent, canonical_json, decode_event
+from xes.projections.accounts import Accounts
+from xes.projections.base import Projection
+from xes.projections.offline import Offline
+from xes.projections.roster import Roster
+from xes.projections.sessions import Sessions
+from xes.store import journal
+from xes.store.env import Store, from_u64, open_store, u64
+
+log = structlog.get_logger("xes.projector")
+
+PROJECTIONS: tuple[type[Projection], ...] = (Accounts, Roster, Sessions, Offline)
+STREAMS = "streams.version"
+"""Per-stream version counters (part of the replicated state, covered by the digest)."""
+
+
+def all_db_names() -> list[str]:
+    names = [*journal.DBS, STREAMS]
+    for proj in PROJECTIONS:
+        names.extend(proj.dbs)
+    return names
+
+
+def projection_db_names() -> list[str]:
+    """Sub-databases rebuilt by replay and covered by the state digest."""
+    names = [STREAMS]
+    for proj in PROJECTIONS:
+        names.extend(proj.dbs)
+    return sorted(names)
+
+
+class Rejected(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Projector:
+    """Applies log entries to an LMDB store. Used by the log process and by ``xes replay``."""
+
+    def __init__(self, store: Store, on_applied: Callable[[int], None] | None = None) -> None:
+        self.store = store
+        self.projections = [proj(store) for proj in PROJECTIONS]
+        self.routes: dict[str, list[Projection]] = {}
+        for proj in self.projections:
+            for type_name in proj.handles:
+                self.routes.setdefault(type_name, []).append(proj)
+        self.on_applied = on_applied
+        with store.env.begin() as txn:
+            self._applied = journal.applied_index(store, txn)
+
+    # -- StateMachine protocol (xes.eventlog.raft) ------------------------------------------
+
+    def last_applied(self) -> int:
+        return self._applied
+
+    def apply(self, index: int, command: bytes) -> bytes:
+        if index <= self._applied:
+            return b"[]"
+        try:
+            results = self._apply_entry(index, command)
+        except Exception as exc:  # noqa: BLE001 - apply must never raise (ADR 0004)
+            log.error("apply_failed", index=index, error=repr(exc))
+            results = self._record_failed_entry(index, command, repr(exc))
+        self._applied = index
+        if self.on_applied is not None:
+            self.on_applied(index)
+        return results
+
+    def snapshot(self, path: Path) -> None:
+        """A consistent copy of the whole environment (journal included), for Raft snapshots."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        self.store.env.copy(str(tmp), compact=True)
+        if path.exists():
+            shutil.rmtree(path)
+        tmp.rename(path)
+
+    def restore(self, path: Path) -> None:
+        """Install a snapshot taken by another node, if it is ahead of what we have.
+
+        The journal travels inside the snapshot, so the permanent history stays complete.
+        """
+        snap = open_store(path, [], writer=False)
+        try:
+            with snap.env.begin() as txn:
+                raw = txn.get(journal.APPLIED_KEY, db=snap.env.open_db(b"meta", txn=txn))
+                snap_index = from_u64(raw) if raw else 0
+        finally:
+            snap.close()
+        if snap_index <= self._applied:
+            return
+        # Copy every sub-database over inside one write transaction of our own environment, so
+        # readers in the XMPP process (which keep their mapping) see a consistent switch.
+        src = lmdb.open(str(path), readonly=True, max_dbs=64, lock=False)
+        try:
+            with src.begin() as rtxn, self.store.env.begin(write=True) as wtxn:
+                for name in all_db_names():
+                    sdb = src.open_db(name.encode(), txn=rtxn, create=False)
+                    ddb = self.store.db(name)
+                    wtxn.drop(ddb, delete=False)
+                    for k, v in rtxn.cursor(db=sdb):
+                        wtxn.put(k, v, db=ddb)
+        finally:
+            src.close()
+        self._applied = snap_index
+        if self.on_applied is not None:
+            self.on_applied(snap_index)
+
+    # -- applying ----------------------------------------------------------------------------
+
+    def _apply_entry(self, index: int, command: bytes) -> bytes:
+        proposals = json.loads(command)
+        results: list[dict[str, Any]] = []
+        pos = 0
+        with self.store.env.begin(write=True) as txn:
+            for proposal in proposals:
+                envelopes = [Envelope.from_json(obj) for obj in proposal]
+                first_pos = pos
+                pos += len(envelopes)
+                child = self.store.env.begin(write=True, parent=txn)
+                try:
+                    placed = self._apply_proposal(child, index, first_pos, envelopes)
+                except Rejected as exc:
+                    child.abort()
+                    self._journal_rejected(txn, index, first_pos, proposal, exc.reason)
+                    results.append({"ok": False, "reason": exc.reason})
+                except Exception as exc:  # noqa: BLE001 - a bad proposal must not wedge the log
+                    child.abort()
+                    log.error("proposal_failed", index=index, pos=first_pos, error=repr(exc))
+                    self._journal_rejected(txn, index, first_pos, proposal, "internal-error")
+                    results.append({"ok": False, "reason": "internal-error"})
+                else:
+                    child.commit()
+                    results.append({"ok": True, "events": placed})
+            txn.put(journal.APPLIED_KEY, u64(index), db=self.store.db("meta"))
+        return canonical_json(results)
+
+    def _apply_proposal(
+        self, txn: lmdb.Transaction, index: int, first_pos: int, envelopes: list[Envelope]
+    ) -> list[list[int]]:
+        ids_db = self.store.db("journal.ids")
+        # A retried proposal (unknown outcome the first time) is recognised by its event ids and
+        # answered with the original placement instead of being applied twice.
+        first = txn.get(envelopes[0].id.encode(), db=ids_db) if envelopes else None
+        if first is not None:
+            placed = []
+            for env in envelopes:
+                raw = txn.get(env.id.encode(), db=ids_db)
+                if raw is None:
+                    raise Rejected("partial-duplicate")
+                old = Committed.decode(txn.get(raw, db=self.store.db("journal.events")))
+                placed.append([old.index, old.pos, old.version])
+            return placed
+        placed = []
+        for offset, env in enumerate(envelopes):
+            try:
+                event = decode_event(env)
+            except UnknownEvent as exc:
+                raise Rejected(f"unknown-event: {exc}") from exc
+            if txn.get(env.id.encode(), db=ids_db) is not None:
+                raise Rejected("duplicate-id")
+            current = self._stream_version(txn, env.stream)
+            if env.expected_version is not None and env.expected_version != current:
+                raise Rejected(f"conflict: {env.stream} is at {current}")
+            committed = Committed(index, first_pos + offset, current + 1, env)
+            self.apply_committed(txn, committed, event)
+            txn.put(env.id.encode(), journal.event_key(index, committed.pos), db=ids_db)
+            placed.append([index, committed.pos, committed.version])
+        return placed
+
+    def apply_committed(self, txn: lmdb.Transaction, committed: Committed, event: Any) -> None:
+        """Journal one accepted event and fold it into every projection (also used by replay)."""
+        key = journal.event_key(committed.index, committed.pos)
+        txn.put(key, committed.encode(), db=self.store.db("journal.events"))
+        txn.put(committed.envelope.stream.encode(), u64(committed.version), db=self.store.db(STREAMS))
+        for proj in self.routes.get(committed.envelope.type, ()):
+            proj.apply(txn, committed, event)
+
+    def _stream_version(self, txn: lmdb.Transaction, stream: str) -> int:
+        raw = txn.get(stream.encode(), db=self.store.db(STREAMS))
+        return from_u64(raw) if raw else 0
+
+    def _journal_rejected(
+        self, txn: lmdb.Transaction, index: int, pos: int, proposal: Any, reason: str
+    ) -> None:
+        row = canonical_json({"index": index, "pos": pos, "reason": reason, "events": proposal})
+        txn.put(journal.event_key(index, pos), row, db=self.store.db("journal.rejected"))
+
+    def _record_failed_entry(self, index: int, command: bytes, error: str) -> bytes:
+        """The entry could not even be parsed: journal it raw as rejected and move on."""
+        try:
+            with self.store.env.begin(write=True) as txn:
+                row = canonical_json(
+                    {"index": index, "pos": 0, "reason": "bad-entry", "error": error,
+                     "raw": command[:4096].decode("utf-8", "replace")}
+                )
+                txn.put(journal.event_key(index, 0), row, db=self.store.db("journal.rejected"))
+                txn.put(journal.APPLIED_KEY, u64(index), db=self.store.db("meta"))
+        except Exception as exc:  # noqa: BLE001
+            log.error("journal_rejected_failed", index=index, error=repr(exc))
+        return canonical_json([{"ok": False, "reason": "bad-entry"}])
+
+
+def digest(store: Store, txn: lmdb.Transaction) -> str:
+    """SHA-256 over every projection sub-database, in name and key order."""
+    h = hashlib.sha256()
+    for name in projection_db_names():
+        h.update(b"db\x00" + name.encode() + b"\x00")
+        for k, v in txn.cursor(db=store.db(name)):
+            h.update(len(k).to_bytes(4, "big") + k + len(v).to_bytes(4, "big") + v)
+    return h.hexdigest()
+
+
+def rebuild(live: Store, target: Path) -> tuple[str, str, int, int]:
+    """Replay the live journal into a fresh store at ``target``.
+
+    Returns ``(rebuilt_digest, live_digest, applied_index, events)``, both digests taken at the
+    same applied index (one read snapshot of the live store).
+    """
+    fresh = open_store(target, all_db_names(), writer=True)
+    try:
+        projector = Projector(fresh)
+        count = 0
+        with live.env.begin() as rtxn:
+            upto = journal.applied_index(live, rtxn)
+            live_digest = digest(live, rtxn)
+            wtxn = fresh.env.begin(write=True)
+            for committed in journal.read_events(live, rtxn, 0, upto):
+                projector.apply_committed(wtxn, committed, decode_event(committed.envelope))
+                count += 1
+                if count % 10000 == 0:
+                    wtxn.commit()
+                    wtxn = fresh.env.begin(write=True)
+            wtxn.put(journal.APPLIED_KEY, u64(upto), db=fresh.db("meta"))
+            wtxn.commit()
+        with fresh.env.begin() as txn:
+            rebuilt_digest = digest(fresh, txn)
+        return rebuilt_digest, live_digest, upto, count
+    finally:
+        fresh.close()

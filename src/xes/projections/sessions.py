@@ -1,0 +1,194 @@
+"""Sessions projection: who is connected where, with which presence (RFC 6120 §7, RFC 6121 §4).
+
+Fed by ``session.*``, ``presence.*`` and ``node.started``. Every node knows every session of the
+cluster, with the node that holds its connection, so any node can route to any resource. A
+``node.started`` event ends every session a node held in an earlier boot: a restarted node leaves
+no ghost behind even if it died before it could record their end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import lmdb
+
+from xes.events import Committed
+from xes.events.catalog import (
+    NodeStarted,
+    PresenceRouted,
+    PresenceUpdated,
+    SessionBound,
+    SessionEnded,
+)
+from xes.projections.base import Projection, dump, key, load
+from xes.store.env import Store
+
+BY_ID = "sessions.by_id"
+BY_USER = "sessions.by_user"
+DIRECTED = "sessions.directed"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionView:
+    session: str
+    jid: str
+    node: str
+    boot: str
+    available: bool = False
+    priority: int = 0
+    presence: str | None = None
+
+    @property
+    def bare(self) -> str:
+        return self.jid.split("/", 1)[0]
+
+    @classmethod
+    def from_json(cls, session: str, obj: dict[str, Any]) -> SessionView:
+        return cls(session=session, **obj)
+
+
+class Sessions(Projection):
+    name = "sessions"
+    dbs = (BY_ID, BY_USER, DIRECTED)
+    handles = (
+        "session.bound",
+        "session.ended",
+        "presence.updated",
+        "presence.routed",
+        "node.started",
+    )
+
+    def _put(self, txn: lmdb.Transaction, view: SessionView) -> None:
+        obj = {
+            "jid": view.jid,
+            "node": view.node,
+            "boot": view.boot,
+            "available": view.available,
+            "priority": view.priority,
+            "presence": view.presence,
+        }
+        txn.put(view.session.encode(), dump(obj), db=self.db(BY_ID))
+
+    def _get(self, txn: lmdb.Transaction, session: str) -> SessionView | None:
+        raw = txn.get(session.encode(), db=self.db(BY_ID))
+        return None if raw is None else SessionView.from_json(session, load(raw))
+
+    def _end(self, txn: lmdb.Transaction, session: str) -> None:
+        view = self._get(txn, session)
+        if view is None:
+            return
+        txn.delete(session.encode(), db=self.db(BY_ID))
+        bare, _, resource = view.jid.partition("/")
+        ukey = key(bare, resource)
+        if txn.get(ukey, db=self.db(BY_USER)) == session.encode():
+            txn.delete(ukey, db=self.db(BY_USER))
+        _delete_prefix(txn, self.db(DIRECTED), key(session, ""))
+
+    def on_session_bound(self, txn: lmdb.Transaction, c: Committed, ev: SessionBound) -> None:
+        bare, _, resource = ev.jid.partition("/")
+        old = txn.get(key(bare, resource), db=self.db(BY_USER))
+        if old is not None and old.decode() != ev.session:
+            # RFC 6120 §7.7.2.2: the new session replaces the old one with the same full JID.
+            self._end(txn, old.decode())
+        self._put(txn, SessionView(ev.session, ev.jid, ev.node, ev.boot))
+        txn.put(key(bare, resource), ev.session.encode(), db=self.db(BY_USER))
+
+    def on_session_ended(self, txn: lmdb.Transaction, c: Committed, ev: SessionEnded) -> None:
+        self._end(txn, ev.session)
+
+    def on_presence_updated(
+        self, txn: lmdb.Transaction, c: Committed, ev: PresenceUpdated
+    ) -> None:
+        view = self._get(txn, ev.session)
+        if view is None:
+            return
+        self._put(
+            txn,
+            SessionView(
+                view.session,
+                view.jid,
+                view.node,
+                view.boot,
+                available=ev.available,
+                priority=ev.priority,
+                presence=ev.xml if ev.available else None,
+            ),
+        )
+        if not ev.available:
+            # Unavailable broadcast presence also ends directed presence (RFC 6121 §4.6.3).
+            _delete_prefix(txn, self.db(DIRECTED), key(ev.session, ""))
+
+    def on_presence_routed(self, txn: lmdb.Transaction, c: Committed, ev: PresenceRouted) -> None:
+        if ev.directed_session is None or self._get(txn, ev.directed_session) is None:
+            return
+        for target in ev.targets:
+            k = key(ev.directed_session, target)
+            if ev.directed_available:
+                txn.put(k, b"", db=self.db(DIRECTED))
+            else:
+                txn.delete(k, db=self.db(DIRECTED))
+
+    def on_node_started(self, txn: lmdb.Transaction, c: Committed, ev: NodeStarted) -> None:
+        stale = [
+            k.decode()
+            for k, v in txn.cursor(db=self.db(BY_ID))
+            if (obj := load(v))["node"] == ev.node and obj["boot"] != ev.boot
+        ]
+        for session in stale:
+            self._end(txn, session)
+
+
+def _delete_prefix(txn: lmdb.Transaction, db: lmdb._Database, prefix: bytes) -> None:
+    cur = txn.cursor(db=db)
+    if not cur.set_range(prefix):
+        return
+    while cur.key().startswith(prefix):
+        if not cur.delete():
+            break
+
+
+def get(store: Store, txn: lmdb.Transaction, session: str) -> SessionView | None:
+    raw = txn.get(session.encode(), db=store.db(BY_ID))
+    return None if raw is None else SessionView.from_json(session, load(raw))
+
+
+def of_user(store: Store, txn: lmdb.Transaction, bare: str) -> list[SessionView]:
+    """Every bound session of ``bare``, ordered by resource."""
+    out = []
+    prefix = key(bare, "")
+    cur = txn.cursor(db=store.db(BY_USER))
+    if cur.set_range(prefix):
+        for k, v in cur:
+            if not k.startswith(prefix):
+                break
+            view = get(store, txn, v.decode())
+            if view is not None:
+                out.append(view)
+    return out
+
+
+def by_full_jid(store: Store, txn: lmdb.Transaction, full: str) -> SessionView | None:
+    bare, _, resource = full.partition("/")
+    sid = txn.get(key(bare, resource), db=store.db(BY_USER))
+    return None if sid is None else get(store, txn, sid.decode())
+
+
+def of_node(store: Store, txn: lmdb.Transaction, node: str) -> list[SessionView]:
+    return [
+        SessionView.from_json(k.decode(), obj)
+        for k, v in txn.cursor(db=store.db(BY_ID))
+        if (obj := load(v))["node"] == node
+    ]
+
+
+def directed_targets(store: Store, txn: lmdb.Transaction, session: str) -> list[str]:
+    out = []
+    prefix = key(session, "")
+    cur = txn.cursor(db=store.db(DIRECTED))
+    if cur.set_range(prefix):
+        for k, _ in cur:
+            if not k.startswith(prefix):
+                break
+            out.append(k[len(prefix) :].decode())
+    return out

@@ -1,0 +1,79 @@
+"""The LMDB environment shared by the projector (writer) and the XMPP process (readers).
+
+One environment per node holds the permanent event store (``journal.*``) and every projection's
+sub-databases. Only the projector in the log process writes; the XMPP process opens the same
+environment and uses read transactions only (LMDB is multi-process safe). Sub-database names are
+``<owner>.<table>``.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import lmdb
+
+DEFAULT_MAP_SIZE = 64 * 1024**3
+"""Address space reserved for the database file (sparse; grows on disk as needed)."""
+MAX_DBS = 64
+
+U64 = struct.Struct(">Q")
+
+
+def u64(n: int) -> bytes:
+    """Fixed-width big-endian key, so LMDB's byte order is numeric order."""
+    return U64.pack(n)
+
+
+def from_u64(b: bytes) -> int:
+    return int(U64.unpack(b)[0])
+
+
+@dataclass
+class Store:
+    """An open environment plus handles to its named sub-databases."""
+
+    env: lmdb.Environment
+    path: Path
+    dbs: dict[str, lmdb._Database]
+
+    def db(self, name: str) -> lmdb._Database:
+        handle = self.dbs.get(name)
+        if handle is None:
+            # Opening a sub-DB that another process created; read-only processes cannot create.
+            handle = self.env.open_db(name.encode(), create=False)
+            self.dbs[name] = handle
+        return handle
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def open_store(
+    path: Path, names: list[str], *, writer: bool, map_size: int = DEFAULT_MAP_SIZE
+) -> Store:
+    """Open (and as writer, create) the environment at ``path`` with sub-databases ``names``.
+
+    The writer syncs every commit (``sync=True``): the journal is the permanent history and must
+    survive power loss, independent of the Raft log, which is compacted.
+    """
+    path.mkdir(parents=True, exist_ok=True)
+    env = lmdb.open(
+        str(path),
+        map_size=map_size,
+        max_dbs=MAX_DBS,
+        sync=True,
+        metasync=True,
+        readahead=False,
+        max_readers=1024,
+        lock=True,
+    )
+    # A reader killed with -9 leaves a stale slot that pins old pages; clear them at start.
+    env.reader_check()
+    dbs: dict[str, lmdb._Database] = {}
+    if writer:
+        with env.begin(write=True) as txn:
+            for name in names:
+                dbs[name] = env.open_db(name.encode(), txn=txn, create=True)
+    return Store(env=env, path=path, dbs=dbs)
