@@ -104,7 +104,7 @@ class LogConfig:
 class Config:
     domain: str = "localhost"
     """The XMPP domain served (RFC 7622 domainpart)."""
-    data_dir: Path = Path("./data")
+    data_dir: Path = Path("./xes-data")
     """Where LMDB, the Raft journal, the TLS material and the log-process socket live."""
     listen: ListenConfig = field(default_factory=ListenConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)

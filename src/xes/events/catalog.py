@@ -71,6 +71,8 @@ class RosterItemUpdated:
     """Serialized inbound subscribe stanza awaiting the owner's answer (RFC 6121 §3.1.3)."""
     approved: bool = False
     """Subscription pre-approved by the owner (RFC 6121 §3.4)."""
+    listed: bool = True
+    """False while the item only holds an unanswered inbound request (not in the roster)."""
 
     def stream(self) -> str:
         return f"roster:{self.owner}"

@@ -29,6 +29,7 @@ class RosterItem:
     ask: bool = False
     pending_in: str | None = None
     approved: bool = False
+    listed: bool = True
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> RosterItem:

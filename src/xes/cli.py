@@ -1,0 +1,279 @@
+"""The ``xes`` command line: serve, user management, replay, audit and cluster status.
+
+User commands act on the running server through its log socket when one is up (the change is a
+replicated event like any other); otherwise they start the node's log in-process for the
+duration of the command. Either way the same events are appended through the same Raft path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import secrets
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from xes.config import Config, ConfigError, load_config, parse_config
+from xes.events import Envelope, canonical_json, to_data
+from xes.events.catalog import AccountPasswordChanged, AccountRegistered, AccountRemoved
+from xes.jid import JID, InvalidJID
+
+
+def _config(args: argparse.Namespace) -> Config:
+    if args.config:
+        return load_config(args.config)
+    return parse_config({})
+
+
+def _envelopes(events: list[Any], expected: dict[str, int] | None = None) -> bytes:
+    tag = secrets.token_hex(6)
+    envs = [
+        Envelope(
+            type=ev.TYPE,
+            v=ev.V,
+            stream=ev.stream(),
+            id=f"cli.{tag}.{n}",
+            at=int(time.time() * 1000),
+            origin="cli",
+            data=to_data(ev),
+            expected_version=(expected or {}).get(ev.stream()),
+        )
+        for n, ev in enumerate(events)
+    ]
+    return b"[[" + b",".join(e.encode() for e in envs) + b"]]"
+
+
+def submit(config: Config, command: bytes) -> dict[str, Any]:
+    """Append one proposal, through the running node if there is one, else in-process."""
+    from xes.eventlog.client import SyncClient, socket_alive
+
+    if socket_alive(config.socket_path):
+        client = SyncClient(config.socket_path)
+        try:
+            outcome, body = client.submit(command)
+        finally:
+            client.close()
+    else:
+        from xes import telemetry
+        from xes.eventlog.process import AlreadyRunning, LogNode
+
+        telemetry.configure("warning", "console")
+        try:
+            node = LogNode(config)
+        except AlreadyRunning:
+            raise SystemExit("the server is starting or stopping; try again in a moment") from None
+        try:
+            if not node.raft.wait_ready(30.0):
+                raise SystemExit("the event log did not become ready (no quorum?)")
+            result = node.submit_wait(command)
+            outcome, body = result.outcome.name, result.result or b""
+        finally:
+            node.close()
+    if outcome != "APPLIED":
+        raise SystemExit(f"the event log did not accept the change ({outcome.lower()})")
+    return json.loads(body)[0]  # type: ignore[no-any-return]
+
+
+def _user_jid(config: Config, raw: str) -> str:
+    try:
+        jid = JID.parse(raw if "@" in raw else f"{raw}@{config.domain}")
+    except InvalidJID as exc:
+        raise SystemExit(f"invalid JID {raw!r}: {exc}") from None
+    if jid.domain != config.domain or jid.local is None or jid.resource is not None:
+        raise SystemExit(f"{raw!r} is not a bare JID of this server's domain {config.domain}")
+    return str(jid)
+
+
+def _password(args: argparse.Namespace) -> str:
+    if args.password is not None:
+        password = args.password
+    elif not sys.stdin.isatty():
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Repeat: ") != password:
+            raise SystemExit("passwords do not match")
+    if not password:
+        raise SystemExit("empty password")
+    return password
+
+
+def cmd_user(args: argparse.Namespace) -> int:
+    from xes.session.sasl import derive_credentials
+
+    config = _config(args)
+    if args.action == "list":
+        for jid in _read_accounts(config):
+            print(jid)
+        return 0
+    jid = _user_jid(config, args.jid)
+    if args.action == "add":
+        creds = derive_credentials(_password(args), config.auth.scram_iterations)
+        result = submit(config, _envelopes([AccountRegistered(jid, creds)], {f"account:{jid}": 0}))
+        if not result["ok"]:
+            raise SystemExit(f"user {jid} already exists")
+        print(f"user {jid} added")
+    elif args.action == "passwd":
+        if jid not in _read_accounts(config):
+            raise SystemExit(f"no such user {jid}")
+        creds = derive_credentials(_password(args), config.auth.scram_iterations)
+        submit(config, _envelopes([AccountPasswordChanged(jid, creds)]))
+        print(f"password of {jid} changed")
+    elif args.action == "remove":
+        if jid not in _read_accounts(config):
+            raise SystemExit(f"no such user {jid}")
+        submit(config, _envelopes([AccountRemoved(jid)]))
+        print(f"user {jid} removed")
+    return 0
+
+
+def _open_live(config: Config) -> Any:
+    from xes.eventlog.process import db_path
+    from xes.store.env import open_store
+
+    path = db_path(config)
+    if not (path / "data.mdb").exists():
+        raise SystemExit(f"no data in {config.data_dir} (start the server or add a user first)")
+    return open_store(path, [], writer=False)
+
+
+def _read_accounts(config: Config) -> list[str]:
+    from xes.projections.accounts import list_accounts
+
+    if not (config.data_dir / "db" / "data.mdb").exists():
+        return []
+    store = _open_live(config)
+    try:
+        with store.env.begin() as txn:
+            return list_accounts(store, txn)
+    finally:
+        store.close()
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from xes.projections.projector import rebuild
+
+    config = _config(args)
+    live = _open_live(config)
+    try:
+        if args.into:
+            target = Path(args.into)
+            if target.exists() and any(target.iterdir()):
+                raise SystemExit(f"{target} is not empty")
+            rebuilt, current, index, count = rebuild(live, target)
+        else:
+            with tempfile.TemporaryDirectory(prefix="xes-replay-") as tmp:
+                rebuilt, current, index, count = rebuild(live, Path(tmp))
+    finally:
+        live.close()
+    print(f"applied index: {index}")
+    print(f"events replayed: {count}")
+    print(f"rebuilt digest: {rebuilt}")
+    print(f"live digest:    {current}")
+    if rebuilt != current:
+        print("MISMATCH: the rebuilt projections differ from the live ones")
+        return 1
+    print("OK: digests are equal")
+    return 0
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    from xes.store import journal
+
+    config = _config(args)
+    live = _open_live(config)
+    try:
+        with live.env.begin() as txn:
+            for committed in journal.read_events(live, txn, args.after):
+                sys.stdout.write(canonical_json(committed.to_json()).decode() + "\n")
+    finally:
+        live.close()
+    return 0
+
+
+def cmd_cluster(args: argparse.Namespace) -> int:
+    from xes.eventlog.client import SyncClient, socket_alive
+
+    config = _config(args)
+    if not socket_alive(config.socket_path):
+        raise SystemExit("the server is not running on this node")
+    client = SyncClient(config.socket_path)
+    try:
+        if args.action == "status":
+            print(json.dumps(client.status(), indent=2, sort_keys=True))
+        else:
+            outcome = client.membership("add" if args.action == "add" else "remove", args.addr)
+            print(outcome.lower())
+            return 0 if outcome == "APPLIED" else 1
+    finally:
+        client.close()
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from xes.node import serve
+
+    serve(_config(args))
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config = _config(args)
+    print(f"configuration OK: domain={config.domain} data_dir={config.data_dir}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xes", description="xes XMPP server")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--config", "-c", help="TOML configuration file (default: built-in defaults)")
+        return p
+
+    with_config(sub.add_parser("serve", help="run the server")).set_defaults(func=cmd_serve)
+    with_config(sub.add_parser("check-config", help="validate the configuration")).set_defaults(
+        func=cmd_check
+    )
+    user = with_config(sub.add_parser("user", help="manage accounts"))
+    user_sub = user.add_subparsers(dest="action", required=True)
+    for action in ("add", "passwd"):
+        p = with_config(user_sub.add_parser(action))
+        p.add_argument("jid")
+        p.add_argument("--password", help="password (else read from stdin or prompted)")
+    with_config(user_sub.add_parser("remove")).add_argument("jid")
+    with_config(user_sub.add_parser("list"))
+    user.set_defaults(func=cmd_user)
+    replay = with_config(sub.add_parser("replay", help="rebuild projections from the event store"))
+    replay.add_argument("--into", help="directory for the rebuilt store (default: temporary)")
+    replay.set_defaults(func=cmd_replay)
+    events = with_config(sub.add_parser("events", help="audit the event store"))
+    events_sub = events.add_subparsers(dest="action", required=True)
+    dump = with_config(events_sub.add_parser("dump", help="print committed events as JSON lines"))
+    dump.add_argument("--after", type=int, default=0, help="only events after this log index")
+    events.set_defaults(func=cmd_events)
+    cluster = with_config(sub.add_parser("cluster", help="cluster status and membership"))
+    cluster_sub = cluster.add_subparsers(dest="action", required=True)
+    with_config(cluster_sub.add_parser("status"))
+    for action in ("add", "remove"):
+        with_config(cluster_sub.add_parser(action)).add_argument("addr", help="host:port of the Raft endpoint")
+    cluster.set_defaults(func=cmd_cluster)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

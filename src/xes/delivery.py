@@ -1,0 +1,90 @@
+"""Delivery: hands committed events to the sessions this node holds.
+
+Delivery only reacts; it never proposes. It follows the applied index of the local log process,
+reads the new journal rows and, for each event, writes the stanza it carries to the local
+sessions among its targets. Each node does the same for its own sessions, so a message committed
+once reaches a recipient on any node exactly once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+
+from xes.events import Committed, decode_event
+from xes.events.catalog import (
+    AccountRemoved,
+    MessageRouted,
+    PresenceRouted,
+    PresenceUpdated,
+    RosterItemRemoved,
+    RosterItemUpdated,
+    SessionBound,
+)
+from xes.features.roster import item_element, push_bytes
+from xes.hub import Hub
+from xes.store.journal import read_events
+
+log = structlog.get_logger("xes.delivery")
+
+
+async def run(hub: Hub, start: int) -> None:
+    last = start
+    while True:
+        applied = await hub.log.wait_applied_change(last)
+        with hub.read() as txn:
+            batch = list(read_events(hub.store, txn, last, applied))
+        last = applied
+        for committed in batch:
+            try:
+                deliver(hub, committed)
+            except Exception as exc:  # noqa: BLE001 - one bad event must not stop delivery
+                log.error("delivery_failed", index=committed.index, pos=committed.pos, error=repr(exc))
+
+
+def deliver(hub: Hub, committed: Committed) -> None:
+    event: Any = decode_event(committed.envelope)
+    if isinstance(event, MessageRouted):
+        data = event.xml.encode()
+        for target in event.targets:
+            session = hub.by_jid.get(target)
+            if session is not None:
+                session.send_bytes(data)
+    elif isinstance(event, PresenceUpdated | PresenceRouted):
+        _deliver_presence(hub, event.xml.encode(), event.targets)
+    elif isinstance(event, RosterItemUpdated):
+        if event.listed:
+            _push(hub, event.owner, committed, item_element(event))
+    elif isinstance(event, RosterItemRemoved):
+        from xes.projections.roster import RosterItem
+
+        _push(hub, event.owner, committed, item_element(RosterItem(event.contact), removed=True))
+    elif isinstance(event, SessionBound):
+        # RFC 6120 §7.7.2.2: a new session with the same full JID replaces the old one.
+        old = hub.by_jid.get(event.jid)
+        if old is not None and old.session_id != event.session:
+            old.close("conflict", "replaced by a new session")
+    elif isinstance(event, AccountRemoved):
+        for session in hub.local_of_bare(event.jid):
+            session.close("not-authorized", "account removed")
+
+
+def _deliver_presence(hub: Hub, data: bytes, targets: list[str]) -> None:
+    for target in targets:
+        if "/" in target:
+            session = hub.by_jid.get(target)
+            if session is not None:
+                session.send_bytes(data)
+        else:
+            for session in hub.local_of_bare(target):
+                if session.available:
+                    session.send_bytes(data)
+
+
+def _push(hub: Hub, owner: str, committed: Committed, item: Any) -> None:
+    for session in hub.local_of_bare(owner):
+        if session.interested:
+            session.send_bytes(
+                push_bytes(session.full, committed.version, item, f"push-{committed.index}-{committed.pos}")
+            )

@@ -1,0 +1,259 @@
+"""Presence (RFC 6121 §3-§4): broadcast, probes, directed presence and subscriptions.
+
+Emits ``presence.updated`` (broadcast presence of a session, with the targets decided here from
+the roster), ``presence.routed`` (subscription stanzas and directed presence) and
+``roster.item_updated`` (subscription state changes on both sides, in one proposal). Answers
+probes for local contacts from the sessions projection, without an event: a probe changes
+nothing. Reads the roster, sessions and offline projections.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from xes.events.catalog import OfflineFlushed, PresenceRouted, PresenceUpdated
+from xes.features import subscription
+from xes.features.roster import item_event
+from xes.hub import Hub, LocalSession
+from xes.jid import JID, InvalidJID
+from xes.projections import offline as offline_view
+from xes.projections import roster as roster_view
+from xes.projections import sessions as sessions_view
+from xes.stanza.core import StanzaError
+from xes.stanza.delay import with_delay
+from xes.xml import E, Element, serialize
+from xes.xml import ns
+
+SUBSCRIPTION_TYPES = ("subscribe", "subscribed", "unsubscribe", "unsubscribed")
+
+
+def _priority(stanza: Element) -> int:
+    elem = stanza.find("{%s}priority" % ns.CLIENT)
+    if elem is None:
+        return 0
+    try:
+        value = int(elem.text.strip())
+    except ValueError as exc:
+        raise StanzaError("bad-request", "priority must be an integer") from exc
+    if not -128 <= value <= 127:
+        raise StanzaError("bad-request", "priority out of range (RFC 6121 §4.7.2.3)")
+    return value
+
+
+def _broadcast_targets(hub: Hub, txn: Any, session: LocalSession) -> list[str]:
+    """Contacts subscribed to the user's presence, then the user's own available resources."""
+    targets = [
+        item.contact
+        for item in roster_view.items(hub.store, txn, session.bare)
+        if item.subscription in ("from", "both")
+    ]
+    for other in sessions_view.of_user(hub.store, txn, session.bare):
+        if other.available or other.session == session.session_id:
+            targets.append(other.jid)
+    if session.full not in targets:
+        targets.append(session.full)
+    return targets
+
+
+async def handle(hub: Hub, session: LocalSession, stanza: Element) -> None:
+    type_ = stanza.get("type")
+    to = stanza.get("to")
+    if type_ in SUBSCRIPTION_TYPES:
+        if not to:
+            raise StanzaError("bad-request", "subscription presence needs a 'to'")
+        await _subscription(hub, session, stanza, type_)
+        return
+    if type_ in ("probe", "error"):
+        return  # Clients do not probe (RFC 6121 §4.3); presence errors are not bounced.
+    if type_ not in (None, "unavailable"):
+        raise StanzaError("bad-request", f"unknown presence type {type_!r}")
+    if to:
+        await _directed(hub, session, stanza, to, available=type_ is None)
+    elif type_ is None:
+        await broadcast_available(hub, session, stanza)
+    else:
+        await broadcast_unavailable(hub, session, stanza)
+
+
+def _stamp(stanza: Element, session: LocalSession) -> Element:
+    return stanza.with_attrs(**{"from": session.full, "to": None})
+
+
+async def broadcast_available(hub: Hub, session: LocalSession, stanza: Element) -> None:
+    priority = _priority(stanza)
+    initial = not session.available
+    session.available = True
+    xml = serialize(_stamp(stanza, session)).decode()
+    with hub.read() as txn:
+        targets = _broadcast_targets(hub, txn, session)
+    await hub.log.append(
+        PresenceUpdated(session.session_id, session.full, True, priority, xml, targets)
+    )
+    if initial:
+        await _after_initial_presence(hub, session, priority)
+
+
+async def _after_initial_presence(hub: Hub, session: LocalSession, priority: int) -> None:
+    """Probe results, pending subscription requests and offline messages (RFC 6121 §4.2.3)."""
+    with hub.read() as txn:
+        items = roster_view.items(hub.store, txn, session.bare)
+        probe = [i.contact for i in items if i.subscription in ("to", "both")] + [session.bare]
+        for contact in probe:
+            for other in sessions_view.of_user(hub.store, txn, contact):
+                if other.available and other.presence and other.session != session.session_id:
+                    session.send_bytes(other.presence.encode())
+        for item in items:
+            if item.pending_in:
+                session.send_bytes(item.pending_in.encode())
+        stored = offline_view.messages(hub.store, txn, session.bare) if priority >= 0 else []
+    if stored:
+        for msg in stored:
+            session.send_bytes(with_delay(msg.xml, msg.at, hub.domain))
+        await hub.log.append(OfflineFlushed(session.bare, stored[-1].seq, session.session_id))
+
+
+async def broadcast_unavailable(hub: Hub, session: LocalSession, stanza: Element | None) -> None:
+    if not session.available:
+        return
+    await hub.log.append(unavailable_event(hub, session, stanza))
+
+
+def unavailable_event(hub: Hub, session: LocalSession, stanza: Element | None) -> PresenceUpdated:
+    """The broadcast (and directed) unavailable presence of a session going away (§4.5.2)."""
+    session.available = False
+    if stanza is None:
+        stanza = E("{%s}presence" % ns.CLIENT, {"type": "unavailable"})
+    xml = serialize(_stamp(stanza, session)).decode()
+    with hub.read() as txn:
+        targets = _broadcast_targets(hub, txn, session)
+        for target in sessions_view.directed_targets(hub.store, txn, session.session_id):
+            if target not in targets:
+                targets.append(target)
+    return PresenceUpdated(session.session_id, session.full, False, 0, xml, targets)
+
+
+async def _directed(
+    hub: Hub, session: LocalSession, stanza: Element, to: str, available: bool
+) -> None:
+    try:
+        target = JID.parse(to)
+    except InvalidJID as exc:
+        raise StanzaError("jid-malformed") from exc
+    if target.domain != hub.domain:
+        return  # No server-to-server yet: presence to remote domains is dropped, not bounced.
+    with hub.read() as txn:
+        item = roster_view.item(hub.store, txn, session.bare, str(target.bare))
+    subscribed = item is not None and item.subscription in ("from", "both")
+    stamped = stanza.with_attrs(**{"from": session.full, "to": str(target)})
+    # RFC 6121 §4.6: directed presence to a non-subscriber is remembered so that the target
+    # gets unavailable presence when the session ends.
+    await hub.log.append(
+        PresenceRouted(
+            sender=session.full,
+            xml=serialize(stamped).decode(),
+            targets=[str(target)],
+            directed_session=None if subscribed else session.session_id,
+            directed_available=available,
+        )
+    )
+
+
+def _route(sender: str, to: str, type_: str, stanza: Element | None = None) -> PresenceRouted:
+    if stanza is None:
+        stanza = E("{%s}presence" % ns.CLIENT)
+    out = stanza.with_attrs(**{"from": sender, "to": to, "type": type_, "id": stanza.get("id")})
+    return PresenceRouted(sender=sender, xml=serialize(out).decode(), targets=[to])
+
+
+async def _subscription(hub: Hub, session: LocalSession, stanza: Element, type_: str) -> None:
+    try:
+        contact_jid = JID.parse(stanza.get("to", "")).bare
+    except InvalidJID as exc:
+        raise StanzaError("jid-malformed") from exc
+    user, contact = session.bare, str(contact_jid)
+    local_contact = contact_jid.domain == hub.domain and contact_jid.local is not None
+    with hub.read() as txn:
+        mine = roster_view.item(hub.store, txn, user, contact)
+        theirs = roster_view.item(hub.store, txn, contact, user) if local_contact else None
+        contact_exists = local_contact and _account_exists(hub, txn, contact)
+        my_available = [
+            s.presence for s in sessions_view.of_user(hub.store, txn, user) if s.available and s.presence
+        ]
+    events: list[Any] = []
+    # The stanza as the contact sees it: from the user's bare JID (RFC 6121 §3.1.2).
+    if type_ == "subscribe":
+        new_mine = subscription.outbound_subscribe(mine, contact)
+        if new_mine is not None:
+            events.append(item_event(user, new_mine))
+        if contact_exists:
+            routed = _route(user, contact, "subscribe", stanza)
+            new_theirs, outcome = subscription.inbound_subscribe(theirs, user, routed.xml)
+            if outcome == "pending":
+                events += [item_event(contact, new_theirs), routed]  # type: ignore[arg-type]
+            else:
+                if new_theirs is not None:
+                    events.append(item_event(contact, new_theirs))
+                # Auto-reply: the contact already approved (A.3.1) or pre-approved (§3.4).
+                base = new_mine or mine
+                granted = subscription.inbound_subscribed(base)
+                if granted is not None:
+                    events.append(item_event(user, granted))
+                events.append(_route(contact, user, "subscribed"))
+    elif type_ == "subscribed":
+        new_mine, route = subscription.outbound_subscribed(mine, contact)
+        if new_mine is not None:
+            events.append(item_event(user, new_mine))
+        if route and contact_exists:
+            new_theirs = subscription.inbound_subscribed(theirs)
+            if new_theirs is not None:
+                events.append(item_event(contact, new_theirs))
+            events.append(_route(user, contact, "subscribed", stanza))
+            # §3.1.5: the contact now gets the user's current presence from each resource.
+            for xml in my_available:
+                events.append(PresenceRouted(sender=user, xml=_readdress(xml, contact), targets=[contact]))
+    elif type_ == "unsubscribe":
+        new_mine = subscription.outbound_unsubscribe(mine)
+        if new_mine is not None:
+            events.append(item_event(user, new_mine))
+        if contact_exists:
+            new_theirs = subscription.inbound_unsubscribe(theirs)
+            if new_theirs is not None:
+                events.append(item_event(contact, new_theirs))
+                events.append(_route(user, contact, "unsubscribe", stanza))
+    else:  # unsubscribed
+        new_mine = subscription.outbound_unsubscribed(mine)
+        if new_mine is not None:
+            events.append(item_event(user, new_mine))
+        if contact_exists:
+            new_theirs = subscription.inbound_unsubscribed(theirs)
+            if new_theirs is not None:
+                events.append(item_event(contact, new_theirs))
+                events.append(_route(user, contact, "unsubscribed", stanza))
+                # §3.2.3: the contact's resources learn that the user is now unavailable to them.
+                for s_jid in _available_jids(hub, user):
+                    unavailable = E(
+                        "{%s}presence" % ns.CLIENT,
+                        {"from": s_jid, "to": contact, "type": "unavailable"},
+                    )
+                    events.append(
+                        PresenceRouted(sender=s_jid, xml=serialize(unavailable).decode(), targets=[contact])
+                    )
+    if events:
+        await hub.log.append(*events)
+
+
+def _available_jids(hub: Hub, bare: str) -> list[str]:
+    with hub.read() as txn:
+        return [s.jid for s in sessions_view.of_user(hub.store, txn, bare) if s.available]
+
+
+def _readdress(xml: str, to: str) -> str:
+    from xes.xml import parse_fragment
+
+    return serialize(parse_fragment(xml.encode()).with_attrs(to=to)).decode()
+
+
+def _account_exists(hub: Hub, txn: Any, bare: str) -> bool:
+    from xes.projections.accounts import exists
+
+    return exists(hub.store, txn, bare)

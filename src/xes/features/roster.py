@@ -1,0 +1,173 @@
+"""Roster management (RFC 6121 §2) with versioning (XEP-0237).
+
+Handles ``jabber:iq:roster`` get and set. Emits ``roster.item_updated`` / ``roster.item_removed``
+(with the subscription side effects of a removal, RFC 6121 §2.5.2); roster pushes are sent by
+:mod:`xes.delivery` when those events are applied. Reads the roster projection.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from xes.eventlog.client import ProposalRejected
+from xes.events.catalog import PresenceRouted, RosterItemRemoved, RosterItemUpdated
+from xes.features import subscription
+from xes.hub import Hub, LocalSession
+from xes.jid import JID, InvalidJID
+from xes.projections import roster as roster_view
+from xes.projections.roster import RosterItem
+from xes.stanza.core import StanzaError, iq_result
+from xes.xml import E, Element, serialize
+from xes.xml import ns
+
+XEPS = ((237, "complete"),)
+MAX_RETRIES = 5
+"""Attempts when a concurrent change moved the roster stream under us (expected_version)."""
+
+
+def item_event(owner: str, item: RosterItem) -> RosterItemUpdated:
+    return RosterItemUpdated(
+        owner=owner,
+        contact=item.contact,
+        name=item.name,
+        groups=sorted(item.groups),
+        subscription=item.subscription,
+        ask=item.ask,
+        pending_in=item.pending_in,
+        approved=item.approved,
+        listed=item.listed,
+    )
+
+
+def item_element(item: RosterItem | RosterItemUpdated, removed: bool = False) -> Element:
+    attrs = {"jid": item.contact}
+    if removed:
+        attrs["subscription"] = "remove"
+        return E("{%s}item" % ns.ROSTER, attrs)
+    attrs["subscription"] = item.subscription
+    if item.name:
+        attrs["name"] = item.name
+    if item.ask:
+        attrs["ask"] = "subscribe"
+    if item.approved:
+        attrs["approved"] = "true"
+    groups = [E("{%s}group" % ns.ROSTER, None, g) for g in item.groups]
+    return E("{%s}item" % ns.ROSTER, attrs, *groups)
+
+
+def push_bytes(owner_full: str, ver: int, item: Element, push_id: str) -> bytes:
+    iq = E(
+        "{%s}iq" % ns.CLIENT,
+        {"type": "set", "id": push_id, "to": owner_full},
+        E("{%s}query" % ns.ROSTER, {"ver": str(ver)}, item),
+    )
+    return serialize(iq)
+
+
+async def handle(hub: Hub, session: LocalSession, iq: Element, query: Element) -> Element | None:
+    to = iq.get("to")
+    if to and to != session.bare:
+        # RFC 6121 §2.1.5: only the user's own roster, addressed to the bare JID or nothing.
+        raise StanzaError("forbidden")
+    if iq.get("type") == "get":
+        return get(hub, session, iq, query)
+    if iq.get("type") == "set":
+        return await set_(hub, session, iq, query)
+    raise StanzaError("bad-request")
+
+
+def get(hub: Hub, session: LocalSession, iq: Element, query: Element) -> Element:
+    session.interested = True
+    with hub.read() as txn:
+        ver = roster_view.version(hub.store, txn, session.bare)
+        client_ver = query.get("ver")
+        if client_ver is not None and client_ver == str(ver):
+            # XEP-0237 §2.3: unchanged roster: empty result, changes (none) come as pushes.
+            return iq_result(iq)
+        items = [i for i in roster_view.items(hub.store, txn, session.bare) if i.listed]
+    return iq_result(iq, E("{%s}query" % ns.ROSTER, {"ver": str(ver)}, *map(item_element, items)))
+
+
+def _parse_item(query: Element, owner: str) -> tuple[str, Element]:
+    items = query.find_all("{%s}item" % ns.ROSTER)
+    if len(items) != 1:
+        raise StanzaError("bad-request", "exactly one item per roster set (RFC 6121 §2.3.3)")
+    elem = items[0]
+    try:
+        jid = JID.parse(elem.get("jid", ""))
+    except InvalidJID as exc:
+        raise StanzaError("jid-malformed") from exc
+    return str(jid), elem
+
+
+async def set_(hub: Hub, session: LocalSession, iq: Element, query: Element) -> Element:
+    owner = session.bare
+    contact, elem = _parse_item(query, owner)
+    subscription_attr = elem.get("subscription")
+    if subscription_attr not in (None, "remove"):
+        # The client may not change subscription states through roster set (§2.1.2.5).
+        subscription_attr = None
+    groups = [g.text for g in elem.find_all("{%s}group" % ns.ROSTER)]
+    if any(not g for g in groups):
+        raise StanzaError("not-acceptable", "empty group name")
+    if len(set(groups)) != len(groups):
+        raise StanzaError("bad-request", "duplicate group")
+    if any(len(g.encode()) > 1023 for g in groups) or len(elem.get("name", "").encode()) > 1023:
+        raise StanzaError("not-acceptable", "name or group too long")
+    for _ in range(MAX_RETRIES):
+        with hub.read() as txn:
+            ver = _stream_version(hub, txn, owner)
+            current = roster_view.item(hub.store, txn, owner, contact)
+            if subscription_attr == "remove":
+                if current is None or not current.listed:
+                    raise StanzaError("item-not-found")
+                events = _removal_events(hub, txn, session, owner, current)
+            else:
+                base = current or RosterItem(contact=contact)
+                new = replace(
+                    base, name=elem.get("name") or None, groups=sorted(groups), listed=True
+                )
+                events = [item_event(owner, new)]
+        try:
+            await hub.log.append(*events, expected={f"roster:{owner}": ver})
+        except ProposalRejected as exc:
+            if exc.reason.startswith("conflict"):
+                continue
+            raise StanzaError("internal-server-error") from exc
+        return iq_result(iq)
+    raise StanzaError("resource-constraint", "roster busy, retry")
+
+
+def _stream_version(hub: Hub, txn: Any, owner: str) -> int:
+    from xes.projections.projector import STREAMS
+    from xes.store.env import from_u64
+
+    raw = txn.get(f"roster:{owner}".encode(), db=hub.store.db(STREAMS))
+    return from_u64(raw) if raw else 0
+
+
+def _removal_events(
+    hub: Hub, txn: Any, session: LocalSession, owner: str, current: RosterItem
+) -> list[Any]:
+    """RFC 6121 §2.5.2: removing an item also cancels subscriptions in both directions."""
+    events: list[Any] = [RosterItemRemoved(owner=owner, contact=current.contact)]
+    contact_jid = JID.parse(current.contact)
+    if contact_jid.domain != hub.domain or contact_jid.local is None:
+        return events
+    theirs = roster_view.item(hub.store, txn, current.contact, owner)
+    new_theirs = theirs
+    if current.subscription in ("to", "both") or current.ask:
+        new_theirs = subscription.inbound_unsubscribe(new_theirs) or new_theirs
+        events.append(_presence_route(owner, current.contact, "unsubscribe"))
+    if current.subscription in ("from", "both") or current.pending_in:
+        new_theirs = subscription.inbound_unsubscribed(new_theirs) or new_theirs
+        events.append(_presence_route(owner, current.contact, "unsubscribed"))
+    if new_theirs is not None and new_theirs != theirs:
+        events.append(item_event(current.contact, new_theirs))
+    return events
+
+
+def _presence_route(sender_bare: str, to_bare: str, type_: str) -> PresenceRouted:
+    stanza = E("{%s}presence" % ns.CLIENT, {"from": sender_bare, "to": to_bare, "type": type_})
+    return PresenceRouted(sender=sender_bare, xml=serialize(stanza).decode(), targets=[to_bare])

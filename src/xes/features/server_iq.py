@@ -1,0 +1,72 @@
+"""Queries the server answers itself: XEP-0030 disco, XEP-0199 ping, XEP-0092 version.
+
+Reads nothing but configuration and the accounts projection; emits no events.
+"""
+
+from __future__ import annotations
+
+import platform
+
+from xes import __version__
+from xes.hub import Hub, LocalSession
+from xes.stanza.core import StanzaError, iq_result
+from xes.xml import E, Element
+from xes.xml import ns
+
+XEPS = ((30, "partial"), (92, "complete"), (199, "complete"), (237, "complete"))
+
+SERVER_FEATURES = (
+    ns.DISCO_INFO,
+    ns.DISCO_ITEMS,
+    ns.PING,
+    ns.VERSION,
+    ns.ROSTER,
+    "urn:xmpp:features:rosterver",
+    "urn:xmpp:features:pre-approval",
+    "msgoffline",
+)
+
+
+async def disco_info(hub: Hub, session: LocalSession, iq: Element, query: Element) -> Element:
+    if iq.get("type") != "get":
+        raise StanzaError("bad-request")
+    to = iq.get("to")
+    if query.get("node"):
+        raise StanzaError("item-not-found")
+    if to and "@" in to:
+        # An account: RFC 6121 / XEP-0030 §3.1: identity account/registered.
+        children = [E("{%s}identity" % ns.DISCO_INFO, {"category": "account", "type": "registered"})]
+        children += [E("{%s}feature" % ns.DISCO_INFO, {"var": ns.DISCO_INFO})]
+        return iq_result(iq, E("{%s}query" % ns.DISCO_INFO, None, *children))
+    children = [E("{%s}identity" % ns.DISCO_INFO, {"category": "server", "type": "im", "name": "xes"})]
+    children += [E("{%s}feature" % ns.DISCO_INFO, {"var": var}) for var in SERVER_FEATURES]
+    return iq_result(iq, E("{%s}query" % ns.DISCO_INFO, None, *children))
+
+
+async def disco_items(hub: Hub, session: LocalSession, iq: Element, query: Element) -> Element:
+    if iq.get("type") != "get":
+        raise StanzaError("bad-request")
+    if query.get("node"):
+        raise StanzaError("item-not-found")
+    return iq_result(iq, E("{%s}query" % ns.DISCO_ITEMS))
+
+
+async def ping(hub: Hub, session: LocalSession, iq: Element, query: Element) -> Element:
+    if iq.get("type") != "get":
+        raise StanzaError("bad-request")
+    return iq_result(iq)
+
+
+async def version(hub: Hub, session: LocalSession, iq: Element, query: Element) -> Element:
+    if iq.get("type") != "get":
+        raise StanzaError("bad-request")
+    return iq_result(
+        iq,
+        E(
+            "{%s}query" % ns.VERSION,
+            None,
+            E("{%s}name" % ns.VERSION, None, "xes"),
+            E("{%s}version" % ns.VERSION, None, __version__),
+            E("{%s}os" % ns.VERSION, None, platform.system()),
+        ),
+    )

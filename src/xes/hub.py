@@ -1,0 +1,74 @@
+"""The node's runtime context shared by stream handlers: store reads, the log, local sessions.
+
+The hub holds no authoritative state: the registry of local sessions is a map of open
+connections (sockets), which by nature live on one node. Everything a second node must know is in
+the event log and the projections.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import lmdb
+
+from xes.config import Config
+from xes.eventlog.client import LogClient
+from xes.jid import JID
+from xes.store.env import Store
+
+
+class LocalSession(Protocol):
+    """A bound client stream on this node, as features see it."""
+
+    session_id: str
+    jid: JID
+    full: str
+    bare: str
+    available: bool
+    """The session sent initial presence and has not gone unavailable (RFC 6121 §4.2)."""
+    interested: bool
+    """The session requested the roster, so it gets roster pushes (RFC 6121 §2.1.6)."""
+
+    def send_bytes(self, data: bytes) -> None:
+        """Queue serialized stanza bytes; never blocks (a slow client is disconnected)."""
+
+    def close(self, condition: str | None, text: str | None = None) -> None:
+        """Close the stream, with a stream error when ``condition`` is set."""
+
+
+@dataclass
+class Hub:
+    config: Config
+    node: str
+    boot: str
+    store: Store
+    log: LogClient
+    sessions: dict[str, LocalSession] = field(default_factory=dict)
+    by_jid: dict[str, LocalSession] = field(default_factory=dict)
+
+    @property
+    def domain(self) -> str:
+        return self.config.domain
+
+    @contextmanager
+    def read(self) -> Iterator[lmdb.Transaction]:
+        with self.store.env.begin(buffers=False) as txn:
+            yield txn
+
+    def register(self, session: LocalSession) -> None:
+        old = self.by_jid.get(session.full)
+        if old is not None and old is not session:
+            old.close("conflict", "replaced by a new connection")
+        self.sessions[session.session_id] = session
+        self.by_jid[session.full] = session
+
+    def unregister(self, session: LocalSession) -> None:
+        self.sessions.pop(session.session_id, None)
+        if self.by_jid.get(session.full) is session:
+            del self.by_jid[session.full]
+
+    def local_of_bare(self, bare: str) -> list[LocalSession]:
+        return [s for s in self.sessions.values() if s.bare == bare]

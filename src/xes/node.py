@@ -1,0 +1,184 @@
+"""The composition root of one node: log process, store, delivery and client listeners.
+
+Start-up order matters: the log process first (it creates the LMDB sub-databases), then the
+read-only store, then the end of every session this node held before a crash (their contacts
+see them go unavailable: no ghost), a ``node.started`` event, delivery from the current applied
+index, and finally the listeners. The node is ready when its client port accepts connections.
+SIGTERM closes every stream cleanly, records the sessions' ends, then stops the log process.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+from pathlib import Path
+from typing import Any
+
+import anyio
+import structlog
+from anyio.abc import SocketAttribute, SocketStream, TaskGroup
+
+from xes import delivery, telemetry
+from xes.config import Config
+from xes.eventlog import process as log_process
+from xes.eventlog.client import LogClient, LogUnavailable
+from xes.events.catalog import NodeStarted, PresenceUpdated, SessionEnded
+from xes.hub import Hub
+from xes.projections import roster as roster_view
+from xes.projections import sessions as sessions_view
+from xes.projections.projector import all_db_names
+from xes.session.sasl import LoginLimiter
+from xes.store.env import open_store
+from xes.tlsutil import ensure_self_signed, server_context
+from xes.transport.c2s import ClientConnection
+from xes.xml import E, serialize
+
+log = structlog.get_logger("xes.node")
+
+
+def tls_paths(config: Config) -> tuple[Path, Path]:
+    if config.tls.cert and config.tls.key:
+        return Path(config.tls.cert), Path(config.tls.key)
+    tls_dir = config.data_dir / "tls"
+    cert, key = tls_dir / f"{config.domain}.crt", tls_dir / f"{config.domain}.key"
+    ensure_self_signed(cert, key, config.domain)
+    return cert, key
+
+
+def _split(addr: str) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+class Node:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.boot = secrets.token_hex(8)
+        self.node_id = config.cluster.node_id
+        self.stopping = anyio.Event()
+        self.connections: set[ClientConnection] = set()
+
+    async def run(self) -> None:
+        config = self.config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(config.data_dir, 0o700)
+        cert, key = tls_paths(config)
+        self.tls_context = server_context(cert, key)
+        proc = log_process.spawn(config)
+        try:
+            await self._serve(proc)
+        finally:
+            await self._stop_log_process(proc)
+
+    async def _serve(self, proc: Any) -> None:
+        config = self.config
+        client = LogClient(config.socket_path, origin=self.node_id, boot=self.boot)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._watch_log_process, proc, tg)
+            await client.connect(tg, timeout=60.0)
+            store = open_store(log_process.db_path(config), all_db_names(), writer=False)
+            hub = Hub(config=config, node=self.node_id, boot=self.boot, store=store, log=client)
+            self.hub = hub
+            await self._end_stale_sessions(hub)
+            tg.start_soon(delivery.run, hub, client.applied)
+            self.limiter = LoginLimiter(
+                max_failures=config.auth.max_failures,
+                window_s=config.auth.failure_window,
+                lockout_s=config.auth.lockout,
+            )
+            listeners = []
+            if config.listen.c2s:
+                listeners.append((config.listen.c2s, False))
+            if config.listen.c2s_tls:
+                listeners.append((config.listen.c2s_tls, True))
+            for addr, direct in listeners:
+                await tg.start(self._listen, addr, direct)
+            log.info("node_ready", domain=config.domain, node=self.node_id, boot=self.boot)
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for signum in signals:
+                    log.info("shutting_down", signal=signal.Signals(signum).name)
+                    break
+            await self._close_all()
+            tg.cancel_scope.cancel()
+        store.close()
+
+    async def _listen(self, addr: str, direct_tls: bool, *, task_status: Any) -> None:
+        host, port = _split(addr)
+        listener = await anyio.create_tcp_listener(local_host=host, local_port=port, reuse_port=False)
+        log.info("listening", addr=addr, direct_tls=direct_tls)
+        task_status.started()
+        async with listener:
+            await listener.serve(lambda stream: self._handle(stream, direct_tls))
+
+    async def _handle(self, stream: SocketStream, direct_tls: bool) -> None:
+        if len(self.connections) >= self.config.limits.max_connections:
+            await stream.aclose()
+            return
+        try:
+            peer = str(stream.extra(SocketAttribute.remote_address)[0])
+        except Exception:  # noqa: BLE001
+            peer = "?"
+        conn = ClientConnection(self.hub, stream, self.tls_context, self.limiter, peer, direct_tls)
+        self.connections.add(conn)
+        try:
+            await conn.run()
+        finally:
+            self.connections.discard(conn)
+
+    async def _close_all(self) -> None:
+        for conn in list(self.connections):
+            conn.close("system-shutdown", "the server is shutting down")
+        with anyio.move_on_after(10.0):
+            while self.connections:
+                await anyio.sleep(0.05)
+
+    async def _end_stale_sessions(self, hub: Hub) -> None:
+        """Sessions this node held before it stopped are over: tell their contacts, record it."""
+        with hub.read() as txn:
+            stale = sessions_view.of_node(hub.store, txn, self.node_id)
+            events: list[Any] = []
+            for view in stale:
+                if view.available:
+                    targets = [
+                        i.contact
+                        for i in roster_view.items(hub.store, txn, view.bare)
+                        if i.subscription in ("from", "both")
+                    ]
+                    targets += [s.jid for s in sessions_view.of_user(hub.store, txn, view.bare) if s.available]
+                    targets += sessions_view.directed_targets(hub.store, txn, view.session)
+                    stanza = E("{jabber:client}presence", {"from": view.jid, "type": "unavailable"})
+                    xml = serialize(stanza).decode()
+                    events.append(PresenceUpdated(view.session, view.jid, False, 0, xml, targets))
+                events.append(SessionEnded(view.session, view.jid, "node_restarted"))
+        events.append(NodeStarted(self.node_id, self.boot))
+        while True:
+            try:
+                await hub.log.append(*events)
+                break
+            except LogUnavailable as exc:
+                log.warning("waiting_for_log", error=str(exc))
+                await anyio.sleep(0.5)
+        if stale:
+            log.info("stale_sessions_ended", count=len(stale))
+
+    async def _watch_log_process(self, proc: Any, tg: TaskGroup) -> None:
+        while proc.is_alive():
+            await anyio.sleep(0.2)
+        log.error("log_process_exited", exitcode=proc.exitcode)
+        tg.cancel_scope.cancel()
+        raise SystemExit(3)
+
+    async def _stop_log_process(self, proc: Any) -> None:
+        if proc.is_alive():
+            proc.terminate()
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(proc.join, 15.0)
+        if proc.is_alive():
+            proc.kill()
+        log.info("node_stopped")
+
+
+def serve(config: Config) -> None:
+    telemetry.configure(config.log.level, config.log.format, node=config.cluster.node_id)
+    anyio.run(Node(config).run)

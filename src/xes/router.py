@@ -1,0 +1,139 @@
+"""Stanza dispatch for a bound client session (RFC 6120 §8, RFC 6121 §8).
+
+Picks the feature for each stanza by kind, type and payload namespace; turns
+:class:`~xes.stanza.core.StanzaError` and log failures into error replies, so a handler never
+has to build one. iq stanzas between clients are not state and are forwarded directly to the
+session that holds the addressed resource.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import structlog
+
+from xes.eventlog.client import LogUnavailable, ProposalRejected
+from xes.features import message, presence, roster, server_iq
+from xes.hub import Hub, LocalSession
+from xes.jid import JID, InvalidJID
+from xes.projections import accounts as accounts_view
+from xes.stanza.core import StanzaError, error_reply, payload
+from xes.xml import Element, serialize
+from xes.xml import ns
+
+log = structlog.get_logger("xes.router")
+
+IqHandler = Callable[[Hub, LocalSession, Element, Element], Awaitable[Element | None]]
+
+SERVER_IQ: dict[str, IqHandler] = {
+    "{%s}query" % ns.ROSTER: roster.handle,
+    "{%s}query" % ns.DISCO_INFO: server_iq.disco_info,
+    "{%s}query" % ns.DISCO_ITEMS: server_iq.disco_items,
+    "{%s}ping" % ns.PING: server_iq.ping,
+    "{%s}query" % ns.VERSION: server_iq.version,
+}
+"""Payloads the server answers when an iq is addressed to it (or to no one)."""
+
+ACCOUNT_IQ: dict[str, IqHandler] = {
+    "{%s}query" % ns.ROSTER: roster.handle,
+    "{%s}query" % ns.DISCO_INFO: server_iq.disco_info,
+}
+"""Payloads the server answers on behalf of an account's bare JID (RFC 6121 §8.5.2)."""
+
+
+class InvalidFrom(Exception):
+    """The client claimed a ``from`` it does not own: stream error invalid-from (RFC 6120 §8.1.2.1)."""
+
+
+def check_from(session: LocalSession, stanza: Element) -> None:
+    claimed = stanza.get("from")
+    if claimed is None:
+        return
+    try:
+        jid = JID.parse(claimed)
+    except InvalidJID as exc:
+        raise InvalidFrom(claimed) from exc
+    if str(jid) not in (session.full, session.bare):
+        raise InvalidFrom(claimed)
+
+
+async def dispatch(hub: Hub, session: LocalSession, stanza: Element) -> None:
+    check_from(session, stanza)
+    name = stanza.name
+    try:
+        if name == "message":
+            await message.handle(hub, session, stanza)
+        elif name == "presence":
+            await presence.handle(hub, session, stanza)
+        else:
+            await _iq(hub, session, stanza)
+    except StanzaError as exc:
+        _reply_error(session, stanza, exc.condition, exc.text, exc.type)
+    except LogUnavailable as exc:
+        log.warning("log_unavailable", error=str(exc), session=session.session_id)
+        _reply_error(session, stanza, "resource-constraint", "the cluster cannot record this now", "wait")
+    except ProposalRejected as exc:
+        log.warning("proposal_rejected", reason=exc.reason, session=session.session_id)
+        _reply_error(session, stanza, "internal-server-error", None, None)
+
+
+def _reply_error(
+    session: LocalSession, stanza: Element, condition: str, text: str | None, type_: str | None
+) -> None:
+    if stanza.get("type") == "error":
+        return  # RFC 6120 §8.3.1: never answer an error with an error.
+    reply = error_reply(stanza.with_attrs(**{"from": session.full}), condition, text, type_)
+    session.send_bytes(serialize(reply))
+
+
+async def _iq(hub: Hub, session: LocalSession, iq: Element) -> None:
+    type_ = iq.get("type")
+    if type_ not in ("get", "set", "result", "error") or iq.get("id") is None:
+        raise StanzaError("bad-request", "iq needs an id and a valid type (RFC 6120 §8.2.3)")
+    child = payload(iq)
+    if type_ in ("get", "set") and (child is None or len(iq.elements()) != 1):
+        raise StanzaError("bad-request", "iq get/set carries exactly one payload")
+    to_attr = iq.get("to")
+    try:
+        to = JID.parse(to_attr) if to_attr else None
+    except InvalidJID as exc:
+        raise StanzaError("jid-malformed") from exc
+    if to is None or str(to) == hub.domain:
+        await _answer(hub, session, iq, child, SERVER_IQ)
+        return
+    if to.domain != hub.domain:
+        raise StanzaError("remote-server-not-found", "no server-to-server connection to that domain")
+    if to.resource is None:
+        with hub.read() as txn:
+            known = accounts_view.exists(hub.store, txn, str(to))
+        if not known:
+            if type_ in ("get", "set"):
+                raise StanzaError("service-unavailable")
+            return
+        await _answer(hub, session, iq, child, ACCOUNT_IQ)
+        return
+    target = hub.by_jid.get(str(to))
+    if target is None:
+        # No such resource on this node. TODO(cluster): forward to the node holding it.
+        if type_ in ("get", "set"):
+            raise StanzaError("service-unavailable")
+        return
+    target.send_bytes(serialize(iq.with_attrs(**{"from": session.full})))
+
+
+async def _answer(
+    hub: Hub,
+    session: LocalSession,
+    iq: Element,
+    child: Element | None,
+    table: dict[str, IqHandler],
+) -> None:
+    if iq.get("type") in ("result", "error"):
+        return  # Answers to server-originated requests (e.g. roster push acks).
+    assert child is not None
+    handler = table.get(child.tag)
+    if handler is None:
+        raise StanzaError("service-unavailable")
+    reply = await handler(hub, session, iq, child)
+    if reply is not None:
+        session.send_bytes(serialize(reply))

@@ -1,0 +1,448 @@
+"""Sans-IO client-to-server stream negotiation (RFC 6120 §4-§7): STARTTLS, SASL, resource binding.
+
+:class:`C2SProtocol` turns parser events into actions; it never touches a socket, a clock or the
+event log. The transport feeds it bytes (``receive_data``) and carries out the actions it returns:
+send bytes, start TLS, bind a resource (which needs the event log), hand a stanza to the router,
+close. States and the inputs each state accepts are one table, ``TRANSITIONS``; an input missing
+from the table is a stream error, never a silent ignore.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum, auto
+from typing import Any
+
+from xes.jid import JID, InvalidJID
+from xes.session.sasl import Challenge, Failure, SaslServer, Success, offered_mechanisms
+from xes.xml import (
+    STREAM_CLOSE,
+    E,
+    Element,
+    ElementReceived,
+    StreamClosed,
+    StreamOpened,
+    XmlLimits,
+    XmlStream,
+    XmlStreamError,
+    serialize,
+    stream_error,
+    stream_header,
+)
+from xes.xml import ns
+
+
+class State(Enum):
+    EXPECT_HEADER = auto()
+    """Waiting for the client's stream header (initial or after a restart)."""
+    NEGOTIATING = auto()
+    """Features sent; STARTTLS or SASL expected."""
+    TLS_STARTING = auto()
+    """``<proceed/>`` sent; the transport is wrapping the socket."""
+    SASL = auto()
+    """A SASL exchange is in progress."""
+    BINDING = auto()
+    """Authenticated, stream restarted; a resource bind is expected."""
+    BIND_PENDING = auto()
+    """Bind handed to the transport; waiting for the log to record the session."""
+    BOUND = auto()
+    """Session established; stanzas flow."""
+    CLOSED = auto()
+
+
+# --- actions the transport carries out -----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StartTls:
+    """Wrap the connection in TLS now, then call :meth:`C2SProtocol.tls_started`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Authenticated:
+    username: str
+    mechanism: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuthFailed:
+    username: str | None
+    condition: str
+
+
+@dataclass(frozen=True, slots=True)
+class BindRequested:
+    """Record a session for ``jid``; then call ``bind_succeeded`` or ``bind_failed``."""
+
+    iq_id: str
+    jid: JID
+
+
+@dataclass(frozen=True, slots=True)
+class StanzaReceived:
+    stanza: Element
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    condition: str | None = None
+    """Stream error condition sent before closing, or None for a clean close."""
+
+
+Action = Send | StartTls | Authenticated | AuthFailed | BindRequested | StanzaReceived | Close
+
+
+@dataclass(frozen=True)
+class C2SPolicy:
+    """What the server requires and offers; injected so tests can vary it."""
+
+    domain: str
+    tls_required: bool = True
+    tls_available: bool = True
+    mechanisms: tuple[str, ...] = ("SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN")
+    max_auth_attempts: int = 3
+    limits: XmlLimits = field(default_factory=XmlLimits)
+    extra_features: tuple[Element, ...] = ()
+    """Features advertised after binding-stage restart besides bind (e.g. XEP-0198 ``sm``)."""
+
+
+class C2SProtocol:
+    """One client stream's negotiation state machine."""
+
+    def __init__(
+        self,
+        policy: C2SPolicy,
+        credentials: Callable[[str], dict[str, Any] | None],
+        normalize_username: Callable[[str], str],
+        auth_allowed: Callable[[str], bool] = lambda _user: True,
+    ) -> None:
+        self.policy = policy
+        self.credentials = credentials
+        self.normalize_username = normalize_username
+        self.auth_allowed = auth_allowed
+        self.state = State.EXPECT_HEADER
+        self.parser = XmlStream(policy.limits)
+        self.tls = False
+        self.channel_binding: tuple[str, bytes] | None = None
+        self.username: str | None = None
+        self.jid: JID | None = None
+        self.stream_id = ""
+        self.header_sent = False
+        self.sasl: SaslServer | None = None
+        self.sasl_mechanism = ""
+        self.auth_attempts = 0
+        self.lang = "en"
+
+    # -- input -------------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> list[Action]:
+        if self.state is State.CLOSED:
+            return []
+        try:
+            events = self.parser.receive_data(data)
+        except XmlStreamError as exc:
+            return self._stream_error(exc.condition, exc.text)
+        actions: list[Action] = []
+        for event in events:
+            actions.extend(self._on_event(event))
+            if self.state in (State.CLOSED, State.TLS_STARTING):
+                # Bytes after <starttls/> belong to the TLS handshake, never to this parser
+                # (RFC 6120 §5.4.3.3); after close nothing more is read.
+                break
+        return actions
+
+    def _on_event(self, event: StreamOpened | ElementReceived | StreamClosed) -> list[Action]:
+        if isinstance(event, StreamOpened):
+            return self._on_header(event)
+        if isinstance(event, StreamClosed):
+            self.state = State.CLOSED
+            return [Send(STREAM_CLOSE), Close()]
+        element = event.element
+        kind = _classify(element)
+        handler = TRANSITIONS.get((self.state, kind))
+        if handler is None:
+            return self._unexpected(element)
+        return handler(self, element)
+
+    # -- stream header -----------------------------------------------------------------------
+
+    def _on_header(self, event: StreamOpened) -> list[Action]:
+        if self.state is not State.EXPECT_HEADER:
+            return self._stream_error("not-well-formed", "unexpected stream restart")
+        attrs = event.attrs
+        self.stream_id = secrets.token_urlsafe(12)
+        self.lang = attrs.get("{%s}lang" % ns.XML, "en") or "en"
+        out = stream_header(
+            {
+                "from": self.policy.domain,
+                "id": self.stream_id,
+                "version": "1.0",
+                "{%s}lang" % ns.XML: "en",
+            }
+        )
+        self.header_sent = True
+        actions: list[Action] = [Send(out)]
+        if event.ns != ns.CLIENT:
+            return actions + self._stream_error("invalid-namespace", None, header=False)
+        to = attrs.get("to", "")
+        try:
+            domain = JID.parse(to).domain if to else ""
+        except InvalidJID:
+            domain = ""
+        if domain != self.policy.domain:
+            return actions + self._stream_error("host-unknown", None, header=False)
+        version = attrs.get("version", "0.9")
+        if _major(version) < 1:
+            return actions + self._stream_error("unsupported-version", None, header=False)
+        actions.append(Send(serialize(self._features(), default_ns=ns.CLIENT)))
+        self.state = State.BINDING if self.username else State.NEGOTIATING
+        return actions
+
+    def _features(self) -> Element:
+        children: list[Element] = []
+        if self.username is not None:
+            children.append(E("{%s}bind" % ns.BIND))
+            children.append(E("{%s}session" % ns.SESSION, None, E("{%s}optional" % ns.SESSION)))
+            children.extend(self.policy.extra_features)
+        elif not self.tls and self.policy.tls_available:
+            starttls = E("{%s}starttls" % ns.TLS)
+            if self.policy.tls_required:
+                starttls = starttls.append(E("{%s}required" % ns.TLS))
+            children.append(starttls)
+            if not self.policy.tls_required:
+                children.append(self._mechanisms())
+        else:
+            children.append(self._mechanisms())
+            if self.channel_binding is not None:
+                children.append(
+                    E(
+                        "{%s}sasl-channel-binding" % ns.SASL_CB,
+                        None,
+                        E("{%s}channel-binding" % ns.SASL_CB, {"type": self.channel_binding[0]}),
+                    )
+                )
+        return E("{%s}features" % ns.STREAMS, None, *children)
+
+    def _offered(self) -> list[str]:
+        possible = offered_mechanisms(tls=self.tls, channel_binding=self.channel_binding is not None)
+        return [m for m in self.policy.mechanisms if m in possible]
+
+    def _mechanisms(self) -> Element:
+        return E(
+            "{%s}mechanisms" % ns.SASL,
+            None,
+            *[E("{%s}mechanism" % ns.SASL, None, m) for m in self._offered()],
+        )
+
+    # -- STARTTLS (RFC 6120 §5) --------------------------------------------------------------
+
+    def _on_starttls(self, element: Element) -> list[Action]:
+        if self.tls or not self.policy.tls_available:
+            return [Send(serialize(E("{%s}failure" % ns.TLS), ns.CLIENT)), Send(STREAM_CLOSE), Close()]
+        self.state = State.TLS_STARTING
+        return [Send(serialize(E("{%s}proceed" % ns.TLS), ns.CLIENT)), StartTls()]
+
+    def tls_started(self, channel_binding: tuple[str, bytes] | None) -> None:
+        """The transport finished the TLS handshake: restart the stream (RFC 6120 §5.4.3.3)."""
+        self.tls = True
+        self.channel_binding = channel_binding
+        self.parser.reset()
+        self.state = State.EXPECT_HEADER
+
+    # -- SASL (RFC 6120 §6) ------------------------------------------------------------------
+
+    def _on_auth(self, element: Element) -> list[Action]:
+        if self.policy.tls_required and not self.tls:
+            return self._stream_error("policy-violation", "STARTTLS is required")
+        mechanism = element.get("mechanism", "")
+        if mechanism not in self._offered():
+            return self._sasl_failure("invalid-mechanism", None)
+        self.sasl_mechanism = mechanism
+        self.sasl = SaslServer(
+            mechanism,
+            self.credentials,
+            channel_binding=self.channel_binding,
+            tls=self.tls,
+            normalize_username=self.normalize_username,
+        )
+        self.state = State.SASL
+        return self._sasl_step(element.text)
+
+    def _on_response(self, element: Element) -> list[Action]:
+        return self._sasl_step(element.text)
+
+    def _on_abort(self, element: Element) -> list[Action]:
+        self.sasl = None
+        return self._sasl_failure("aborted", None)
+
+    def _sasl_step(self, text: str) -> list[Action]:
+        assert self.sasl is not None
+        text = text.strip()
+        if text == "=":
+            payload = b""
+        else:
+            try:
+                payload = base64.b64decode(text, validate=True)
+            except ValueError:
+                self.sasl = None
+                return self._sasl_failure("incorrect-encoding", None)
+        result = self.sasl.step(payload)
+        if isinstance(result, Challenge):
+            return [Send(serialize(E("{%s}challenge" % ns.SASL, None, _b64(result.data)), ns.CLIENT))]
+        if isinstance(result, Failure):
+            self.sasl = None
+            return [AuthFailed(None, result.condition), *self._sasl_failure(result.condition, result.text)]
+        assert isinstance(result, Success)
+        if not self.auth_allowed(result.username):
+            self.sasl = None
+            return [
+                AuthFailed(result.username, "temporary-auth-failure"),
+                *self._sasl_failure("temporary-auth-failure", "too many failed attempts; try later"),
+            ]
+        self.sasl = None
+        self.username = result.username
+        self.parser.reset()
+        self.state = State.EXPECT_HEADER
+        success = E("{%s}success" % ns.SASL, None, *([_b64(result.data)] if result.data else []))
+        return [Send(serialize(success, ns.CLIENT)), Authenticated(result.username, self.sasl_mechanism)]
+
+    def _sasl_failure(self, condition: str, text: str | None) -> list[Action]:
+        self.auth_attempts += 1
+        children: list[Element] = [E("{%s}%s" % (ns.SASL, condition))]
+        if text:
+            children.append(E("{%s}text" % ns.SASL, {"{%s}lang" % ns.XML: "en"}, text))
+        actions: list[Action] = [Send(serialize(E("{%s}failure" % ns.SASL, None, *children), ns.CLIENT))]
+        self.state = State.NEGOTIATING
+        if self.auth_attempts >= self.policy.max_auth_attempts:
+            # RFC 6120 §6.4.5: a reasonable number of retries, then the stream is closed.
+            actions += self._stream_error("policy-violation", "too many authentication attempts")
+        return actions
+
+    # -- resource binding (RFC 6120 §7) ------------------------------------------------------
+
+    def _on_bind(self, element: Element) -> list[Action]:
+        iq_id = element.get("id", "")
+        if element.get("type") != "set":
+            return [Send(serialize(_iq_error(element, "modify", "bad-request"), ns.CLIENT))]
+        bind = element.find("{%s}bind" % ns.BIND)
+        assert bind is not None
+        requested = bind.find("{%s}resource" % ns.BIND)
+        resource = requested.text.strip() if requested is not None else ""
+        if not resource:
+            resource = "xes-" + secrets.token_hex(6)
+        assert self.username is not None
+        try:
+            jid = JID.parse(f"{self.username}@{self.policy.domain}/{resource}")
+        except InvalidJID:
+            return [Send(serialize(_iq_error(element, "modify", "bad-request"), ns.CLIENT))]
+        self.state = State.BIND_PENDING
+        return [BindRequested(iq_id, jid)]
+
+    def bind_succeeded(self, iq_id: str, jid: JID) -> list[Action]:
+        self.jid = jid
+        self.state = State.BOUND
+        reply = E(
+            "{%s}iq" % ns.CLIENT,
+            {"type": "result", "id": iq_id},
+            E("{%s}bind" % ns.BIND, None, E("{%s}jid" % ns.BIND, None, str(jid))),
+        )
+        return [Send(serialize(reply, ns.CLIENT))]
+
+    def bind_failed(self, iq_id: str, condition: str = "internal-server-error") -> list[Action]:
+        self.state = State.BINDING
+        iq = E("{%s}iq" % ns.CLIENT, {"type": "set", "id": iq_id})
+        return [Send(serialize(_iq_error(iq, "wait", condition), ns.CLIENT))]
+
+    def _on_session_iq(self, element: Element) -> list[Action]:
+        # RFC 3921 session establishment is a no-op kept for old clients (RFC 6121 Appendix E).
+        reply = E("{%s}iq" % ns.CLIENT, {"type": "result", "id": element.get("id", "")})
+        return [Send(serialize(reply, ns.CLIENT))]
+
+    def _on_stanza(self, element: Element) -> list[Action]:
+        return [StanzaReceived(element)]
+
+    # -- errors ------------------------------------------------------------------------------
+
+    def _unexpected(self, element: Element) -> list[Action]:
+        if self.state in (State.NEGOTIATING, State.SASL) and element.ns == ns.CLIENT:
+            return self._stream_error("not-authorized", None)
+        if self.state is State.BIND_PENDING and element.ns == ns.CLIENT:
+            return self._stream_error("not-authorized", "stanza before resource binding finished")
+        if self.state is State.BINDING and element.ns == ns.CLIENT:
+            return self._stream_error("not-authorized", "resource binding required")
+        if element.ns in (ns.CLIENT, ns.TLS, ns.SASL, ns.BIND, ns.STREAMS):
+            return self._stream_error("policy-violation", f"unexpected {element.name}")
+        return self._stream_error("unsupported-stanza-type", None)
+
+    def _stream_error(self, condition: str, text: str | None, header: bool = True) -> list[Action]:
+        actions: list[Action] = []
+        if header and not self.header_sent:
+            # RFC 6120 §4.9.1.3: an error before the response header still opens the stream.
+            actions.append(Send(stream_header({"from": self.policy.domain, "version": "1.0"})))
+            self.header_sent = True
+        self.state = State.CLOSED
+        actions += [Send(stream_error(condition, text) + STREAM_CLOSE), Close(condition)]
+        return actions
+
+    def stream_error(self, condition: str, text: str | None = None) -> list[Action]:
+        """Close the stream with ``condition`` on the transport's initiative (timeouts, floods)."""
+        if self.state is State.CLOSED:
+            return []
+        return self._stream_error(condition, text)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode() if data else "="
+
+
+def _major(version: str) -> int:
+    try:
+        return int(version.split(".", 1)[0])
+    except ValueError:
+        return 0
+
+
+def _iq_error(iq: Element, type_: str, condition: str) -> Element:
+    return E(
+        "{%s}iq" % ns.CLIENT,
+        {"type": "error", "id": iq.get("id", "")},
+        E("{%s}error" % ns.CLIENT, {"type": type_}, E("{%s}%s" % (ns.STANZAS, condition))),
+    )
+
+
+def _classify(element: Element) -> str:
+    tag = element.tag
+    if tag == "{%s}starttls" % ns.TLS:
+        return "starttls"
+    if element.ns == ns.SASL:
+        return {"auth": "auth", "response": "response", "abort": "abort"}.get(element.name, "other")
+    if tag == "{%s}iq" % ns.CLIENT:
+        if element.find("{%s}bind" % ns.BIND) is not None:
+            return "bind"
+        if element.find("{%s}session" % ns.SESSION) is not None:
+            return "session"
+    if element.ns == ns.CLIENT and element.name in ("message", "presence", "iq"):
+        return "stanza"
+    return "other"
+
+
+TRANSITIONS: dict[tuple[State, str], Callable[[C2SProtocol, Element], list[Action]]] = {
+    (State.NEGOTIATING, "starttls"): C2SProtocol._on_starttls,
+    (State.NEGOTIATING, "auth"): C2SProtocol._on_auth,
+    (State.SASL, "response"): C2SProtocol._on_response,
+    (State.SASL, "abort"): C2SProtocol._on_abort,
+    (State.BINDING, "bind"): C2SProtocol._on_bind,
+    (State.BINDING, "session"): C2SProtocol._on_session_iq,
+    (State.BOUND, "session"): C2SProtocol._on_session_iq,
+    (State.BOUND, "stanza"): C2SProtocol._on_stanza,
+    (State.BOUND, "bind"): C2SProtocol._on_stanza,
+}
+"""Every (state, input) pair that is allowed; anything else is a stream error."""

@@ -1,0 +1,21 @@
+"""XEP-0203 Delayed Delivery: stamp a stored stanza with the server's receive time."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from xes.xml import E, parse_fragment, serialize
+from xes.xml import ns
+
+
+def stamp(at_ms: int) -> str:
+    """XEP-0082 DateTime in UTC with millisecond precision."""
+    moment = datetime.fromtimestamp(at_ms / 1000, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def with_delay(xml: str, at_ms: int, by: str) -> bytes:
+    """``xml`` with a ``<delay/>`` child (XEP-0203 §3) saying when the server received it."""
+    stanza = parse_fragment(xml.encode())
+    delay = E("{%s}delay" % ns.DELAY, {"from": by, "stamp": stamp(at_ms)}, "Offline Storage")
+    return serialize(stanza.append(delay))

@@ -1,0 +1,300 @@
+"""Client connections on anyio: runs :class:`~xes.session.c2s.C2SProtocol` over a socket.
+
+Before binding, replies go straight to the socket from the reading task (STARTTLS must swap the
+stream under it). After binding, everything the client receives goes through one bounded queue
+drained by a writer task, so delivery never blocks on a slow client: a client whose queue is full
+is disconnected instead of stalling the node. Authentication and idle time are bounded by
+``limits.auth_timeout`` and ``limits.idle_timeout``; inbound stanzas are rate limited with a token
+bucket that throttles reading (backpressure rather than loss).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import ssl
+import time
+from typing import Any
+
+import anyio
+import structlog
+from anyio.abc import ByteStream
+from anyio.streams.tls import TLSAttribute, TLSStream
+
+from xes import router
+from xes.eventlog.client import LogUnavailable, ProposalRejected
+from xes.events.catalog import SessionBound, SessionEnded
+from xes.features import presence
+from xes.hub import Hub
+from xes.jid import JID, normalize_localpart
+from xes.projections import accounts as accounts_view
+from xes.session.c2s import (
+    Action,
+    AuthFailed,
+    Authenticated,
+    BindRequested,
+    C2SPolicy,
+    C2SProtocol,
+    Close,
+    Send,
+    StanzaReceived,
+    StartTls,
+    State,
+)
+from xes.session.sasl import LoginLimiter, channel_binding_data
+
+log = structlog.get_logger("xes.c2s")
+
+READ_SIZE = 65536
+TLS_HANDSHAKE_TIMEOUT = 15.0
+CLOSE_TIMEOUT = 5.0
+
+
+class ClientConnection:
+    """One client stream from accept to close; after bind it is a :class:`~xes.hub.LocalSession`."""
+
+    def __init__(
+        self,
+        hub: Hub,
+        stream: ByteStream,
+        tls_context: ssl.SSLContext,
+        limiter: LoginLimiter,
+        peer: str,
+        direct_tls: bool,
+    ) -> None:
+        self.hub = hub
+        self.stream: ByteStream = stream
+        self.tls_context = tls_context
+        self.limiter = limiter
+        self.peer = peer
+        self.direct_tls = direct_tls
+        config = hub.config
+        self.protocol = C2SProtocol(
+            C2SPolicy(
+                domain=config.domain,
+                tls_required=config.tls.required,
+                mechanisms=config.auth.mechanisms,
+                limits=config.xml_limits,
+            ),
+            credentials=self._credentials,
+            normalize_username=normalize_localpart,
+            auth_allowed=self._auth_allowed,
+        )
+        self.session_id = ""
+        self.jid: JID = JID(None, config.domain, None)
+        self.full = ""
+        self.bare = ""
+        self.available = False
+        self.interested = False
+        self.bound = False
+        self.closing = False
+        self._send_out, self._recv_out = anyio.create_memory_object_stream[bytes | None](
+            config.limits.outbound_queue
+        )
+        self._tokens = float(config.limits.stanza_burst)
+        self._refilled = time.monotonic()
+        self._close_reason = "closed"
+        self._cancel = anyio.CancelScope()
+
+    # -- LocalSession ------------------------------------------------------------------------
+
+    def send_bytes(self, data: bytes) -> None:
+        if self.closing:
+            return
+        try:
+            self._send_out.send_nowait(data)
+        except anyio.WouldBlock:
+            log.warning("client_too_slow", session=self.session_id, jid=self.full)
+            self.close("policy-violation", "too slow: outbound queue full")
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            pass
+
+    def close(self, condition: str | None, text: str | None = None) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        self._close_reason = condition or "closed"
+        tail = b""
+        for action in self.protocol.stream_error(condition, text) if condition else []:
+            if isinstance(action, Send):
+                tail += action.data
+        if not condition:
+            tail = b"</stream:stream>"
+        with contextlib.suppress(anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
+            self._send_out.send_nowait(tail)
+        with contextlib.suppress(anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
+            self._send_out.send_nowait(None)
+        if not self.bound:
+            self._cancel.cancel()
+
+    # -- auth helpers --------------------------------------------------------------------------
+
+    def _credentials(self, username: str) -> dict[str, Any] | None:
+        with self.hub.read() as txn:
+            return accounts_view.credentials(self.hub.store, txn, f"{username}@{self.hub.domain}")
+
+    def _auth_allowed(self, username: str) -> bool:
+        return self.limiter.check(username, self.peer, time.monotonic())
+
+    # -- main loop -----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            with self._cancel:
+                if self.direct_tls:
+                    await self._start_tls()
+                async with anyio.create_task_group() as tg:
+                    self._tg = tg
+                    await self._read_loop()
+                    tg.cancel_scope.cancel()
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError, ssl.SSLError):
+            pass
+        except Exception as exc:  # noqa: BLE001 - one connection must never take the node down
+            log.error("connection_failed", error=repr(exc), session=self.session_id, exc_info=True)
+            with contextlib.suppress(Exception):
+                await self._raw_send(b"</stream:stream>")
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._finish()
+
+    async def _read_loop(self) -> None:
+        limits = self.hub.config.limits
+        deadline = time.monotonic() + limits.auth_timeout
+        while True:
+            timeout = limits.idle_timeout if self.bound else deadline - time.monotonic()
+            data = b""
+            with anyio.move_on_after(max(timeout, 0)):
+                data = await self.stream.receive(READ_SIZE)
+            if not data:
+                if self.closing:
+                    return
+                condition = "connection-timeout"
+                await self._execute(self.protocol.stream_error(condition, "timed out"))
+                return
+            if await self._execute(self.protocol.receive_data(data)):
+                return
+
+    async def _execute(self, actions: list[Action]) -> bool:
+        """Carry out protocol actions; True when the stream is finished."""
+        for action in actions:
+            if isinstance(action, Send):
+                await self._out(action.data)
+            elif isinstance(action, StanzaReceived):
+                await self._throttle()
+                try:
+                    await router.dispatch(self.hub, self, action.stanza)
+                except router.InvalidFrom:
+                    await self._execute(self.protocol.stream_error("invalid-from", None))
+                    return True
+            elif isinstance(action, StartTls):
+                await self._start_tls()
+            elif isinstance(action, BindRequested):
+                await self._bind(action)
+            elif isinstance(action, Authenticated):
+                self.limiter.record_success(action.username, self.peer, time.monotonic())
+                log.info("authenticated", user=action.username, mechanism=action.mechanism, peer=self.peer)
+            elif isinstance(action, AuthFailed):
+                self.limiter.record_failure(action.username or "", self.peer, time.monotonic())
+                log.info("auth_failed", condition=action.condition, peer=self.peer)
+            elif isinstance(action, Close):
+                self.closing = True
+                self._close_reason = action.condition or "closed"
+                return True
+        return False
+
+    async def _out(self, data: bytes) -> None:
+        if self.bound:
+            self.send_bytes(data)
+        else:
+            await self._raw_send(data)
+
+    async def _raw_send(self, data: bytes) -> None:
+        await self.stream.send(data)
+
+    async def _throttle(self) -> None:
+        limits = self.hub.config.limits
+        now = time.monotonic()
+        self._tokens = min(limits.stanza_burst, self._tokens + (now - self._refilled) * limits.stanzas_per_second)
+        self._refilled = now
+        self._tokens -= 1
+        if self._tokens < 0:
+            await anyio.sleep(-self._tokens / limits.stanzas_per_second)
+
+    async def _start_tls(self) -> None:
+        with anyio.fail_after(TLS_HANDSHAKE_TIMEOUT):
+            self.stream = await TLSStream.wrap(
+                self.stream, server_side=True, ssl_context=self.tls_context, standard_compatible=False
+            )
+        ssl_object = self.stream.extra(TLSAttribute.ssl_object)
+        self.protocol.tls_started(channel_binding_data(ssl_object))
+
+    async def _bind(self, action: BindRequested) -> None:
+        session_id = secrets.token_urlsafe(18)
+        event = SessionBound(session_id, str(action.jid), self.hub.node, self.hub.boot)
+        try:
+            await self.hub.log.append(event)
+        except (LogUnavailable, ProposalRejected) as exc:
+            log.warning("bind_failed", error=str(exc))
+            await self._execute(self.protocol.bind_failed(action.iq_id, "resource-constraint"))
+            return
+        self.session_id = session_id
+        self.jid = action.jid
+        self.full = str(action.jid)
+        self.bare = str(action.jid.bare)
+        self.bound = True
+        structlog.contextvars.bind_contextvars(session=session_id, jid=self.full)
+        self.hub.register(self)
+        self._tg.start_soon(self._writer)
+        log.info("session_bound", peer=self.peer)
+        await self._execute(self.protocol.bind_succeeded(action.iq_id, action.jid))
+
+    async def _writer(self) -> None:
+        async with self._recv_out:
+            async for data in self._recv_out:
+                if data is None:
+                    break
+                buf = [data]
+                # Coalesce whatever is queued into one write (one TLS record, one syscall).
+                while len(buf) < 64:
+                    try:
+                        more = self._recv_out.receive_nowait()
+                    except anyio.WouldBlock:
+                        break
+                    if more is None:
+                        await self.stream.send(b"".join(buf))
+                        self._tg.cancel_scope.cancel()
+                        return
+                    buf.append(more)
+                await self.stream.send(b"".join(buf))
+        self._tg.cancel_scope.cancel()
+
+    async def _finish(self) -> None:
+        """Record the end of the session (RFC 6121 §4.5.2 unavailable presence) and close."""
+        if self.bound:
+            self.hub.unregister(self)
+            events: list[Any] = []
+            if self.available:
+                events.append(presence.unavailable_event(self.hub, self, None))
+            events.append(SessionEnded(self.session_id, self.full, self._close_reason))
+            with anyio.move_on_after(CLOSE_TIMEOUT):
+                try:
+                    await self.hub.log.append(*events)
+                except (LogUnavailable, ProposalRejected) as exc:
+                    log.warning("session_end_not_recorded", error=str(exc), session=self.session_id)
+            log.info("session_ended", reason=self._close_reason, session=self.session_id)
+            # Anything still queued (error tail, close) goes out before the socket closes.
+            with anyio.move_on_after(1.0):
+                pending = []
+                while True:
+                    try:
+                        item = self._recv_out.receive_nowait()
+                    except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.EndOfStream):
+                        break
+                    if item is None:
+                        break
+                    pending.append(item)
+                if pending:
+                    with contextlib.suppress(Exception):
+                        await self.stream.send(b"".join(pending))
+        with anyio.move_on_after(1.0), contextlib.suppress(Exception):
+            await self.stream.aclose()
