@@ -1,0 +1,122 @@
+"""Start and stop the real ``xes serve`` process for integration tests."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 60.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"port {port} not ready")
+
+
+@dataclass
+class XesServer:
+    root: Path
+    domain: str = "xes.test"
+    extra: str = ""
+    c2s: int = field(default_factory=free_port)
+    c2s_tls: int = field(default_factory=free_port)
+    raft: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def config(self) -> Path:
+        return self.root / "xes.toml"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / "server.log"
+
+    def write_config(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.config.write_text(
+            f'domain = "{self.domain}"\n'
+            f'data_dir = "{self.data_dir}"\n'
+            "[listen]\n"
+            f'c2s = "127.0.0.1:{self.c2s}"\n'
+            f'c2s_tls = "127.0.0.1:{self.c2s_tls}"\n'
+            "[cluster]\n"
+            f'raft = "127.0.0.1:{self.raft}"\n' + self.extra
+        )
+
+    def start(self) -> None:
+        if not self.config.exists():
+            self.write_config()
+        log = open(self.log_path, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "xes", "serve", "--config", str(self.config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_port(self.c2s, proc=self.proc)
+
+    def xes(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [sys.executable, "-m", "xes", *args, "--config", str(self.config)],
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"xes {' '.join(args)} failed: {result.stdout}{result.stderr}")
+        return result
+
+    def add_user(self, user: str, password: str) -> None:
+        self.xes("user", "add", f"{user}@{self.domain}", "--password", password)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            if sig == signal.SIGKILL:
+                # kill -9 of the whole server: both of its processes die at once.
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+            else:
+                self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        code = self.proc.returncode
+        # Wait until the log process (same process group) is gone too.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(self.proc.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        self.proc = None
+        return code
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

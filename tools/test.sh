@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs everything the test suite needs (Python packages into .venv, Debian packages for the
+# non-Python client tests) and runs the suite. This is the README's test command.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  if ! command -v go-sendxmpp >/dev/null 2>&1; then
+    apt-get update -qq >/dev/null 2>&1 || true
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq go-sendxmpp >/dev/null 2>&1 \
+      || echo "warning: go-sendxmpp could not be installed; its test will be skipped" >&2
+  fi
+fi
+python3 -m venv .venv
+.venv/bin/pip install -q --upgrade pip >/dev/null
+.venv/bin/pip install -q -e '.[test]'
+.venv/bin/ruff check src tests tools
+exec .venv/bin/pytest -q "$@"
