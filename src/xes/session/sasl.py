@@ -129,7 +129,7 @@ class Success:
 class Failure:
     """Send ``<failure/>`` with ``condition`` and, if not empty, ``<text/>``.
 
-    ``text`` never says whether the account exists (RFC 6120 §6.4.5 allows a generic
+    ``text`` never says whether the account exists (RFC 6120 §6.5.10 allows a generic
     ``not-authorized`` for exactly that reason).
     """
 
@@ -208,12 +208,11 @@ def encode_sasl_payload(data: bytes) -> str:
 
 
 def offered_mechanisms(*, tls: bool, channel_binding: bool, allow_plain: bool = True) -> list[str]:
-    """Return the mechanisms to advertise, strongest first (RFC 6120 §6.4.1).
+    """Return the mechanisms to advertise, strongest first (RFC 6120 §6.3.3).
 
     -PLUS variants only when channel-binding data for this connection exists (RFC 5802 §6; a
     server that advertises them must then pass the same data to :class:`SaslServer`, which is
-    how downgrades are caught). PLAIN only over TLS (RFC 6120 §6.4.1 / RFC 4616 §6: it sends the
-    password itself).
+    how downgrades are caught). PLAIN only over TLS (RFC 4616 §6: it sends the password itself).
     """
     mechanisms: list[str] = []
     if tls and channel_binding:
@@ -449,7 +448,7 @@ class SaslServer:
             if not self._allow_plain:
                 return Failure(Condition.INVALID_MECHANISM)
             if not self._tls:
-                # RFC 6120 §6.5.3: the mechanism exists but needs an encrypted stream.
+                # RFC 6120 §6.5.4: the mechanism exists but needs an encrypted stream.
                 return Failure(Condition.ENCRYPTION_REQUIRED, "PLAIN requires TLS")
             return None
         if self._base_mechanism not in _HASHES:
@@ -546,8 +545,8 @@ class SaslServer:
 
         Never returns ``None`` (scramp would answer ``e=unknown-user`` at once): an unknown user
         gets stand-in credentials and fails only at the proof, like a wrong password, so neither
-        the answer, its timing nor the salt reveals which it was (RFC 6120 §6.5.10 lets us
-        answer both with ``not-authorized``).
+        the answer, its timing nor the salt reveals which it was (RFC 6120 §13.11, directory
+        harvesting; §6.5.10 lets us answer both with ``not-authorized``).
         """
         localpart = self._attempted = self._normalize_or_none(username)
         keys = self._stored_keys(localpart) if localpart is not None else None
@@ -635,7 +634,7 @@ class _Record:
 
 
 class LoginLimiter:
-    """Limits failed logins per account and per client address (RFC 6120 §13.8 asks servers to
+    """Limits failed logins per account and per client address (RFC 6120 §13.12 asks servers to
     resist dictionary attacks). Pure: the caller passes ``now`` (monotonic seconds).
 
     A key that collects ``max_failures`` failures within ``window_s`` seconds is locked for
