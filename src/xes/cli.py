@@ -24,7 +24,7 @@ from xes.jid import JID, InvalidJID
 
 
 def _config(args: argparse.Namespace) -> Config:
-    if args.config:
+    if getattr(args, "config", None):
         return load_config(args.config)
     return parse_config({})
 
@@ -232,7 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--config", "-c", help="TOML configuration file (default: built-in defaults)")
+        p.add_argument(
+            "--config",
+            "-c",
+            default=argparse.SUPPRESS,
+            help="TOML configuration file (default: built-in defaults)",
+        )
         return p
 
     with_config(sub.add_parser("serve", help="run the server")).set_defaults(func=cmd_serve)
