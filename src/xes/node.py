@@ -30,7 +30,7 @@ from xes.projections import sessions as sessions_view
 from xes.projections.projector import all_db_names
 from xes.session.sasl import LoginLimiter
 from xes.store.env import open_store
-from xes.tlsutil import ensure_self_signed, server_context
+from xes.tlsutil import certificate_der, ensure_self_signed, server_context
 from xes.transport.c2s import ClientConnection
 from xes.xml import E, serialize
 
@@ -65,6 +65,7 @@ class Node:
         os.chmod(config.data_dir, 0o700)
         cert, key = tls_paths(config)
         self.tls_context = server_context(cert, key)
+        self.cert_der = certificate_der(cert)
         proc = log_process.spawn(config)
         try:
             await self._serve(proc)
@@ -119,7 +120,9 @@ class Node:
             peer = str(stream.extra(SocketAttribute.remote_address)[0])
         except Exception:  # noqa: BLE001
             peer = "?"
-        conn = ClientConnection(self.hub, stream, self.tls_context, self.limiter, peer, direct_tls)
+        conn = ClientConnection(
+            self.hub, stream, self.tls_context, self.cert_der, self.limiter, peer, direct_tls
+        )
         self.connections.add(conn)
         try:
             await conn.run()

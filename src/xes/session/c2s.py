@@ -272,6 +272,7 @@ class C2SProtocol:
             channel_binding=self.channel_binding,
             tls=self.tls,
             normalize_username=self.normalize_username,
+            domain=self.policy.domain,
         )
         self.state = State.SASL
         return self._sasl_step(element.text)
@@ -280,6 +281,8 @@ class C2SProtocol:
         return self._sasl_step(element.text)
 
     def _on_abort(self, element: Element) -> list[Action]:
+        if self.sasl is not None:
+            self.sasl.abort()
         self.sasl = None
         return self._sasl_failure("aborted", None)
 
@@ -298,8 +301,12 @@ class C2SProtocol:
         if isinstance(result, Challenge):
             return [Send(serialize(E("{%s}challenge" % ns.SASL, None, _b64(result.data)), ns.CLIENT))]
         if isinstance(result, Failure):
+            attempted = self.sasl.attempted_username
             self.sasl = None
-            return [AuthFailed(None, result.condition), *self._sasl_failure(result.condition, result.text)]
+            return [
+                AuthFailed(attempted, str(result.condition)),
+                *self._sasl_failure(str(result.condition), result.text),
+            ]
         assert isinstance(result, Success)
         if not self.auth_allowed(result.username):
             self.sasl = None

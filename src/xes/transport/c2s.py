@@ -58,6 +58,7 @@ class ClientConnection:
         hub: Hub,
         stream: ByteStream,
         tls_context: ssl.SSLContext,
+        cert_der: bytes,
         limiter: LoginLimiter,
         peer: str,
         direct_tls: bool,
@@ -65,6 +66,7 @@ class ClientConnection:
         self.hub = hub
         self.stream: ByteStream = stream
         self.tls_context = tls_context
+        self.cert_der = cert_der
         self.limiter = limiter
         self.peer = peer
         self.direct_tls = direct_tls
@@ -226,7 +228,7 @@ class ClientConnection:
                 self.stream, server_side=True, ssl_context=self.tls_context, standard_compatible=False
             )
         ssl_object = self.stream.extra(TLSAttribute.ssl_object)
-        self.protocol.tls_started(channel_binding_data(ssl_object))
+        self.protocol.tls_started(channel_binding_data(ssl_object, server_cert_der=self.cert_der))
 
     async def _bind(self, action: BindRequested) -> None:
         session_id = secrets.token_urlsafe(18)
