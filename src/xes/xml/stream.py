@@ -22,6 +22,7 @@ what expat itself holds for an incomplete token.
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import re
 from dataclasses import dataclass
 from typing import Any, Final
@@ -580,6 +581,7 @@ def stream_error(condition: str, text: str | None = None, lang: str | None = Non
     return serialize(E(f"{{{ns.STREAMS}}}error", None, E(f"{{{errors_ns}}}{condition}"), text_el))
 
 
+_DEFAULT_LIMITS: Final = XmlLimits()
 _XML_DECL = re.compile(rb"\s*<\?xml\s[^>]*\?>")
 
 
@@ -588,11 +590,17 @@ def parse_fragment(
 ) -> Element:
     """Parse one standalone element (tests, configuration, stored stanzas).
 
-    The same hardened parser and limits as a live stream apply. ``default_ns`` is the namespace
-    of unprefixed elements that declare none, matching :func:`serialize`'s default so that
-    ``parse_fragment(serialize(el)) == el``; pass ``""`` for none. An XML declaration at the start
-    is allowed. Raises :class:`XmlStreamError`.
+    The same hardened parser and limits as a live stream apply, except that without explicit
+    ``limits`` the size limit grows to fit ``data``: it is already in memory, and a stored stanza
+    may have grown on re-serialization (CDATA comes back as escaped text). ``default_ns`` is the
+    namespace of unprefixed elements that declare none, matching :func:`serialize`'s default so
+    that ``parse_fragment(serialize(el)) == el``; pass ``""`` for none. An XML declaration at the
+    start is allowed. Raises :class:`XmlStreamError`.
     """
+    if limits is None:
+        limits = dataclasses.replace(
+            _DEFAULT_LIMITS, max_stanza_bytes=max(_DEFAULT_LIMITS.max_stanza_bytes, len(data))
+        )
     decl = _XML_DECL.match(data)
     prolog = b""
     if decl is not None:
