@@ -6,7 +6,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from raftkit import Cluster
+from raftkit import Cluster, Network
+
+from xes.eventlog.raft import _Transport
 
 
 @pytest.fixture
@@ -16,3 +18,11 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         yield c
     finally:
         c.close()
+
+
+@pytest.fixture
+def network(monkeypatch: pytest.MonkeyPatch) -> Network:
+    """Partitions and delays between the nodes of `cluster` (see raftkit.Network)."""
+    net = Network(_Transport)
+    net.patch(monkeypatch, _Transport)
+    return net

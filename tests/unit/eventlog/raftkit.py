@@ -11,6 +11,7 @@ import socket
 import struct
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,8 @@ class LmdbStateMachine:
         self.snapshot_kind = snapshot_kind
         self.apply_calls = 0
         self.restores = 0
+        #: Every (index, command) ever applied, even if a restore later replaced it.
+        self.history: list[tuple[int, bytes]] = []
         self._lock = threading.RLock()
         path.mkdir(parents=True, exist_ok=True)
         self._open()
@@ -65,6 +68,7 @@ class LmdbStateMachine:
             with self._env.begin(write=True) as txn:
                 txn.put(u64(index), command, db=self._entries)
                 txn.put(b"last_applied", u64(index), db=self._meta)
+            self.history.append((index, command))
             return b"ok:%d" % index
 
     def snapshot(self, path: Path) -> None:
@@ -220,3 +224,55 @@ def submit_wait(raft: RaftLog, command: bytes, timeout: float = 10.0) -> SubmitR
     raft.submit(command, results)
     assert results.wait(1, timeout), "no outcome"
     return results.items[0]
+
+
+class Network:
+    """Test double for the links between in-process nodes: isolate a node, or delay messages.
+
+    Installed by patching `_Transport` (the adapter's TCPTransport subclass) at class level.
+    Isolation drops messages both ways while the TCP connections stay up, like a partition
+    shorter than the connection timeout whose buffered data is lost. A delay holds every
+    received Raft message for `delay` seconds, preserving order, and delivers it from the
+    receiving node's raft thread: replies then arrive in bursts, as on a WAN link.
+    """
+
+    def __init__(self, transport_cls: Any) -> None:
+        self.isolated: set[str] = set()
+        self.delay = 0.0
+        self._send = transport_cls.send
+        self._receive = transport_cls._onMessageReceived
+
+    def patch(self, monkeypatch: Any, transport_cls: Any) -> None:
+        network = self
+
+        def send(transport: Any, node: Any, message: Any) -> bool:
+            if network._cut(transport, node):
+                return False
+            return bool(network._send(transport, node, message))
+
+        def receive(transport: Any, node: Any, message: Any) -> None:
+            if network._cut(transport, node):
+                return
+            queue = getattr(transport, "_test_delayed", None)
+            if queue is None and network.delay:
+                queue = transport._test_delayed = deque()
+                transport._syncObj.addOnTickCallback(lambda: network._deliver(transport))
+            if queue is None:
+                network._receive(transport, node, message)
+                return
+            queue.append((time.monotonic() + network.delay, node, message))
+            network._deliver(transport)
+
+        monkeypatch.setattr(transport_cls, "send", send)
+        monkeypatch.setattr(transport_cls, "_onMessageReceived", receive)
+
+    def _cut(self, transport: Any, node: Any) -> bool:
+        return transport._selfNode.address in self.isolated or node.address in self.isolated
+
+    def _deliver(self, transport: Any) -> None:
+        queue = transport._test_delayed
+        now = time.monotonic()
+        while queue and (queue[0][0] <= now or not self.delay):
+            _, node, message = queue.popleft()
+            if not self._cut(transport, node):
+                self._receive(transport, node, message)

@@ -1,0 +1,712 @@
+"""The Raft-replicated command log: xes's only import of pysyncobj (pinned 0.3.17, ADR 0004).
+
+`RaftLog` replicates opaque `bytes` commands and hands each committed one, in log order and with
+its Raft index, to a `StateMachine` (the projector, whose state lives in LMDB). It hides
+PySyncObj's API and fixes its measured defects (`docs/adr/0004-raft-adapter.md`,
+`xes.eventlog.raft_patches`):
+
+* one `@replicated` method taking one `bytes` argument, so no xes class is ever pickled;
+* apply never raises (an exception would wedge every replica), entries already in LMDB are
+  skipped (the journal is replayed from the last snapshot after every restart);
+* pickle protocol 5, an fsynced journal and term file, monotonic nextIndex bookkeeping on the
+  leader, commands bounded well below the append batch size, no commit-index advance on a
+  follower whose log was not matched;
+* snapshots are copies of the state machine (`StateMachine.snapshot`), never a fork of this
+  process (LMDB must not cross `fork()`); journal and dump file always go together.
+
+Threading: PySyncObj runs one thread per node ("the raft thread"). `StateMachine.apply`,
+`snapshot`, `restore` and the submit callbacks run on it; they must never wait for Raft. The
+thread stops when the thread that created the `RaftLog` exits, so create it on a long-lived
+thread (the log process's main thread). Run the whole thing in its own process: a busy event
+loop or a long C call in the same process holds the GIL and stops heartbeats.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import itertools
+import os
+import pickle
+import re
+import secrets
+import shutil
+import struct
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import structlog
+from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
+from pysyncobj.node import TCPNode
+from pysyncobj.transport import TCPTransport
+
+from xes.eventlog import raft_patches
+from xes.eventlog.raft_patches import (
+    ALL_FIXES,
+    DurableFileJournal,
+    Fixes,
+    fsync_dir,
+    journal_options,
+    next_index_after_reply,
+)
+
+__all__ = [
+    "Fixes",
+    "Outcome",
+    "RaftConfig",
+    "RaftLog",
+    "StateMachine",
+    "SubmitResult",
+]
+
+log = structlog.get_logger()
+
+#: Heartbeat period (pysyncobj `appendEntriesPeriod`, its default). Election timeouts must exceed
+#: three of these (pysyncobj asserts it).
+HEARTBEAT_PERIOD = 0.1
+#: Socket buffers: a few MiB so a WAN link's bandwidth-delay product fits.
+SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
+#: Added to twice the largest command for appendEntriesBatchSizeBytes (pickle framing, margin).
+BATCH_MARGIN_BYTES = 64 * 1024
+#: pysyncobj's own default, used only when `Fixes.large_batches` is off (tests).
+PYSYNCOBJ_DEFAULT_BATCH_BYTES = 2**16
+#: Result of an entry skipped because the state machine already has it (journal replay).
+ALREADY_APPLIED = b""
+
+_ADDR = re.compile(r"^(?P<host>\[[0-9a-fA-F:.]+\]|[^:\s\[\]]+):(?P<port>\d{1,5})$")
+
+
+@dataclass(frozen=True)
+class RaftConfig:
+    """One node's Raft settings. Defaults are the LAN profile measured in ADR 0004."""
+
+    #: This node's Raft address, "host:port"; also its identity in the cluster.
+    self_addr: str
+    #: The other nodes' Raft addresses; empty for a one-node cluster. self_addr is ignored here.
+    peers: tuple[str, ...]
+    #: Node data directory; the journal, its meta file and the snapshot live in `raft/`.
+    data_dir: Path
+    #: Cluster password: the wire is pickle, so without it anyone reaching the port runs code.
+    #: Required when peers is non-empty; a one-node cluster without it gets a random one.
+    secret: str | None
+    min_timeout: float = 0.4
+    max_timeout: float = 1.2
+    #: Long, so idle follower-to-follower links and snapshot transfers are not declared dead.
+    connection_timeout: float = 30.0
+    #: A leader without a majority's replies for this long steps down (pysyncobj default 30 s).
+    leader_fallback_timeout: float = 2.0
+    #: Larger commands are refused with Outcome.TOO_LARGE (the layer above groups below this).
+    max_command_bytes: int = 512 * 1024
+    #: Bounded queue of commands not yet taken by the raft thread (backpressure: QUEUE_FULL).
+    commands_queue_size: int = 10000
+    #: Flush the journal and term file to disk (off only for throwaway test clusters).
+    fsync: bool = True
+    #: "host:port" to listen on; None listens on all interfaces at self_addr's port.
+    bind_addr: str | None = None
+    #: A submit with no outcome after this long is answered UNKNOWN (PySyncObj has no timeout).
+    submit_timeout: float = 10.0
+    #: Compact the log (snapshot + journal truncation) after this many entries or seconds.
+    compaction_min_entries: int = 5000
+    compaction_min_time: float = 300.0
+
+
+class StateMachine(Protocol):
+    """What `RaftLog` drives. All methods are called on the raft thread."""
+
+    def last_applied(self) -> int:
+        """Durable index of the last applied entry (0 when empty)."""
+        ...
+
+    def apply(self, index: int, command: bytes) -> bytes:
+        """Apply one committed entry, in log order, recording `index` as last applied in the
+        same transaction. Should not raise; a result blob goes back to the submitter."""
+        ...
+
+    def snapshot(self, path: Path) -> None:
+        """Write a consistent copy of the whole state to `path` (a file or a directory)."""
+        ...
+
+    def restore(self, path: Path) -> None:
+        """Replace the state with the snapshot at `path` (as written by `snapshot`)."""
+        ...
+
+
+class Outcome(enum.Enum):
+    """What happened to a submitted command."""
+
+    #: Committed and applied on this node; `SubmitResult.result` is the state machine's blob.
+    APPLIED = "applied"
+    #: Definitely not in the log (no leader, not leader, queue full, denied, overwritten).
+    NOT_APPENDED = "not_appended"
+    #: May or may not be committed (leader changed, timeout, closed, apply raised): retry with
+    #: the same event ids, apply deduplicates.
+    UNKNOWN = "unknown"
+    #: Larger than `RaftConfig.max_command_bytes`; never submitted.
+    TOO_LARGE = "too_large"
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    outcome: Outcome
+    #: Raft index of the entry, when known.
+    index: int | None
+    #: The state machine's result blob (APPLIED) or an error note (apply raised).
+    result: bytes | None
+    #: Why, for logs: the PySyncObj reason name, "timeout", "apply_failed: ...".
+    detail: str = ""
+
+
+Callback = Callable[[SubmitResult], None]
+
+_FAIL_OUTCOMES = {
+    FAIL_REASON.QUEUE_FULL: (Outcome.NOT_APPENDED, "queue_full"),
+    FAIL_REASON.MISSING_LEADER: (Outcome.NOT_APPENDED, "missing_leader"),
+    FAIL_REASON.DISCARDED: (Outcome.NOT_APPENDED, "discarded"),
+    FAIL_REASON.NOT_LEADER: (Outcome.NOT_APPENDED, "not_leader"),
+    FAIL_REASON.REQUEST_DENIED: (Outcome.NOT_APPENDED, "request_denied"),
+    FAIL_REASON.LEADER_CHANGED: (Outcome.UNKNOWN, "leader_changed"),
+    FAIL_REASON.UNKNOWN_OUTCOME: (Outcome.UNKNOWN, "unknown_outcome"),
+}
+_STATES = {0: "follower", 1: "candidate", 2: "leader"}
+
+
+def _check_addr(addr: str, what: str) -> None:
+    match = _ADDR.match(addr)
+    if match is None or not 0 < int(match["port"]) < 65536:
+        raise ValueError(f"{what} must be 'host:port', got {addr!r}")
+
+
+def _validate(config: RaftConfig) -> None:
+    """Reject a config PySyncObj would assert on, or that would be unsafe to run."""
+    _check_addr(config.self_addr, "self_addr")
+    for peer in config.peers:
+        _check_addr(peer, "peer")
+    if config.bind_addr is not None:
+        _check_addr(config.bind_addr, "bind_addr")
+    if _peers(config) and not config.secret:
+        raise ValueError("a cluster secret is required when peers are configured")
+    if config.min_timeout <= 3 * HEARTBEAT_PERIOD:
+        raise ValueError(f"min_timeout must exceed {3 * HEARTBEAT_PERIOD} s")
+    if config.max_timeout <= config.min_timeout:
+        raise ValueError("max_timeout must exceed min_timeout")
+    if config.connection_timeout < config.max_timeout:
+        raise ValueError("connection_timeout must be at least max_timeout")
+    if config.leader_fallback_timeout <= HEARTBEAT_PERIOD:
+        raise ValueError(f"leader_fallback_timeout must exceed {HEARTBEAT_PERIOD} s")
+    if config.max_command_bytes <= 0 or config.commands_queue_size <= 0:
+        raise ValueError("max_command_bytes and commands_queue_size must be positive")
+    if config.submit_timeout <= 0 or config.compaction_min_entries < 2:
+        raise ValueError("submit_timeout must be positive, compaction_min_entries at least 2")
+
+
+def _peers(config: RaftConfig) -> list[str]:
+    return [peer for peer in config.peers if peer != config.self_addr]
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+class _Snapshots:
+    """PySyncObj's custom serializer/deserializer: the state is the state machine's, not ours.
+
+    The full dump file is what PySyncObj sends to a lagging or new follower, so it must be one
+    file: the state machine's snapshot (a file, or a directory such as an LMDB `env.copy`) packed
+    as its files' bytes, then a pickled header (PySyncObj's two last entries, the members, the
+    file list), then a fixed trailer (header length, magic).
+    """
+
+    MAGIC = b"XESSNAP1"
+    TRAILER = struct.Struct(">Q8s")
+
+    def __init__(self, sm: StateMachine, raft_dir: Path, node: str, fsync: bool) -> None:
+        self._sm = sm
+        self._dir = raft_dir
+        self._node = node
+        self._fsync = fsync
+
+    def write(self, tmp_file: str, data: tuple[Any, Any, Any]) -> None:
+        """Serializer hook: write the dump to `tmp_file` (PySyncObj renames it into place)."""
+        last, prev, cluster = data
+        started = time.monotonic()
+        staging = self._dir / "snapshot"
+        try:
+            _remove(staging)
+            self._sm.snapshot(staging)
+            files = self._files(staging)
+            with open(tmp_file, "wb") as out:
+                for rel, _size in files:
+                    with open(staging / rel if rel else staging, "rb") as src:
+                        shutil.copyfileobj(src, out, 1024 * 1024)
+                header = pickle.dumps(
+                    {
+                        "last": last,
+                        "prev": prev,
+                        "members": sorted(node.address for node in cluster),
+                        "kind": "dir" if staging.is_dir() else "file",
+                        "files": files,
+                    },
+                    protocol=raft_patches.PICKLE_PROTOCOL,
+                )
+                out.write(header)
+                out.write(self.TRAILER.pack(len(header), self.MAGIC))
+                out.flush()
+                if self._fsync:
+                    os.fsync(out.fileno())
+                size = out.tell()
+        except Exception:
+            log.exception("raft_snapshot_failed", node=self._node, index=last[1])
+            raise
+        finally:
+            _remove(staging)
+        log.info(
+            "raft_snapshot_written",
+            node=self._node,
+            index=last[1],
+            bytes=size,
+            seconds=round(time.monotonic() - started, 3),
+        )
+
+    def read(self, file_name: str) -> tuple[Any, Any, set[TCPNode]]:
+        """Deserializer hook: restore the state machine unless it already is at least as new.
+
+        Called after every restart (our own dump) and when a leader sent us its dump. LMDB is
+        durable and usually ahead of our own dump, so rolling it back to replay the journal
+        would only cost time and make readers see the state go backwards.
+        """
+        with open(file_name, "rb") as f:
+            end = f.seek(0, os.SEEK_END)
+            f.seek(end - self.TRAILER.size)
+            header_len, magic = self.TRAILER.unpack(f.read(self.TRAILER.size))
+            if magic != self.MAGIC:
+                raise ValueError(f"{file_name} is not an xes snapshot")
+            f.seek(end - self.TRAILER.size - header_len)
+            header = pickle.loads(f.read(header_len))
+            index = header["last"][1]
+            if self._fsync:
+                # It may have just arrived from the leader; it replaces journal entries next.
+                os.fsync(f.fileno())
+                fsync_dir(os.path.dirname(file_name) or ".")
+            applied = self._sm.last_applied()
+            if applied < index:
+                started = time.monotonic()
+                target = self._dir / "restore"
+                _remove(target)
+                f.seek(0)
+                self._unpack(f, target, header)
+                try:
+                    self._sm.restore(target)
+                finally:
+                    _remove(target)
+                log.info(
+                    "raft_snapshot_restored",
+                    node=self._node,
+                    index=index,
+                    previously_applied=applied,
+                    seconds=round(time.monotonic() - started, 3),
+                )
+        return header["last"], header["prev"], {TCPNode(addr) for addr in header["members"]}
+
+    @staticmethod
+    def _files(path: Path) -> list[tuple[str, int]]:
+        if path.is_file():
+            return [("", path.stat().st_size)]
+        if not path.is_dir():
+            raise FileNotFoundError(f"StateMachine.snapshot wrote nothing at {path}")
+        return [
+            (str(p.relative_to(path)), p.stat().st_size)
+            for p in sorted(path.rglob("*"))
+            if p.is_file()
+        ]
+
+    @staticmethod
+    def _unpack(src: Any, target: Path, header: dict[str, Any]) -> None:
+        if header["kind"] == "dir":
+            target.mkdir()
+        for rel, size in header["files"]:
+            dest = target / rel if rel else target
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with open(dest, "wb") as out:
+                remaining = size
+                while remaining:
+                    chunk = src.read(min(remaining, 1024 * 1024))
+                    if not chunk:
+                        raise ValueError("truncated snapshot")
+                    out.write(chunk)
+                    remaining -= len(chunk)
+
+
+class _Transport(TCPTransport):
+    """TCP transport that makes the journal durable before any Raft message leaves (defect 2).
+
+    A follower's ack and a leader's append both go through `send`, so an entry is on disk
+    before anyone counts it.
+    """
+
+    def send(self, node: Any, message: Any) -> bool:
+        self._syncObj._sync_journal()
+        return bool(super().send(node, message))
+
+
+class _Node(SyncObj):  # type: ignore[misc]
+    """The SyncObj subclass; its only replicated method takes one `bytes` command."""
+
+    def __init__(
+        self,
+        config: RaftConfig,
+        conf: SyncObjConf,
+        sm: StateMachine,
+        fixes: Fixes,
+        on_tick: Callable[[], None],
+    ) -> None:
+        # Everything the raft thread touches is set before SyncObj.__init__ starts that thread.
+        self._sm = sm
+        self._fixes = fixes
+        self._addr = config.self_addr
+        self._on_tick = on_tick
+        with journal_options(fsync=config.fsync):
+            super().__init__(config.self_addr, _peers(config), conf, transportClass=_Transport)
+
+    @replicated  # type: ignore[misc]
+    def apply_entry(self, command: bytes) -> tuple[int, bytes, str]:
+        """Apply one committed command; returns (index, result blob, error note or "").
+
+        In pysyncobj 0.3.17 `__applyLogEntries` applies entry `raftLastApplied + 1` and only
+        then increments `raftLastApplied`, so that is this entry's index. Raising here would
+        leave the entry unapplied and retried on every tick, on every replica (defect 5).
+        """
+        index = int(self.raftLastApplied) + 1
+        if not self._fixes.guard_apply:
+            return index, self._apply(index, command), ""
+        try:
+            return index, self._apply(index, command), ""
+        except Exception as exc:
+            log.exception("raft_apply_failed", node=self._addr, index=index)
+            note = f"apply_failed: {type(exc).__name__}: {exc}"
+            return index, note.encode("utf-8", "replace"), note
+
+    def _apply(self, index: int, command: bytes) -> bytes:
+        if index <= self._sm.last_applied():
+            return ALREADY_APPLIED
+        return self._sm.apply(index, command)
+
+    def _journal(self) -> Any:
+        return self._SyncObj__raftLog
+
+    def _sync_journal(self) -> None:
+        journal = self._journal()
+        if isinstance(journal, DurableFileJournal):
+            journal.sync()
+
+    def _onTick(self, timeToWait: float = 0.0) -> None:
+        # A leader counts its own copy towards the commit in this tick: flush it first.
+        self._sync_journal()
+        # Before pysyncobj's tick, which can raise (and skip its own tick callbacks).
+        self._on_tick()
+        super()._onTick(timeToWait)
+
+    def _SyncObj__onMessageReceived(self, node: Any, message: Any) -> None:
+        """Raft message handling with the fixes for defects 1, 8 and 12.
+
+        Overrides the name-mangled `SyncObj.__onMessageReceived`, which SyncObj registers with
+        the transport as `self.__onMessageReceived`, so this subclass method is what runs.
+        """
+        kind = message.get("type")
+        if kind == "next_node_idx" and self._on_next_node_idx(node, message):
+            return
+        if (
+            kind == "append_entries"
+            and "prevLogIdx" not in message
+            and self._fixes.snapshot_commit_guard
+        ):
+            self._on_snapshot_message(node, message)
+            return
+        SyncObj._SyncObj__onMessageReceived(self, node, message)
+
+    def _on_snapshot_message(self, node: Any, message: Any) -> None:
+        """A snapshot chunk (or an empty one while the leader is busy serializing).
+
+        pysyncobj sets `commitIndex = min(leaderCommit, lastLogIndex)` after every
+        append_entries, including these, which carry no prevLogIdx: the follower's log was not
+        matched against the leader's. A deposed leader that gets a snapshot thus commits and
+        applies its own uncommitted tail and answers its callers APPLIED for entries the
+        cluster overwrote (defect 12). An installed snapshot is committed by definition, so
+        only a commit-index advance without an installed snapshot is undone.
+        """
+        commit_before = self.raftCommitIndex
+        applied_before = self.raftLastApplied
+        SyncObj._SyncObj__onMessageReceived(self, node, message)
+        if self.raftLastApplied == applied_before and self.raftCommitIndex > commit_before:
+            self._SyncObj__raftCommitIndex = commit_before
+            self._journal().setRaftCommitIndex(commit_before)
+
+    def _on_next_node_idx(self, node: Any, message: Any) -> bool:
+        """Leader bookkeeping of a follower's reply (defects 1 and 8); False: pysyncobj's own.
+
+        For a `next_node_idx` message on a leader, pysyncobj runs only the block replaced here.
+        """
+        fixes = self._fixes
+        if not (self._isLeader() and (fixes.monotonic_next_index or fixes.reset_only_backwards)):
+            return False
+        next_index = self._SyncObj__raftNextIndex
+        match_index = self._SyncObj__raftMatchIndex
+        if node not in match_index:  # a removed node's late reply
+            return True
+        next_index[node], match_index[node] = next_index_after_reply(
+            next_index[node],
+            match_index[node],
+            message["next_node_idx"],
+            success=message["success"],
+            reset=message["reset"],
+            fixes=fixes,
+        )
+        self._SyncObj__lastResponseTime[node] = time.monotonic()
+        return True
+
+
+class RaftLog:
+    """A node of the replicated log. See the module docstring for threading rules."""
+
+    def __init__(
+        self,
+        config: RaftConfig,
+        state_machine: StateMachine,
+        *,
+        fixes: Fixes = ALL_FIXES,
+    ) -> None:
+        _validate(config)
+        raft_patches.install()
+        self._config = config
+        self._sm = state_machine
+        self._dir = config.data_dir / "raft"
+        self._dir.mkdir(parents=True, exist_ok=True)
+        self._pending: dict[int, Callback] = {}
+        self._deadlines: deque[tuple[float, int]] = deque()
+        self._tokens = itertools.count(1)
+        self._ready = threading.Event()
+        self._closed = False
+        snapshots = _Snapshots(state_machine, self._dir, config.self_addr, config.fsync)
+        one_node = not _peers(config)
+        batch = (
+            2 * config.max_command_bytes + BATCH_MARGIN_BYTES
+            if fixes.large_batches
+            else PYSYNCOBJ_DEFAULT_BATCH_BYTES
+        )
+        conf = SyncObjConf(
+            # Nobody else may talk to a one-node cluster: a random password locks the port.
+            password=config.secret or secrets.token_urlsafe(32),
+            autoTick=True,
+            # A one-node cluster commits one tick after the append.
+            autoTickPeriod=0.01 if one_node else 0.05,
+            appendEntriesPeriod=HEARTBEAT_PERIOD,
+            raftMinTimeout=config.min_timeout,
+            raftMaxTimeout=config.max_timeout,
+            connectionTimeout=config.connection_timeout,
+            connectionRetryTime=1.0,
+            leaderFallbackTimeout=config.leader_fallback_timeout,
+            # Send on every append and commit on the majority's ack (0.5 ms, not ~100 ms).
+            appendEntriesUseBatch=False,
+            appendEntriesBatchSizeBytes=batch,
+            commandsWaitLeader=False,
+            commandsQueueSize=config.commands_queue_size,
+            sendBufferSize=SOCKET_BUFFER_BYTES,
+            recvBufferSize=SOCKET_BUFFER_BYTES,
+            bindAddress=config.bind_addr,
+            journalFile=str(self._dir / "journal"),
+            fullDumpFile=str(self._dir / "dump"),
+            serializer=snapshots.write,
+            deserializer=snapshots.read,
+            useFork=False,
+            logCompactionMinEntries=config.compaction_min_entries,
+            logCompactionMinTime=config.compaction_min_time,
+            dynamicMembershipChange=True,
+            onReady=self._ready.set,
+        )
+        self._node = _Node(config, conf, state_machine, fixes, self._expire)
+        log.info("raft_started", node=config.self_addr, peers=list(_peers(config)))
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def submit(self, command: bytes, callback: Callback) -> None:
+        """Propose `command`; `callback` gets exactly one SubmitResult.
+
+        Non-blocking. The callback runs on the raft thread, except for immediate refusals
+        (TOO_LARGE, QUEUE_FULL, closed), which run on the caller's thread. Never wait for Raft
+        inside it.
+        """
+        if len(command) > self._config.max_command_bytes:
+            detail = f"{len(command)} > {self._config.max_command_bytes} bytes"
+            self._deliver(callback, SubmitResult(Outcome.TOO_LARGE, None, None, detail))
+            return
+        token = self._register(callback)
+        if token is None:
+            return
+        self._enqueue(
+            functools.partial(self._node.apply_entry, bytes(command)),
+            functools.partial(self._on_applied, token),
+        )
+
+    def add_member(self, addr: str, callback: Callback) -> None:
+        """Add a node (started with this cluster as its peers); one change at a time."""
+        self._membership(self._node.addNodeToCluster, addr, callback)
+
+    def remove_member(self, addr: str, callback: Callback) -> None:
+        """Remove a node from the cluster; one change at a time."""
+        self._membership(self._node.removeNodeFromCluster, addr, callback)
+
+    def force_compaction(self) -> None:
+        """Snapshot and truncate the journal on the next tick (ops and tests)."""
+        self._node.forceLogCompaction()
+
+    def _membership(self, change: Callable[..., None], addr: str, callback: Callback) -> None:
+        try:
+            _check_addr(addr, "member address")
+        except ValueError as exc:
+            self._deliver(callback, SubmitResult(Outcome.NOT_APPENDED, None, None, str(exc)))
+            return
+        if not self._config.secret:
+            detail = "no cluster secret configured: a one-node cluster cannot grow"
+            self._deliver(callback, SubmitResult(Outcome.NOT_APPENDED, None, None, detail))
+            return
+        token = self._register(callback)
+        if token is not None:
+            self._enqueue(
+                functools.partial(change, addr), functools.partial(self._on_applied, token)
+            )
+
+    def _enqueue(self, call: Callable[..., None], done: Callable[[Any, int], None]) -> None:
+        try:
+            call(callback=done)
+        except OSError:
+            # The command is queued; only the wake-up write to pysyncobj's notifier pipe
+            # failed, because the pipe is full, which wakes the raft thread anyway.
+            log.warning("raft_notify_failed", node=self._config.self_addr)
+
+    def _register(self, callback: Callback) -> int | None:
+        if self._closed:
+            self._deliver(callback, SubmitResult(Outcome.NOT_APPENDED, None, None, "closed"))
+            return None
+        token = next(self._tokens)
+        self._pending[token] = callback
+        self._deadlines.append((time.monotonic() + self._config.submit_timeout, token))
+        return token
+
+    def _on_applied(self, token: int, res: Any, err: int) -> None:
+        if err == FAIL_REASON.SUCCESS:
+            if res is None:  # a membership change
+                result = SubmitResult(Outcome.APPLIED, None, None)
+            else:
+                index, blob, error = res
+                outcome = Outcome.UNKNOWN if error else Outcome.APPLIED
+                result = SubmitResult(outcome, index, blob, error)
+        else:
+            outcome, detail = _FAIL_OUTCOMES.get(err, (Outcome.UNKNOWN, f"fail_reason_{err}"))
+            result = SubmitResult(outcome, None, None, detail)
+        self._finish(token, result)
+
+    def _finish(self, token: int, result: SubmitResult) -> None:
+        # dict.pop is atomic: whichever of outcome, timeout and close comes first answers.
+        callback = self._pending.pop(token, None)
+        if callback is not None:
+            self._deliver(callback, result)
+
+    def _deliver(self, callback: Callback, result: SubmitResult) -> None:
+        try:
+            callback(result)
+        except Exception:
+            # On the raft thread an exception would abort the apply loop mid-entry.
+            log.exception("raft_callback_failed", node=self._config.self_addr)
+
+    def _expire(self) -> None:
+        """Every tick (raft thread): answer submits that outlived submit_timeout."""
+        now = time.monotonic()
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] <= now:
+            _, token = deadlines.popleft()
+            self._finish(token, SubmitResult(Outcome.UNKNOWN, None, None, "timeout"))
+
+    # -- state --------------------------------------------------------------------------------
+
+    def is_leader(self) -> bool:
+        return bool(self._node._isLeader())
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait until this node has caught up with a leader's commit index once and a leader is
+        known now."""
+        deadline = time.monotonic() + timeout
+        if not self._ready.wait(timeout):
+            return False
+        while self._node._getLeader() is None:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def status(self) -> dict[str, Any]:
+        """A JSON-ready view of this node's Raft state (read from another thread, best effort)."""
+        raw: dict[str, Any] = {}
+        for _ in range(10):
+            try:
+                raw = self._node.getStatus()
+                break
+            except RuntimeError:  # a dict changed size under us on the raft thread
+                time.sleep(0.001)
+        peers = sorted(node.address for node in self._node.otherNodes)
+        leader = raw.get("leader")
+        is_leader = raw.get("state") == 2
+
+        def per_peer(prefix: str) -> dict[str, int]:
+            return {
+                key[len(prefix) :]: value for key, value in raw.items() if key.startswith(prefix)
+            }
+
+        journal = self._node._journal()
+        return {
+            "self": self._config.self_addr,
+            "state": _STATES.get(raw.get("state", -1), "unknown"),
+            "leader": str(leader) if leader is not None else None,
+            "members": sorted([self._config.self_addr, *peers]),
+            "connected": {
+                peer: raw.get(f"partner_node_status_server_{peer}") == 2 for peer in peers
+            },
+            "has_quorum": bool(raw.get("has_quorum")),
+            "term": raw.get("raft_term"),
+            "commit_index": raw.get("commit_idx"),
+            "last_applied": raw.get("last_applied"),
+            "log_len": raw.get("log_len"),
+            "match_index": per_peer("match_idx_server_") if is_leader else {},
+            "next_index": per_peer("next_node_idx_server_") if is_leader else {},
+            "ready": self._ready.is_set(),
+            "pending": len(self._pending),
+            "truncated_entries": getattr(journal, "truncated_entries", 0),
+        }
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the raft thread, close journal and sockets, answer pending submits UNKNOWN."""
+        if self._closed:
+            return
+        self._closed = True
+        self._node.destroy()
+        if threading.current_thread() is not self._tick_thread():
+            deadline = time.monotonic() + timeout
+            while self._node.tick_thread_alive() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            if self._node.tick_thread_alive():
+                log.error("raft_thread_did_not_stop", node=self._config.self_addr)
+        for token in list(self._pending):
+            self._finish(token, SubmitResult(Outcome.UNKNOWN, None, None, "closed"))
+        log.info("raft_stopped", node=self._config.self_addr)
+
+    def _tick_thread(self) -> threading.Thread | None:
+        thread: threading.Thread | None = self._node._SyncObj__thread
+        return thread
