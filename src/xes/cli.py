@@ -133,12 +133,13 @@ def cmd_user(args: argparse.Namespace) -> int:
 
 def _open_live(config: Config) -> Any:
     from xes.eventlog.process import db_path
+    from xes.projections.projector import all_db_names
     from xes.store.env import open_store
 
     path = db_path(config)
     if not (path / "data.mdb").exists():
         raise SystemExit(f"no data in {config.data_dir} (start the server or add a user first)")
-    return open_store(path, [], writer=False)
+    return open_store(path, all_db_names(), writer=False)
 
 
 def _read_accounts(config: Config) -> list[str]:

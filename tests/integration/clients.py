@@ -24,7 +24,7 @@ class Client(slixmpp.ClientXMPP):
         self.ready = asyncio.Event()
         self.failed = asyncio.Event()
         self.ended = asyncio.Event()
-        for plugin in ("xep_0030", "xep_0199", "xep_0092", *plugins):
+        for plugin in ("xep_0030", "xep_0199", "xep_0092", "xep_0203", *plugins):
             self.register_plugin(plugin)
         self.auto_authorize = None  # the test decides
         self.auto_subscribe = False

@@ -41,9 +41,7 @@ class Store:
     def db(self, name: str) -> lmdb._Database:
         handle = self.dbs.get(name)
         if handle is None:
-            # Opening a sub-DB that another process created; read-only processes cannot create.
-            handle = self.env.open_db(name.encode(), create=False)
-            self.dbs[name] = handle
+            raise KeyError(f"sub-database {name!r} was not opened with this store")
         return handle
 
     def close(self) -> None:
@@ -72,8 +70,14 @@ def open_store(
     # A reader killed with -9 leaves a stale slot that pins old pages; clear them at start.
     env.reader_check()
     dbs: dict[str, lmdb._Database] = {}
+    # Handles are opened up front, outside any transaction the caller will use: in LMDB a handle
+    # opened inside one transaction is unusable in transactions that began before it, and one
+    # opened in a read transaction does not outlive it.
     if writer:
         with env.begin(write=True) as txn:
             for name in names:
                 dbs[name] = env.open_db(name.encode(), txn=txn, create=True)
+    else:
+        for name in names:
+            dbs[name] = env.open_db(name.encode(), create=False)
     return Store(env=env, path=path, dbs=dbs)
