@@ -246,6 +246,8 @@ class C2SProtocol:
 
     def _on_starttls(self, element: Element) -> list[Action]:
         if self.tls or not self.policy.tls_available:
+            # RFC 6120 §5.4.2.2: failure, then the stream is closed; nothing more is read.
+            self.state = State.CLOSED
             return [Send(serialize(E("{%s}failure" % ns.TLS), ns.CLIENT)), Send(STREAM_CLOSE), Close()]
         self.state = State.TLS_STARTING
         return [Send(serialize(E("{%s}proceed" % ns.TLS), ns.CLIENT)), StartTls()]
@@ -254,6 +256,7 @@ class C2SProtocol:
         """The transport finished the TLS handshake: restart the stream (RFC 6120 §5.4.3.3)."""
         self.tls = True
         self.channel_binding = channel_binding
+        self.header_sent = False
         self.parser.reset()
         self.state = State.EXPECT_HEADER
 
@@ -298,6 +301,15 @@ class C2SProtocol:
                 self.sasl = None
                 return self._sasl_failure("incorrect-encoding", None)
         result = self.sasl.step(payload)
+        attempted = self.sasl.attempted_username
+        if attempted is not None and not self.auth_allowed(attempted):
+            # Locked out: the same answer whatever the password, decided before any proof is
+            # checked, so a lockout never tells a guesser that a guess was right.
+            self.sasl = None
+            return [
+                AuthFailed(attempted, "temporary-auth-failure"),
+                *self._sasl_failure("temporary-auth-failure", "too many failed attempts; try later"),
+            ]
         if isinstance(result, Challenge):
             return [Send(serialize(E("{%s}challenge" % ns.SASL, None, _b64(result.data)), ns.CLIENT))]
         if isinstance(result, Failure):
@@ -308,14 +320,9 @@ class C2SProtocol:
                 *self._sasl_failure(str(result.condition), result.text),
             ]
         assert isinstance(result, Success)
-        if not self.auth_allowed(result.username):
-            self.sasl = None
-            return [
-                AuthFailed(result.username, "temporary-auth-failure"),
-                *self._sasl_failure("temporary-auth-failure", "too many failed attempts; try later"),
-            ]
         self.sasl = None
         self.username = result.username
+        self.header_sent = False
         self.parser.reset()
         self.state = State.EXPECT_HEADER
         success = E("{%s}success" % ns.SASL, None, *([_b64(result.data)] if result.data else []))

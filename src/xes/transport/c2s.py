@@ -165,8 +165,16 @@ class ClientConnection:
         while True:
             timeout = limits.idle_timeout if self.bound else deadline - time.monotonic()
             data = b""
-            with anyio.move_on_after(max(timeout, 0)):
-                data = await self.stream.receive(READ_SIZE)
+            with anyio.move_on_after(max(timeout, 0)) as scope:
+                try:
+                    data = await self.stream.receive(READ_SIZE)
+                except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError, ssl.SSLError):
+                    self.closing = True
+                    self._close_reason = self._close_reason if self._close_reason != "closed" else "disconnected"
+                    return
+            if not data and not scope.cancelled_caught:
+                self.closing = True
+                return
             if not data:
                 if self.closing:
                     return
@@ -263,12 +271,22 @@ class ClientConnection:
                     except anyio.WouldBlock:
                         break
                     if more is None:
-                        await self.stream.send(b"".join(buf))
+                        await self._write(b"".join(buf))
                         self._tg.cancel_scope.cancel()
                         return
                     buf.append(more)
-                await self.stream.send(b"".join(buf))
+                if not await self._write(b"".join(buf)):
+                    break
         self._tg.cancel_scope.cancel()
+
+    async def _write(self, data: bytes) -> bool:
+        try:
+            await self.stream.send(data)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError, ssl.SSLError):
+            self.closing = True
+            self._close_reason = "disconnected"
+            return False
+        return True
 
     async def _finish(self) -> None:
         """Record the end of the session (RFC 6121 §4.5.2 unavailable presence) and close."""
