@@ -48,6 +48,8 @@ log = structlog.get_logger("xes.c2s")
 READ_SIZE = 65536
 TLS_HANDSHAKE_TIMEOUT = 15.0
 CLOSE_TIMEOUT = 5.0
+LINGER_SECONDS = 1.0
+LINGER_BYTES = 4 * 1024 * 1024
 
 
 class ClientConnection:
@@ -97,6 +99,7 @@ class ClientConnection:
         self._refilled = time.monotonic()
         self._close_reason = "closed"
         self._cancel = anyio.CancelScope()
+        self._writer_done = anyio.Event()
 
     # -- LocalSession ------------------------------------------------------------------------
 
@@ -148,6 +151,12 @@ class ClientConnection:
                 async with anyio.create_task_group() as tg:
                     self._tg = tg
                     await self._read_loop()
+                    if self.bound:
+                        # Let the writer flush what is queued (e.g. our stream error) and stop.
+                        with contextlib.suppress(anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
+                            self._send_out.send_nowait(None)
+                        with anyio.move_on_after(CLOSE_TIMEOUT):
+                            await self._writer_done.wait()
                     tg.cancel_scope.cancel()
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError, ssl.SSLError):
             pass
@@ -259,6 +268,13 @@ class ClientConnection:
         await self._execute(self.protocol.bind_succeeded(action.iq_id, action.jid))
 
     async def _writer(self) -> None:
+        try:
+            await self._write_queued()
+        finally:
+            self._writer_done.set()
+        self._tg.cancel_scope.cancel()
+
+    async def _write_queued(self) -> None:
         async with self._recv_out:
             async for data in self._recv_out:
                 if data is None:
@@ -272,12 +288,10 @@ class ClientConnection:
                         break
                     if more is None:
                         await self._write(b"".join(buf))
-                        self._tg.cancel_scope.cancel()
                         return
                     buf.append(more)
                 if not await self._write(b"".join(buf)):
-                    break
-        self._tg.cancel_scope.cancel()
+                    return
 
     async def _write(self, data: bytes) -> bool:
         try:
@@ -316,5 +330,20 @@ class ClientConnection:
                 if pending:
                     with contextlib.suppress(Exception):
                         await self.stream.send(b"".join(pending))
+        await self._linger()
         with anyio.move_on_after(1.0), contextlib.suppress(Exception):
             await self.stream.aclose()
+
+    async def _linger(self) -> None:
+        """Read and drop what the client still sends for a moment before closing.
+
+        Closing a socket with unread input makes the kernel answer with a reset, which can
+        destroy our stream error before the client reads it. A bounded drain avoids that.
+        """
+        with anyio.move_on_after(LINGER_SECONDS), contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):
+                await self.stream.send_eof()
+            drained = 0
+            while drained < LINGER_BYTES:
+                chunk = await self.stream.receive(READ_SIZE)
+                drained += len(chunk)
