@@ -266,7 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     cluster_sub = cluster.add_subparsers(dest="action", required=True)
     with_config(cluster_sub.add_parser("status"))
     for action in ("add", "remove"):
-        with_config(cluster_sub.add_parser(action)).add_argument("addr", help="host:port of the Raft endpoint")
+        with_config(cluster_sub.add_parser(action)).add_argument(
+            "addr", help="host:port of the Raft endpoint"
+        )
     cluster.set_defaults(func=cmd_cluster)
     return parser
 

@@ -171,14 +171,16 @@ def load_config(path: Path | str) -> Config:
     return parse_config(raw, base=path.parent.resolve(), source=path.resolve())
 
 
-def parse_config(raw: dict[str, Any], base: Path | None = None, source: Path | None = None) -> Config:
+def parse_config(
+    raw: dict[str, Any], base: Path | None = None, source: Path | None = None
+) -> Config:
     top = {k: v for k, v in raw.items() if k not in _SECTIONS}
     unknown = set(top) - {"domain", "data_dir"}
     if unknown:
         raise ConfigError(f"unknown top-level key(s): {', '.join(sorted(unknown))}")
     config = Config(source=source)
     if "domain" in top:
-        from xes.jid import InvalidJID, JID
+        from xes.jid import JID, InvalidJID
 
         try:
             domain = JID.parse(str(top["domain"]))

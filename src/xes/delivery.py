@@ -39,8 +39,10 @@ async def run(hub: Hub, start: int) -> None:
         for committed in batch:
             try:
                 deliver(hub, committed)
-            except Exception as exc:  # noqa: BLE001 - one bad event must not stop delivery
-                log.error("delivery_failed", index=committed.index, pos=committed.pos, error=repr(exc))
+            except Exception as exc:
+                log.error(
+                    "delivery_failed", index=committed.index, pos=committed.pos, error=repr(exc)
+                )
 
 
 def deliver(hub: Hub, committed: Committed) -> None:
@@ -86,5 +88,7 @@ def _push(hub: Hub, owner: str, committed: Committed, item: Any) -> None:
     for session in hub.local_of_bare(owner):
         if session.interested:
             session.send_bytes(
-                push_bytes(session.full, committed.version, item, f"push-{committed.index}-{committed.pos}")
+                push_bytes(
+                    session.full, committed.version, item, f"push-{committed.index}-{committed.pos}"
+                )
             )

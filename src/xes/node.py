@@ -106,7 +106,9 @@ class Node:
 
     async def _listen(self, addr: str, direct_tls: bool, *, task_status: Any) -> None:
         host, port = _split(addr)
-        listener = await anyio.create_tcp_listener(local_host=host, local_port=port, reuse_port=False)
+        listener = await anyio.create_tcp_listener(
+            local_host=host, local_port=port, reuse_port=False
+        )
         log.info("listening", addr=addr, direct_tls=direct_tls)
         task_status.started()
         async with listener:
@@ -118,7 +120,7 @@ class Node:
             return
         try:
             peer = str(stream.extra(SocketAttribute.remote_address)[0])
-        except Exception:  # noqa: BLE001
+        except Exception:
             peer = "?"
         conn = ClientConnection(
             self.hub, stream, self.tls_context, self.cert_der, self.limiter, peer, direct_tls
@@ -148,7 +150,11 @@ class Node:
                         for i in roster_view.items(hub.store, txn, view.bare)
                         if i.subscription in ("from", "both")
                     ]
-                    targets += [s.jid for s in sessions_view.of_user(hub.store, txn, view.bare) if s.available]
+                    targets += [
+                        s.jid
+                        for s in sessions_view.of_user(hub.store, txn, view.bare)
+                        if s.available
+                    ]
                     targets += sessions_view.directed_targets(hub.store, txn, view.session)
                     stanza = E("{jabber:client}presence", {"from": view.jid, "type": "unavailable"})
                     xml = serialize(stanza).decode()

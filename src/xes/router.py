@@ -18,8 +18,7 @@ from xes.hub import Hub, LocalSession
 from xes.jid import JID, InvalidJID
 from xes.projections import accounts as accounts_view
 from xes.stanza.core import StanzaError, error_reply, payload
-from xes.xml import Element, serialize
-from xes.xml import ns
+from xes.xml import Element, ns, serialize
 
 log = structlog.get_logger("xes.router")
 
@@ -42,7 +41,7 @@ ACCOUNT_IQ: dict[str, IqHandler] = {
 
 
 class InvalidFrom(Exception):
-    """The client claimed a ``from`` it does not own: stream error invalid-from (RFC 6120 §8.1.2.1)."""
+    """The client claimed a ``from`` it does not own (RFC 6120 §8.1.2.1: invalid-from)."""
 
 
 def check_from(session: LocalSession, stanza: Element) -> None:
@@ -71,7 +70,9 @@ async def dispatch(hub: Hub, session: LocalSession, stanza: Element) -> None:
         _reply_error(session, stanza, exc.condition, exc.text, exc.type)
     except LogUnavailable as exc:
         log.warning("log_unavailable", error=str(exc), session=session.session_id)
-        _reply_error(session, stanza, "resource-constraint", "the cluster cannot record this now", "wait")
+        _reply_error(
+            session, stanza, "resource-constraint", "the cluster cannot record this now", "wait"
+        )
     except ProposalRejected as exc:
         log.warning("proposal_rejected", reason=exc.reason, session=session.session_id)
         _reply_error(session, stanza, "internal-server-error", None, None)
@@ -102,7 +103,9 @@ async def _iq(hub: Hub, session: LocalSession, iq: Element) -> None:
         await _answer(hub, session, iq, child, SERVER_IQ)
         return
     if to.domain != hub.domain:
-        raise StanzaError("remote-server-not-found", "no server-to-server connection to that domain")
+        raise StanzaError(
+            "remote-server-not-found", "no server-to-server connection to that domain"
+        )
     if to.resource is None:
         with hub.read() as txn:
             known = accounts_view.exists(hub.store, txn, str(to))

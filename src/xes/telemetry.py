@@ -16,7 +16,9 @@ def configure(level: str = "info", fmt: str = "auto", node: str | None = None) -
     numeric = getattr(logging, level.upper(), logging.INFO)
     console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
     renderer: structlog.typing.Processor = (
-        structlog.dev.ConsoleRenderer(colors=False) if console else structlog.processors.JSONRenderer()
+        structlog.dev.ConsoleRenderer(colors=False)
+        if console
+        else structlog.processors.JSONRenderer()
     )
     processors: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
@@ -36,7 +38,9 @@ def configure(level: str = "info", fmt: str = "auto", node: str | None = None) -
 
 
 def _add_node(node: str) -> structlog.typing.Processor:
-    def add(_: object, __: str, event_dict: structlog.typing.EventDict) -> structlog.typing.EventDict:
+    def add(
+        _: object, __: str, event_dict: structlog.typing.EventDict
+    ) -> structlog.typing.EventDict:
         event_dict.setdefault("node", node)
         return event_dict
 

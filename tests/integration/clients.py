@@ -11,7 +11,14 @@ import slixmpp
 class Client(slixmpp.ClientXMPP):
     """A slixmpp client that records what it receives, over STARTTLS with SCRAM-SHA-256."""
 
-    def __init__(self, jid: str, password: str, *, mech: str | None = "SCRAM-SHA-256", plugins: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        jid: str,
+        password: str,
+        *,
+        mech: str | None = "SCRAM-SHA-256",
+        plugins: tuple[str, ...] = (),
+    ) -> None:
         super().__init__(jid, password, sasl_mech=mech)
         self.ssl_context.check_hostname = False
         self.ssl_context.verify_mode = ssl.CERT_NONE
@@ -44,13 +51,15 @@ class Client(slixmpp.ClientXMPP):
 
     async def login(self, port: int, timeout: float = 20.0) -> None:
         self.connect("127.0.0.1", port)
-        done, _ = await asyncio.wait(
+        await asyncio.wait(
             [asyncio.ensure_future(self.ready.wait()), asyncio.ensure_future(self.failed.wait())],
             timeout=timeout,
             return_when=asyncio.FIRST_COMPLETED,
         )
         if not self.ready.is_set():
-            raise AssertionError(f"{self.boundjid} could not log in (failed={self.failed.is_set()})")
+            raise AssertionError(
+                f"{self.boundjid} could not log in (failed={self.failed.is_set()})"
+            )
 
     async def logout(self) -> None:
         self.disconnect()
@@ -59,6 +68,7 @@ class Client(slixmpp.ClientXMPP):
 
 async def next_matching(queue: asyncio.Queue, predicate, timeout: float = 10.0):  # type: ignore[no-untyped-def]
     """The first item of ``queue`` that satisfies ``predicate`` (others are dropped)."""
+
     async def scan():  # type: ignore[no-untyped-def]
         while True:
             item = await queue.get()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import socket
 import ssl
 import time
@@ -14,7 +15,9 @@ from tests.integration.server import XesServer
 
 class RawClient:
     def __init__(self, port: int, timeout: float = 10.0) -> None:
-        self.sock: socket.socket | ssl.SSLSocket = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.sock: socket.socket | ssl.SSLSocket = socket.create_connection(
+            ("127.0.0.1", port), timeout=timeout
+        )
         self.buffer = b""
 
     def send(self, data: bytes | str) -> None:
@@ -91,11 +94,15 @@ class RawClient:
                 return data
             self.buffer += chunk
 
-    def scram_login(self, domain: str, user: str, password: str, mech: str = "SCRAM-SHA-256") -> bytes:
+    def scram_login(
+        self, domain: str, user: str, password: str, mech: str = "SCRAM-SHA-256"
+    ) -> bytes:
         """SCRAM exchange; returns the server's final answer (success or failure)."""
         client = scramp.ScramClient([mech], user, password)
         first = base64.b64encode(client.get_client_first().encode()).decode()
-        self.send(f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='{mech}'>{first}</auth>")
+        self.send(
+            f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='{mech}'>{first}</auth>"
+        )
         reply = self.recv_sasl()
         if b"<challenge" not in reply:
             return reply
@@ -119,7 +126,5 @@ class RawClient:
         return reply.split("<jid>", 1)[1].split("</jid>", 1)[0]
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.sock.close()
-        except OSError:
-            pass

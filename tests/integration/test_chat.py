@@ -36,8 +36,12 @@ def test_two_clients_chat(shared_server: XesServer) -> None:
         await bob.login(srv.c2s)
         await befriend(alice, bob)
         # Each sees the other's presence once subscribed both ways.
-        await next_matching(alice.presences, lambda p: p["from"] == bob.boundjid and p["type"] == "available")
-        await next_matching(bob.presences, lambda p: p["from"] == alice.boundjid and p["type"] == "available")
+        await next_matching(
+            alice.presences, lambda p: p["from"] == bob.boundjid and p["type"] == "available"
+        )
+        await next_matching(
+            bob.presences, lambda p: p["from"] == alice.boundjid and p["type"] == "available"
+        )
         alice.send_message(mto=bob.boundjid.bare, mbody="hello bob", mtype="chat")
         msg = await next_matching(bob.messages, lambda m: m["body"] == "hello bob")
         assert msg["from"] == alice.boundjid
@@ -48,7 +52,9 @@ def test_two_clients_chat(shared_server: XesServer) -> None:
         assert roster["roster"]["items"][bob.boundjid.bare]["subscription"] == "both"
         # Bob leaves: Alice sees him go unavailable.
         await bob.logout()
-        await next_matching(alice.presences, lambda p: p["from"] == bob.boundjid and p["type"] == "unavailable")
+        await next_matching(
+            alice.presences, lambda p: p["from"] == bob.boundjid and p["type"] == "unavailable"
+        )
         await alice.logout()
 
     run(scenario())

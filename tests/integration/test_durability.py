@@ -34,11 +34,13 @@ def test_kill_9_and_restart_keeps_accounts_rosters_and_ends_ghosts(server: XesSe
         await alice.login(srv.c2s)
         await bob.login(srv.c2s)
         await befriend(alice, bob)
-        await next_matching(alice.presences, lambda p: p["from"] == bob.boundjid and p["type"] == "available")
+        await next_matching(
+            alice.presences, lambda p: p["from"] == bob.boundjid and p["type"] == "available"
+        )
         # Leave both connected: the crash takes their sessions with it.
 
     run(before_crash())
-    before_rebuilt, before_live = digests(srv)
+    _, before_live = digests(srv)
     assert srv.stop(signal.SIGKILL) == -signal.SIGKILL
 
     srv.start()
@@ -53,11 +55,17 @@ def test_kill_9_and_restart_keeps_accounts_rosters_and_ends_ghosts(server: XesSe
         assert item["subscription"] == "both"
         # Bob's session died with the old process: it must not look online (no ghost).
         await __import__("asyncio").sleep(1.0)
-        online = [p for p in _drain(alice.presences) if p["from"].bare == f"bob@{srv.domain}" and p["type"] == "available"]
+        online = [
+            p
+            for p in _drain(alice.presences)
+            if p["from"].bare == f"bob@{srv.domain}" and p["type"] == "available"
+        ]
         assert online == []
         bob = Client(f"bob@{srv.domain}/two", "pw-b")
         await bob.login(srv.c2s)
-        await next_matching(alice.presences, lambda p: p["from"] == bob.boundjid and p["type"] == "available")
+        await next_matching(
+            alice.presences, lambda p: p["from"] == bob.boundjid and p["type"] == "available"
+        )
         bob.send_message(mto=alice.boundjid.bare, mbody="after the crash", mtype="chat")
         await next_matching(alice.messages, lambda m: m["body"] == "after the crash")
         await alice.logout()
@@ -87,7 +95,9 @@ def test_sigterm_is_graceful_and_contacts_see_unavailable(server: XesServer) -> 
         await gina.login(srv.c2s)
         await hank.login(srv.c2s)
         await befriend(gina, hank)
-        await next_matching(gina.presences, lambda p: p["from"] == hank.boundjid and p["type"] == "available")
+        await next_matching(
+            gina.presences, lambda p: p["from"] == hank.boundjid and p["type"] == "available"
+        )
 
     run(scenario())
     assert srv.stop(signal.SIGTERM) == 0

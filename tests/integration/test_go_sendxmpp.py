@@ -137,12 +137,6 @@ def test_go_sendxmpp_sends_to_slixmpp(server: XesServer) -> None:
     assert not server_events(srv, "auth_failed")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: xes.transport.c2s.ClientConnection.run catches anyio.EndOfStream, but the "
-    "read loop runs in a task group, so it arrives as an ExceptionGroup and is logged as "
-    "connection_failed at error level with a traceback",
-)
 def test_go_sendxmpp_disconnect_is_not_a_server_error(server: XesServer) -> None:
     """go-sendxmpp closes its connection without ``</stream:stream>``: routine for a server (mobile
     clients do it all the time), so the session ends without an error in the log."""

@@ -90,7 +90,10 @@ def test_dtd_is_restricted_xml(hostile_server: XesServer, bystander: RawClient) 
 
 
 def test_garbage_is_not_well_formed(hostile_server: XesServer, bystander: RawClient) -> None:
-    assert stream_error_of(attack(hostile_server, HEADER + "<message><<<>>>\x00\xff")) == "not-well-formed"
+    assert (
+        stream_error_of(attack(hostile_server, HEADER + "<message><<<>>>\x00\xff"))
+        == "not-well-formed"
+    )
     assert stream_error_of(attack(hostile_server, b"\x16\x03\x01\x02\x00garbage")) in (
         "not-well-formed",
         "unsupported-encoding",
@@ -104,7 +107,9 @@ def test_oversized_stanza_before_auth(hostile_server: XesServer, bystander: RawC
     assert_alive(bystander)
 
 
-def test_oversized_stanza_after_auth_and_endless_stanza(hostile_server: XesServer, bystander: RawClient) -> None:
+def test_oversized_stanza_after_auth_and_endless_stanza(
+    hostile_server: XesServer, bystander: RawClient
+) -> None:
     victim = RawClient(hostile_server.c2s)
     try:
         victim.login(hostile_server, "victim", "victim-pw")
@@ -122,7 +127,9 @@ def test_oversized_stanza_after_auth_and_endless_stanza(hostile_server: XesServe
     assert_alive(bystander)
 
 
-def test_slow_unauthenticated_client_times_out(hostile_server: XesServer, bystander: RawClient) -> None:
+def test_slow_unauthenticated_client_times_out(
+    hostile_server: XesServer, bystander: RawClient
+) -> None:
     slow = RawClient(hostile_server.c2s)
     try:
         slow.send(HEADER)

@@ -22,8 +22,8 @@ import structlog
 from anyio.abc import SocketStream, TaskGroup
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from xes.events import Envelope
 from xes.eventlog import wire
+from xes.events import Envelope
 
 log = structlog.get_logger("xes.logclient")
 
@@ -186,7 +186,9 @@ class LogClient:
             self._wake = anyio.Event()
             while self._queue:
                 group, size = [], 0
-                while self._queue and (not group or size + len(self._queue[0].data) < MAX_COMMAND_BYTES):
+                while self._queue and (
+                    not group or size + len(self._queue[0].data) < MAX_COMMAND_BYTES
+                ):
                     item = self._queue.pop(0)
                     group.append(item)
                     size += len(item.data) + 1
@@ -218,14 +220,22 @@ class LogClient:
                     self._set_applied(wire.U64.unpack(body)[0])
                 elif kind == wire.RESULT_KIND:
                     req, code, _index = wire.RESULT.unpack(body[: wire.RESULT.size])
-                    await self._on_result(req, wire.OUTCOME_NAMES[code], body[wire.RESULT.size :], started)
+                    await self._on_result(
+                        req, wire.OUTCOME_NAMES[code], body[wire.RESULT.size :], started
+                    )
                 elif kind == wire.STATUS_REPLY:
                     req = wire.U64.unpack(body[:8])[0]
                     pending = self._status.pop(req, None)
                     if pending is not None:
                         pending.result = json.loads(body[8:])
                         pending.done.set()
-        except (anyio.EndOfStream, anyio.IncompleteRead, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+        except (
+            anyio.EndOfStream,
+            anyio.IncompleteRead,
+            anyio.BrokenResourceError,
+            anyio.ClosedResourceError,
+            OSError,
+        ):
             log.error("log_process_connection_lost")
         finally:
             self.closed.set()
@@ -236,7 +246,9 @@ class LogClient:
                 pending.done.set()
             self._wake_listeners()
 
-    async def _on_result(self, req: int, outcome: str, body: bytes, started: dict[int, float]) -> None:
+    async def _on_result(
+        self, req: int, outcome: str, body: bytes, started: dict[int, float]
+    ) -> None:
         group = self._inflight.get(req)
         if group is None:
             return

@@ -152,7 +152,8 @@ class LogServer:
         while not self.stopping.is_set():
             with self._applied_changed:
                 self._applied_changed.wait_for(
-                    lambda: self._applied != sent or self.stopping.is_set(), timeout=1.0
+                    lambda sent=sent: self._applied != sent or self.stopping.is_set(),
+                    timeout=1.0,
                 )
                 current = self._applied
             if current != sent:
@@ -227,7 +228,11 @@ class LogServer:
             self._membership(conn, req, json.loads(body[8:]))
 
     def _membership(self, conn: _Conn, req: bytes, request: dict[str, Any]) -> None:
-        op = self.node.raft.add_member if request.get("op") == "add" else self.node.raft.remove_member
+        op = (
+            self.node.raft.add_member
+            if request.get("op") == "add"
+            else self.node.raft.remove_member
+        )
 
         def done(result: SubmitResult) -> None:
             conn.send(_result_frame(req, result))

@@ -32,7 +32,7 @@ class UnknownEvent(Exception):
 
 
 def event(type_name: str, v: int = 1) -> Callable[[type[E]], type[E]]:
-    """Class decorator registering a frozen dataclass as the schema of ``type_name`` version ``v``."""
+    """Class decorator: register a frozen dataclass as the schema of ``type_name`` ``v``."""
 
     def register(cls: type[E]) -> type[E]:
         if type_name in EVENT_TYPES:
@@ -46,7 +46,7 @@ def event(type_name: str, v: int = 1) -> Callable[[type[E]], type[E]]:
 
 
 def upcaster(type_name: str, from_v: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register ``fn`` as the pure upcast of ``type_name`` data from ``from_v`` to ``from_v + 1``."""
+    """Register ``fn`` as the pure upcast of ``type_name`` data from ``from_v`` to the next."""
 
     def register(fn: Callable[[dict[str, Any]], dict[str, Any]]) -> Callable[..., Any]:
         UPCASTERS[(type_name, from_v)] = fn

@@ -30,7 +30,9 @@ async def handle(hub: Hub, session: LocalSession, stanza: Element) -> None:
     except InvalidJID as exc:
         raise StanzaError("jid-malformed") from exc
     if to.domain != hub.domain:
-        raise StanzaError("remote-server-not-found", "no server-to-server connection to that domain")
+        raise StanzaError(
+            "remote-server-not-found", "no server-to-server connection to that domain"
+        )
     if to.local is None:
         if type_ == "error":
             return
@@ -57,7 +59,9 @@ async def handle(hub: Hub, session: LocalSession, stanza: Element) -> None:
             if type_ == "groupchat":
                 raise StanzaError("service-unavailable")
             available = [
-                s for s in sessions_view.of_user(hub.store, txn, bare) if s.available and s.priority >= 0
+                s
+                for s in sessions_view.of_user(hub.store, txn, bare)
+                if s.available and s.priority >= 0
             ]
             if type_ == "headline" or type_ == "error":
                 targets = [s.jid for s in available]

@@ -21,8 +21,7 @@ from xes.projections import roster as roster_view
 from xes.projections import sessions as sessions_view
 from xes.stanza.core import StanzaError
 from xes.stanza.delay import with_delay
-from xes.xml import E, Element, serialize
-from xes.xml import ns
+from xes.xml import E, Element, ns, serialize
 
 SUBSCRIPTION_TYPES = ("subscribe", "subscribed", "unsubscribe", "unsubscribed")
 
@@ -177,7 +176,9 @@ async def _subscription(hub: Hub, session: LocalSession, stanza: Element, type_:
         theirs = roster_view.item(hub.store, txn, contact, user) if local_contact else None
         contact_exists = local_contact and _account_exists(hub, txn, contact)
         my_available = [
-            s.presence for s in sessions_view.of_user(hub.store, txn, user) if s.available and s.presence
+            s.presence
+            for s in sessions_view.of_user(hub.store, txn, user)
+            if s.available and s.presence
         ]
     events: list[Any] = []
     # The stanza as the contact sees it: from the user's bare JID (RFC 6121 §3.1.2).
@@ -210,7 +211,9 @@ async def _subscription(hub: Hub, session: LocalSession, stanza: Element, type_:
             events.append(_route(user, contact, "subscribed", stanza))
             # §3.1.5: the contact now gets the user's current presence from each resource.
             for xml in my_available:
-                events.append(PresenceRouted(sender=user, xml=_readdress(xml, contact), targets=[contact]))
+                events.append(
+                    PresenceRouted(sender=user, xml=_readdress(xml, contact), targets=[contact])
+                )
     elif type_ == "unsubscribe":
         new_mine = subscription.outbound_unsubscribe(mine)
         if new_mine is not None:
@@ -236,7 +239,9 @@ async def _subscription(hub: Hub, session: LocalSession, stanza: Element, type_:
                         {"from": s_jid, "to": contact, "type": "unavailable"},
                     )
                     events.append(
-                        PresenceRouted(sender=s_jid, xml=serialize(unavailable).decode(), targets=[contact])
+                        PresenceRouted(
+                            sender=s_jid, xml=serialize(unavailable).decode(), targets=[contact]
+                        )
                     )
     if events:
         await hub.log.append(*events)

@@ -18,8 +18,7 @@ from xes.jid import JID, InvalidJID
 from xes.projections import roster as roster_view
 from xes.projections.roster import RosterItem
 from xes.stanza.core import StanzaError, iq_result
-from xes.xml import E, Element, serialize
-from xes.xml import ns
+from xes.xml import E, Element, ns, serialize
 
 XEPS = ((237, "complete"),)
 MAX_RETRIES = 5

@@ -10,8 +10,7 @@ import platform
 from xes import __version__
 from xes.hub import Hub, LocalSession
 from xes.stanza.core import StanzaError, iq_result
-from xes.xml import E, Element
-from xes.xml import ns
+from xes.xml import E, Element, ns
 
 XEPS = ((30, "partial"), (92, "complete"), (199, "complete"), (237, "complete"))
 
@@ -35,10 +34,14 @@ async def disco_info(hub: Hub, session: LocalSession, iq: Element, query: Elemen
         raise StanzaError("item-not-found")
     if to and "@" in to:
         # An account: RFC 6121 / XEP-0030 §3.1: identity account/registered.
-        children = [E("{%s}identity" % ns.DISCO_INFO, {"category": "account", "type": "registered"})]
+        children = [
+            E("{%s}identity" % ns.DISCO_INFO, {"category": "account", "type": "registered"})
+        ]
         children += [E("{%s}feature" % ns.DISCO_INFO, {"var": ns.DISCO_INFO})]
         return iq_result(iq, E("{%s}query" % ns.DISCO_INFO, None, *children))
-    children = [E("{%s}identity" % ns.DISCO_INFO, {"category": "server", "type": "im", "name": "xes"})]
+    children = [
+        E("{%s}identity" % ns.DISCO_INFO, {"category": "server", "type": "im", "name": "xes"})
+    ]
     children += [E("{%s}feature" % ns.DISCO_INFO, {"var": var}) for var in SERVER_FEATURES]
     return iq_result(iq, E("{%s}query" % ns.DISCO_INFO, None, *children))
 

@@ -38,7 +38,9 @@ def inbound_subscribe(
     if current is not None and current.subscription in ("from", "both"):
         return None, "already"
     if current is not None and current.approved:
-        return replace(current, subscription=_ADD_FROM[current.subscription], approved=False), "preapproved"
+        return replace(
+            current, subscription=_ADD_FROM[current.subscription], approved=False
+        ), "preapproved"
     item = current if current is not None else RosterItem(contact=contact, listed=False)
     return replace(item, pending_in=stanza_xml), "pending"
 
@@ -82,7 +84,11 @@ def outbound_unsubscribed(current: RosterItem | None) -> RosterItem | None:
     """User cancels or denies the contact's subscription to the user's presence."""
     if current is None:
         return None
-    if current.subscription in ("none", "to") and current.pending_in is None and not current.approved:
+    if (
+        current.subscription in ("none", "to")
+        and current.pending_in is None
+        and not current.approved
+    ):
         return None
     return replace(
         current, subscription=_DROP_FROM[current.subscription], pending_in=None, approved=False

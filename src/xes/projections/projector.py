@@ -88,7 +88,7 @@ class Projector:
             return b"[]"
         try:
             results = self._apply_entry(index, command)
-        except Exception as exc:  # noqa: BLE001 - apply must never raise (ADR 0004)
+        except Exception as exc:
             log.error("apply_failed", index=index, error=repr(exc))
             results = self._record_failed_entry(index, command, repr(exc))
         self._applied = index
@@ -157,7 +157,7 @@ class Projector:
                     child.abort()
                     self._journal_rejected(txn, index, first_pos, proposal, exc.reason)
                     results.append({"ok": False, "reason": exc.reason})
-                except Exception as exc:  # noqa: BLE001 - a bad proposal must not wedge the log
+                except Exception as exc:
                     child.abort()
                     log.error("proposal_failed", index=index, pos=first_pos, error=repr(exc))
                     self._journal_rejected(txn, index, first_pos, proposal, "internal-error")
@@ -205,7 +205,9 @@ class Projector:
         """Journal one accepted event and fold it into every projection (also used by replay)."""
         key = journal.event_key(committed.index, committed.pos)
         txn.put(key, committed.encode(), db=self.store.db("journal.events"))
-        txn.put(committed.envelope.stream.encode(), u64(committed.version), db=self.store.db(STREAMS))
+        txn.put(
+            committed.envelope.stream.encode(), u64(committed.version), db=self.store.db(STREAMS)
+        )
         for proj in self.routes.get(committed.envelope.type, ()):
             proj.apply(txn, committed, event)
 
@@ -224,12 +226,17 @@ class Projector:
         try:
             with self.store.env.begin(write=True) as txn:
                 row = canonical_json(
-                    {"index": index, "pos": 0, "reason": "bad-entry", "error": error,
-                     "raw": command[:4096].decode("utf-8", "replace")}
+                    {
+                        "index": index,
+                        "pos": 0,
+                        "reason": "bad-entry",
+                        "error": error,
+                        "raw": command[:4096].decode("utf-8", "replace"),
+                    }
                 )
                 txn.put(journal.event_key(index, 0), row, db=self.store.db("journal.rejected"))
                 txn.put(journal.APPLIED_KEY, u64(index), db=self.store.db("meta"))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             log.error("journal_rejected_failed", index=index, error=repr(exc))
         return canonical_json([{"ok": False, "reason": "bad-entry"}])
 

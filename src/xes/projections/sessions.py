@@ -97,9 +97,7 @@ class Sessions(Projection):
     def on_session_ended(self, txn: lmdb.Transaction, c: Committed, ev: SessionEnded) -> None:
         self._end(txn, ev.session)
 
-    def on_presence_updated(
-        self, txn: lmdb.Transaction, c: Committed, ev: PresenceUpdated
-    ) -> None:
+    def on_presence_updated(self, txn: lmdb.Transaction, c: Committed, ev: PresenceUpdated) -> None:
         view = self._get(txn, ev.session)
         if view is None:
             return

@@ -28,11 +28,11 @@ from xes.xml import (
     XmlLimits,
     XmlStream,
     XmlStreamError,
+    ns,
     serialize,
     stream_error,
     stream_header,
 )
-from xes.xml import ns
 
 
 class State(Enum):
@@ -232,7 +232,9 @@ class C2SProtocol:
         return E("{%s}features" % ns.STREAMS, None, *children)
 
     def _offered(self) -> list[str]:
-        possible = offered_mechanisms(tls=self.tls, channel_binding=self.channel_binding is not None)
+        possible = offered_mechanisms(
+            tls=self.tls, channel_binding=self.channel_binding is not None
+        )
         return [m for m in self.policy.mechanisms if m in possible]
 
     def _mechanisms(self) -> Element:
@@ -248,7 +250,11 @@ class C2SProtocol:
         if self.tls or not self.policy.tls_available:
             # RFC 6120 §5.4.2.2: failure, then the stream is closed; nothing more is read.
             self.state = State.CLOSED
-            return [Send(serialize(E("{%s}failure" % ns.TLS), ns.CLIENT)), Send(STREAM_CLOSE), Close()]
+            return [
+                Send(serialize(E("{%s}failure" % ns.TLS), ns.CLIENT)),
+                Send(STREAM_CLOSE),
+                Close(),
+            ]
         self.state = State.TLS_STARTING
         return [Send(serialize(E("{%s}proceed" % ns.TLS), ns.CLIENT)), StartTls()]
 
@@ -308,10 +314,14 @@ class C2SProtocol:
             self.sasl = None
             return [
                 AuthFailed(attempted, "temporary-auth-failure"),
-                *self._sasl_failure("temporary-auth-failure", "too many failed attempts; try later"),
+                *self._sasl_failure(
+                    "temporary-auth-failure", "too many failed attempts; try later"
+                ),
             ]
         if isinstance(result, Challenge):
-            return [Send(serialize(E("{%s}challenge" % ns.SASL, None, _b64(result.data)), ns.CLIENT))]
+            return [
+                Send(serialize(E("{%s}challenge" % ns.SASL, None, _b64(result.data)), ns.CLIENT))
+            ]
         if isinstance(result, Failure):
             attempted = self.sasl.attempted_username
             self.sasl = None
@@ -326,14 +336,19 @@ class C2SProtocol:
         self.parser.reset()
         self.state = State.EXPECT_HEADER
         success = E("{%s}success" % ns.SASL, None, *([_b64(result.data)] if result.data else []))
-        return [Send(serialize(success, ns.CLIENT)), Authenticated(result.username, self.sasl_mechanism)]
+        return [
+            Send(serialize(success, ns.CLIENT)),
+            Authenticated(result.username, self.sasl_mechanism),
+        ]
 
     def _sasl_failure(self, condition: str, text: str | None) -> list[Action]:
         self.auth_attempts += 1
         children: list[Element] = [E("{%s}%s" % (ns.SASL, condition))]
         if text:
             children.append(E("{%s}text" % ns.SASL, {"{%s}lang" % ns.XML: "en"}, text))
-        actions: list[Action] = [Send(serialize(E("{%s}failure" % ns.SASL, None, *children), ns.CLIENT))]
+        actions: list[Action] = [
+            Send(serialize(E("{%s}failure" % ns.SASL, None, *children), ns.CLIENT))
+        ]
         self.state = State.NEGOTIATING
         if self.auth_attempts >= self.policy.max_auth_attempts:
             # RFC 6120 §6.4.5: a reasonable number of retries, then the stream is closed.

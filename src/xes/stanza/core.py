@@ -6,8 +6,7 @@ Features never build error trees by hand; they raise :class:`StanzaError` or cal
 
 from __future__ import annotations
 
-from xes.xml import E, Element
-from xes.xml import ns
+from xes.xml import E, Element, ns
 
 ERROR_TYPES = {
     "bad-request": "modify",
@@ -55,7 +54,9 @@ def error_reply(
     children: list[Element] = [E("{%s}%s" % (ns.STANZAS, condition))]
     if text:
         children.append(E("{%s}text" % ns.STANZAS, {"{%s}lang" % ns.XML: "en"}, text))
-    error = E("{%s}error" % ns.CLIENT, {"type": type_ or ERROR_TYPES.get(condition, "cancel")}, *children)
+    error = E(
+        "{%s}error" % ns.CLIENT, {"type": type_ or ERROR_TYPES.get(condition, "cancel")}, *children
+    )
     return E(stanza.tag, attrs, error)
 
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from xes.xml import E, parse_fragment, serialize
-from xes.xml import ns
+from xes.xml import E, ns, parse_fragment, serialize
 
 
 def stamp(at_ms: int) -> str:

@@ -30,8 +30,8 @@ from xes.jid import JID, normalize_localpart
 from xes.projections import accounts as accounts_view
 from xes.session.c2s import (
     Action,
-    AuthFailed,
     Authenticated,
+    AuthFailed,
     BindRequested,
     C2SPolicy,
     C2SProtocol,
@@ -39,7 +39,6 @@ from xes.session.c2s import (
     Send,
     StanzaReceived,
     StartTls,
-    State,
 )
 from xes.session.sasl import LoginLimiter, channel_binding_data
 
@@ -125,9 +124,13 @@ class ClientConnection:
                 tail += action.data
         if not condition:
             tail = b"</stream:stream>"
-        with contextlib.suppress(anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
+        with contextlib.suppress(
+            anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError
+        ):
             self._send_out.send_nowait(tail)
-        with contextlib.suppress(anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
+        with contextlib.suppress(
+            anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError
+        ):
             self._send_out.send_nowait(None)
         if not self.bound:
             self._cancel.cancel()
@@ -153,14 +156,22 @@ class ClientConnection:
                     await self._read_loop()
                     if self.bound:
                         # Let the writer flush what is queued (e.g. our stream error) and stop.
-                        with contextlib.suppress(anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
+                        with contextlib.suppress(
+                            anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError
+                        ):
                             self._send_out.send_nowait(None)
                         with anyio.move_on_after(CLOSE_TIMEOUT):
                             await self._writer_done.wait()
                     tg.cancel_scope.cancel()
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError, ssl.SSLError):
+        except (
+            anyio.BrokenResourceError,
+            anyio.ClosedResourceError,
+            anyio.EndOfStream,
+            OSError,
+            ssl.SSLError,
+        ):
             pass
-        except Exception as exc:  # noqa: BLE001 - one connection must never take the node down
+        except Exception as exc:
             log.error("connection_failed", error=repr(exc), session=self.session_id, exc_info=True)
             with contextlib.suppress(Exception):
                 await self._raw_send(b"</stream:stream>")
@@ -177,9 +188,17 @@ class ClientConnection:
             with anyio.move_on_after(max(timeout, 0)) as scope:
                 try:
                     data = await self.stream.receive(READ_SIZE)
-                except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError, ssl.SSLError):
+                except (
+                    anyio.EndOfStream,
+                    anyio.BrokenResourceError,
+                    anyio.ClosedResourceError,
+                    OSError,
+                    ssl.SSLError,
+                ):
                     self.closing = True
-                    self._close_reason = self._close_reason if self._close_reason != "closed" else "disconnected"
+                    self._close_reason = (
+                        self._close_reason if self._close_reason != "closed" else "disconnected"
+                    )
                     return
             if not data and not scope.cancelled_caught:
                 self.closing = True
@@ -211,7 +230,12 @@ class ClientConnection:
                 await self._bind(action)
             elif isinstance(action, Authenticated):
                 self.limiter.record_success(action.username, self.peer, time.monotonic())
-                log.info("authenticated", user=action.username, mechanism=action.mechanism, peer=self.peer)
+                log.info(
+                    "authenticated",
+                    user=action.username,
+                    mechanism=action.mechanism,
+                    peer=self.peer,
+                )
             elif isinstance(action, AuthFailed):
                 self.limiter.record_failure(action.username or "", self.peer, time.monotonic())
                 log.info("auth_failed", condition=action.condition, peer=self.peer)
@@ -233,7 +257,9 @@ class ClientConnection:
     async def _throttle(self) -> None:
         limits = self.hub.config.limits
         now = time.monotonic()
-        self._tokens = min(limits.stanza_burst, self._tokens + (now - self._refilled) * limits.stanzas_per_second)
+        self._tokens = min(
+            limits.stanza_burst, self._tokens + (now - self._refilled) * limits.stanzas_per_second
+        )
         self._refilled = now
         self._tokens -= 1
         if self._tokens < 0:
@@ -242,7 +268,10 @@ class ClientConnection:
     async def _start_tls(self) -> None:
         with anyio.fail_after(TLS_HANDSHAKE_TIMEOUT):
             self.stream = await TLSStream.wrap(
-                self.stream, server_side=True, ssl_context=self.tls_context, standard_compatible=False
+                self.stream,
+                server_side=True,
+                ssl_context=self.tls_context,
+                standard_compatible=False,
             )
         ssl_object = self.stream.extra(TLSAttribute.ssl_object)
         self.protocol.tls_started(channel_binding_data(ssl_object, server_cert_der=self.cert_der))

@@ -16,7 +16,9 @@ def test_full_handshake_ends_in_both() -> None:
     user = sub.outbound_subscribe(None, "c@x")
     assert user is not None and user.ask and user.subscription == "none"
     contact, outcome = sub.inbound_subscribe(None, "u@x", "<presence type='subscribe'/>")
-    assert outcome == "pending" and contact is not None and contact.pending_in and not contact.listed
+    assert (
+        outcome == "pending" and contact is not None and contact.pending_in and not contact.listed
+    )
     contact, route = sub.outbound_subscribed(contact, "u@x")
     assert route and contact is not None and contact.subscription == "from" and contact.listed
     user = sub.inbound_subscribed(user)
@@ -41,7 +43,12 @@ def test_preapproval() -> None:
     approved, route = sub.outbound_subscribed(None, "c@x")
     assert not route and approved is not None and approved.approved
     new, outcome = sub.inbound_subscribe(approved, "c@x", "<presence/>")
-    assert outcome == "preapproved" and new is not None and new.subscription == "from" and not new.approved
+    assert (
+        outcome == "preapproved"
+        and new is not None
+        and new.subscription == "from"
+        and not new.approved
+    )
 
 
 def test_subscribed_without_request_does_not_route() -> None:

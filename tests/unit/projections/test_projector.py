@@ -98,9 +98,23 @@ def test_entry_at_or_below_applied_index_is_skipped(tmp_path: Path) -> None:
 
 
 def test_garbage_entry_never_raises_and_is_journalled(tmp_path: Path) -> None:
-    store, proj = fresh(tmp_path / "a")
+    _, proj = fresh(tmp_path / "a")
     assert json.loads(proj.apply(1, b"\xff not json")) == [{"ok": False, "reason": "bad-entry"}]
-    bad_type = canonical_json([[{"type": "no.such", "v": 1, "stream": "s", "id": "z", "at": 0, "origin": "t", "data": {}}]])
+    bad_type = canonical_json(
+        [
+            [
+                {
+                    "type": "no.such",
+                    "v": 1,
+                    "stream": "s",
+                    "id": "z",
+                    "at": 0,
+                    "origin": "t",
+                    "data": {},
+                }
+            ]
+        ]
+    )
     result = json.loads(proj.apply(2, bad_type))
     assert result[0]["ok"] is False and "unknown-event" in result[0]["reason"]
     assert proj.last_applied() == 2
@@ -148,14 +162,35 @@ EVENTS = st.one_of(
         subscription=st.sampled_from(["none", "to", "from", "both"]),
     ),
     st.builds(RosterItemRemoved, owner=JIDS, contact=JIDS),
-    st.builds(SessionBound, session=st.sampled_from(["s1", "s2", "s3"]), jid=st.sampled_from(["a@x/1", "a@x/2", "b@x/1"]), node=st.sampled_from(["n1", "n2"]), boot=st.sampled_from(["b1", "b2"])),
-    st.builds(SessionEnded, session=st.sampled_from(["s1", "s2", "s3"]), jid=st.just("a@x/1"), reason=st.just("closed")),
+    st.builds(
+        SessionBound,
+        session=st.sampled_from(["s1", "s2", "s3"]),
+        jid=st.sampled_from(["a@x/1", "a@x/2", "b@x/1"]),
+        node=st.sampled_from(["n1", "n2"]),
+        boot=st.sampled_from(["b1", "b2"]),
+    ),
+    st.builds(
+        SessionEnded,
+        session=st.sampled_from(["s1", "s2", "s3"]),
+        jid=st.just("a@x/1"),
+        reason=st.just("closed"),
+    ),
     st.builds(NodeStarted, node=st.sampled_from(["n1", "n2"]), boot=st.sampled_from(["b1", "b2"])),
-    st.builds(MessageRouted, sender=st.just("a@x/1"), to=JIDS, type=st.just("chat"), xml=st.text(max_size=10), targets=st.just([]), offline_for=st.none() | JIDS),
+    st.builds(
+        MessageRouted,
+        sender=st.just("a@x/1"),
+        to=JIDS,
+        type=st.just("chat"),
+        xml=st.text(max_size=10),
+        targets=st.just([]),
+        offline_for=st.none() | JIDS,
+    ),
 )
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(events=st.lists(EVENTS, max_size=25), split=st.integers(min_value=1, max_value=5))
 def test_replay_is_deterministic(tmp_path_factory, events, split) -> None:  # type: ignore[no-untyped-def]
     """Whatever the batching, a replay from the journal equals the live projections."""
@@ -173,9 +208,7 @@ def test_replay_is_deterministic(tmp_path_factory, events, split) -> None:  # ty
     # Re-feeding every entry (the Raft journal replayed after a crash) changes nothing.
     with store.env.begin() as txn:
         before = digest(store, txn)
-    index = 0
-    for start in range(0, len(envs), split):
-        index += 1
-        proj.apply(index, command(*[[e] for e in envs[start : start + split]]))
+    for again, start in enumerate(range(0, len(envs), split), start=1):
+        proj.apply(again, command(*[[e] for e in envs[start : start + split]]))
     with store.env.begin() as txn:
         assert digest(store, txn) == before
