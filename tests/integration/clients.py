@@ -39,6 +39,8 @@ class Client(slixmpp.ClientXMPP):
         self.add_event_handler("failed_auth", lambda _: self.failed.set())
         self.add_event_handler("disconnected", lambda _: self.ended.set())
         self.add_event_handler("message", lambda m: self.messages.put_nowait(m))
+        self.add_event_handler("message_error", lambda m: self.messages.put_nowait(m))
+        self.add_event_handler("presence_available", self._own_presence)
         self.add_event_handler("presence_available", lambda p: self.presences.put_nowait(p))
         self.add_event_handler("presence_unavailable", lambda p: self.presences.put_nowait(p))
         self.add_event_handler("presence_subscribe", lambda p: self.subscriptions.put_nowait(p))
@@ -47,7 +49,12 @@ class Client(slixmpp.ClientXMPP):
     async def _on_start(self, _: object) -> None:
         await self.get_roster()
         self.send_presence()
-        self.ready.set()
+
+    def _own_presence(self, presence: slixmpp.Presence) -> None:
+        # Ready once the server reflects our own initial presence (RFC 6121 §4.2.2): from then
+        # on the session is available and messages to the bare JID reach it.
+        if presence["from"] == self.boundjid:
+            self.ready.set()
 
     async def login(self, port: int, timeout: float = 20.0) -> None:
         self.connect("127.0.0.1", port)
