@@ -150,7 +150,8 @@ def test_server_generates_resource_and_rejects_spoofed_from(shared_server: XesSe
         jid = reply.split("<jid>", 1)[1].split("</jid>", 1)[0]
         assert jid.startswith(f"pia@{srv.domain}/") and len(jid) > len(f"pia@{srv.domain}/")
         raw.send(
-            f"<message from='olga@{srv.domain}/x' to='pia@{srv.domain}'><body>spoof</body></message>"
+            f"<message from='olga@{srv.domain}/x' to='pia@{srv.domain}'>"
+            "<body>spoof</body></message>"
         )
         data = raw.recv_all_until_closed(timeout=10)
         assert b"<invalid-from" in data
