@@ -83,3 +83,11 @@ async def next_matching(queue: asyncio.Queue, predicate, timeout: float = 10.0):
                 return item
 
     return await asyncio.wait_for(scan(), timeout)
+
+
+def drain(queue: asyncio.Queue) -> list:  # type: ignore[type-arg]
+    """Everything queued so far, without waiting."""
+    items = []
+    while not queue.empty():
+        items.append(queue.get_nowait())
+    return items

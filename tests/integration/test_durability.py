@@ -7,6 +7,7 @@ import signal
 import pytest
 
 from tests.integration.clients import Client, next_matching
+from tests.integration.clients import drain as _drain
 from tests.integration.conftest import run
 from tests.integration.server import XesServer
 from tests.integration.test_chat import befriend
@@ -75,13 +76,6 @@ def test_kill_9_and_restart_keeps_accounts_rosters_and_ends_ghosts(server: XesSe
     rebuilt, live = digests(srv)
     assert rebuilt == live
     assert live != before_live  # the restart and the new sessions were recorded as events
-
-
-def _drain(queue):  # type: ignore[no-untyped-def]
-    items = []
-    while not queue.empty():
-        items.append(queue.get_nowait())
-    return items
 
 
 def test_sigterm_is_graceful_and_contacts_see_unavailable(server: XesServer) -> None:

@@ -8,6 +8,7 @@ import pytest
 from slixmpp.exceptions import IqError
 
 from tests.integration.clients import Client, next_matching
+from tests.integration.clients import drain as _drain
 from tests.integration.conftest import run
 from tests.integration.rawclient import RawClient
 from tests.integration.server import XesServer
@@ -157,10 +158,3 @@ def test_server_generates_resource_and_rejects_spoofed_from(shared_server: XesSe
         assert b"<invalid-from" in data
     finally:
         raw.close()
-
-
-def _drain(queue):  # type: ignore[no-untyped-def]
-    items = []
-    while not queue.empty():
-        items.append(queue.get_nowait())
-    return items

@@ -9,6 +9,7 @@ node-local configuration, no iteration over unordered sets (ADR 0003).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import lmdb
@@ -24,6 +25,29 @@ def dump(obj: Any) -> bytes:
 
 def load(raw: bytes | None) -> Any:
     return None if raw is None else json.loads(raw)
+
+
+def iter_prefix(
+    txn: lmdb.Transaction, db: lmdb._Database, prefix: bytes
+) -> Iterator[tuple[bytes, bytes]]:
+    """Every ``(key, value)`` whose key starts with ``prefix``, in key order."""
+    cur = txn.cursor(db=db)
+    if not cur.set_range(prefix):
+        return
+    for k, v in cur:
+        if not k.startswith(prefix):
+            return
+        yield k, v
+
+
+def delete_prefix(txn: lmdb.Transaction, db: lmdb._Database, prefix: bytes) -> None:
+    """Delete every key that starts with ``prefix``."""
+    cur = txn.cursor(db=db)
+    if not cur.set_range(prefix):
+        return
+    while cur.key().startswith(prefix):
+        if not cur.delete():
+            break
 
 
 def key(*parts: str) -> bytes:

@@ -13,7 +13,7 @@ import lmdb
 
 from xes.events import Committed
 from xes.events.catalog import AccountRemoved, MessageRouted, OfflineFlushed
-from xes.projections.base import Projection, dump, load
+from xes.projections.base import Projection, dump, iter_prefix, load
 from xes.store.env import Store, from_u64, u64
 
 MSGS = "offline.msgs"
@@ -59,13 +59,9 @@ class Offline(Projection):
 def messages(store: Store, txn: lmdb.Transaction, owner: str) -> list[OfflineMessage]:
     prefix = _prefix(owner)
     out = []
-    cur = txn.cursor(db=store.db(MSGS))
-    if cur.set_range(prefix):
-        for k, v in cur:
-            if not k.startswith(prefix):
-                break
-            obj = load(v)
-            out.append(OfflineMessage(from_u64(k[len(prefix) :]), obj["xml"], obj["at"]))
+    for k, v in iter_prefix(txn, store.db(MSGS), prefix):
+        obj = load(v)
+        out.append(OfflineMessage(from_u64(k[len(prefix) :]), obj["xml"], obj["at"]))
     return out
 
 

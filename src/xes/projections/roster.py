@@ -13,7 +13,7 @@ import lmdb
 
 from xes.events import Committed, to_data
 from xes.events.catalog import AccountRemoved, RosterItemRemoved, RosterItemUpdated
-from xes.projections.base import Projection, dump, key, load
+from xes.projections.base import Projection, delete_prefix, dump, iter_prefix, key, load
 from xes.store.env import Store, from_u64, u64
 
 ITEMS = "roster.items"
@@ -56,25 +56,14 @@ class Roster(Projection):
         txn.put(ev.owner.encode(), u64(c.version), db=self.db(VER))
 
     def on_account_removed(self, txn: lmdb.Transaction, c: Committed, ev: AccountRemoved) -> None:
-        cur = txn.cursor(db=self.db(ITEMS))
-        prefix = key(ev.jid, "")
-        if cur.set_range(prefix):
-            while cur.key().startswith(prefix):
-                if not cur.delete():
-                    break
+        delete_prefix(txn, self.db(ITEMS), key(ev.jid, ""))
         txn.delete(ev.jid.encode(), db=self.db(VER))
 
 
 def items(store: Store, txn: lmdb.Transaction, owner: str) -> list[RosterItem]:
-    out = []
-    prefix = key(owner, "")
-    cur = txn.cursor(db=store.db(ITEMS))
-    if cur.set_range(prefix):
-        for k, v in cur:
-            if not k.startswith(prefix):
-                break
-            out.append(RosterItem.from_json(load(v)))
-    return out
+    return [
+        RosterItem.from_json(load(v)) for _, v in iter_prefix(txn, store.db(ITEMS), key(owner, ""))
+    ]
 
 
 def item(store: Store, txn: lmdb.Transaction, owner: str, contact: str) -> RosterItem | None:

@@ -21,7 +21,7 @@ from xes.events.catalog import (
     SessionBound,
     SessionEnded,
 )
-from xes.projections.base import Projection, dump, key, load
+from xes.projections.base import Projection, delete_prefix, dump, iter_prefix, key, load
 from xes.store.env import Store
 
 BY_ID = "sessions.by_id"
@@ -83,7 +83,7 @@ class Sessions(Projection):
         ukey = key(bare, resource)
         if txn.get(ukey, db=self.db(BY_USER)) == session.encode():
             txn.delete(ukey, db=self.db(BY_USER))
-        _delete_prefix(txn, self.db(DIRECTED), key(session, ""))
+        delete_prefix(txn, self.db(DIRECTED), key(session, ""))
 
     def on_session_bound(self, txn: lmdb.Transaction, c: Committed, ev: SessionBound) -> None:
         bare, _, resource = ev.jid.partition("/")
@@ -115,7 +115,7 @@ class Sessions(Projection):
         )
         if not ev.available:
             # Unavailable broadcast presence also ends directed presence (RFC 6121 §4.6.3).
-            _delete_prefix(txn, self.db(DIRECTED), key(ev.session, ""))
+            delete_prefix(txn, self.db(DIRECTED), key(ev.session, ""))
 
     def on_presence_routed(self, txn: lmdb.Transaction, c: Committed, ev: PresenceRouted) -> None:
         if ev.directed_session is None or self._get(txn, ev.directed_session) is None:
@@ -137,15 +137,6 @@ class Sessions(Projection):
             self._end(txn, session)
 
 
-def _delete_prefix(txn: lmdb.Transaction, db: lmdb._Database, prefix: bytes) -> None:
-    cur = txn.cursor(db=db)
-    if not cur.set_range(prefix):
-        return
-    while cur.key().startswith(prefix):
-        if not cur.delete():
-            break
-
-
 def get(store: Store, txn: lmdb.Transaction, session: str) -> SessionView | None:
     raw = txn.get(session.encode(), db=store.db(BY_ID))
     return None if raw is None else SessionView.from_json(session, load(raw))
@@ -153,17 +144,10 @@ def get(store: Store, txn: lmdb.Transaction, session: str) -> SessionView | None
 
 def of_user(store: Store, txn: lmdb.Transaction, bare: str) -> list[SessionView]:
     """Every bound session of ``bare``, ordered by resource."""
-    out = []
-    prefix = key(bare, "")
-    cur = txn.cursor(db=store.db(BY_USER))
-    if cur.set_range(prefix):
-        for k, v in cur:
-            if not k.startswith(prefix):
-                break
-            view = get(store, txn, v.decode())
-            if view is not None:
-                out.append(view)
-    return out
+    views = (
+        get(store, txn, v.decode()) for _, v in iter_prefix(txn, store.db(BY_USER), key(bare, ""))
+    )
+    return [view for view in views if view is not None]
 
 
 def by_full_jid(store: Store, txn: lmdb.Transaction, full: str) -> SessionView | None:
@@ -181,12 +165,5 @@ def of_node(store: Store, txn: lmdb.Transaction, node: str) -> list[SessionView]
 
 
 def directed_targets(store: Store, txn: lmdb.Transaction, session: str) -> list[str]:
-    out = []
     prefix = key(session, "")
-    cur = txn.cursor(db=store.db(DIRECTED))
-    if cur.set_range(prefix):
-        for k, _ in cur:
-            if not k.startswith(prefix):
-                break
-            out.append(k[len(prefix) :].decode())
-    return out
+    return [k[len(prefix) :].decode() for k, _ in iter_prefix(txn, store.db(DIRECTED), prefix)]
