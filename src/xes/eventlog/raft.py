@@ -682,6 +682,7 @@ class RaftLog:
             "commit_index": raw.get("commit_idx"),
             "last_applied": raw.get("last_applied"),
             "log_len": raw.get("log_len"),
+            "last_log_index": journal[-1][1] if len(journal) else None,
             "match_index": per_peer("match_idx_server_") if is_leader else {},
             "next_index": per_peer("next_node_idx_server_") if is_leader else {},
             "ready": self._ready.is_set(),

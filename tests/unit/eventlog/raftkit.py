@@ -219,6 +219,21 @@ class Cluster:
         return wait_until(same, timeout, 0.05)
 
 
+def compact(node: Node) -> None:
+    """Force a snapshot and wait until the journal was truncated behind it."""
+    status = node.raft.status
+    assert wait_until(lambda: status()["last_applied"] == status()["last_log_index"], 10)
+    dump = node.data_dir / "raft" / "dump"
+    mtime = dump.stat().st_mtime_ns if dump.exists() else None
+    node.raft.force_compaction()
+
+    def compacted() -> bool:
+        fresh = dump.exists() and dump.stat().st_mtime_ns != mtime
+        return fresh and node.raft.status()["log_len"] <= 3
+
+    assert wait_until(compacted, 10), node.addr
+
+
 def submit_wait(raft: RaftLog, command: bytes, timeout: float = 10.0) -> SubmitResult:
     results = Results()
     raft.submit(command, results)
@@ -227,18 +242,20 @@ def submit_wait(raft: RaftLog, command: bytes, timeout: float = 10.0) -> SubmitR
 
 
 class Network:
-    """Test double for the links between in-process nodes: isolate a node, or delay messages.
+    """Test double for the links between in-process nodes: isolate, delay or throttle.
 
     Installed by patching `_Transport` (the adapter's TCPTransport subclass) at class level.
     Isolation drops messages both ways while the TCP connections stay up, like a partition
     shorter than the connection timeout whose buffered data is lost. A delay holds every
     received Raft message for `delay` seconds, preserving order, and delivers it from the
-    receiving node's raft thread: replies then arrive in bursts, as on a WAN link.
+    receiving node's raft thread, so replies arrive in bursts as on a WAN link. A throttle lets
+    a node take at most that many received messages per tick.
     """
 
     def __init__(self, transport_cls: Any) -> None:
         self.isolated: set[str] = set()
         self.delay = 0.0
+        self.throttle: dict[str, int] = {}
         self._send = transport_cls.send
         self._receive = transport_cls._onMessageReceived
 
@@ -253,15 +270,19 @@ class Network:
         def receive(transport: Any, node: Any, message: Any) -> None:
             if network._cut(transport, node):
                 return
-            queue = getattr(transport, "_test_delayed", None)
-            if queue is None and network.delay:
-                queue = transport._test_delayed = deque()
-                transport._syncObj.addOnTickCallback(lambda: network._deliver(transport))
-            if queue is None:
+            addr = transport._selfNode.address
+            queue = getattr(transport, "_test_queue", None)
+            if not (queue or network.delay or addr in network.throttle):
                 network._receive(transport, node, message)
                 return
+            if queue is None:
+                queue = transport._test_queue = deque()
+                transport._syncObj.addOnTickCallback(
+                    lambda: network._deliver(transport, network.throttle.get(addr))
+                )
             queue.append((time.monotonic() + network.delay, node, message))
-            network._deliver(transport)
+            if addr not in network.throttle:
+                network._deliver(transport, None)
 
         monkeypatch.setattr(transport_cls, "send", send)
         monkeypatch.setattr(transport_cls, "_onMessageReceived", receive)
@@ -269,10 +290,14 @@ class Network:
     def _cut(self, transport: Any, node: Any) -> bool:
         return transport._selfNode.address in self.isolated or node.address in self.isolated
 
-    def _deliver(self, transport: Any) -> None:
-        queue = transport._test_delayed
+    def _deliver(self, transport: Any, limit: int | None) -> None:
+        queue = transport._test_queue
         now = time.monotonic()
+        delivered = 0
         while queue and (queue[0][0] <= now or not self.delay):
+            if limit is not None and delivered >= limit:
+                break
             _, node, message = queue.popleft()
+            delivered += 1
             if not self._cut(transport, node):
                 self._receive(transport, node, message)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pysyncobj.pickle
 import pytest
 from pysyncobj.journal import LAST_RECORD_OFFSET_OFFSET
-from raftkit import Cluster, Results, submit_wait, wait_until
+from raftkit import Cluster, Results, compact, submit_wait, wait_until
 
 from xes.eventlog.raft import Fixes, Outcome, RaftConfig, RaftLog, SubmitResult
 
@@ -160,25 +160,13 @@ def test_restart_replays_the_journal_without_reapplying(cluster: Cluster) -> Non
     assert again.outcome is Outcome.APPLIED and again.index > last  # type: ignore[operator]
 
 
-def _compact(raft: RaftLog, data_dir: Path) -> None:
-    dump = data_dir / "raft" / "dump"
-    mtime = dump.stat().st_mtime_ns if dump.exists() else None
-    raft.force_compaction()
-
-    def compacted() -> bool:
-        fresh = dump.exists() and dump.stat().st_mtime_ns != mtime
-        return fresh and raft.status()["log_len"] <= 3
-
-    assert wait_until(compacted, 10)
-
-
 @pytest.mark.parametrize("snapshot_kind", ["file", "dir"])
 def test_restart_after_compaction_keeps_everything(cluster: Cluster, snapshot_kind: str) -> None:
     raft = _one_node(cluster, snapshot_kind=snapshot_kind)
     node = next(iter(cluster.nodes.values()))
     for i in range(30):
         submit_wait(raft, b"a%d" % i)
-    _compact(raft, node.data_dir)
+    compact(node)
     for i in range(10):
         submit_wait(raft, b"b%d" % i)
     before = node.sm.commands()
