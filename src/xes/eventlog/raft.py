@@ -75,6 +75,10 @@ SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
 BATCH_MARGIN_BYTES = 64 * 1024
 #: pysyncobj's own default, used only when `Fixes.large_batches` is off (tests).
 PYSYNCOBJ_DEFAULT_BATCH_BYTES = 2**16
+#: Least time between a failed snapshot and the next attempt.
+SNAPSHOT_RETRY_INTERVAL = 5.0
+#: Least time between two compactions forced by journal size.
+FORCED_COMPACTION_INTERVAL = 1.0
 #: Result of an entry skipped because the state machine already has it (journal replay).
 ALREADY_APPLIED = b""
 
@@ -110,9 +114,12 @@ class RaftConfig:
     bind_addr: str | None = None
     #: A submit with no outcome after this long is answered UNKNOWN (PySyncObj has no timeout).
     submit_timeout: float = 10.0
-    #: Compact the log (snapshot + journal truncation) after this many entries or seconds.
+    #: Compact the log (snapshot + journal truncation) after this many entries or seconds...
     compaction_min_entries: int = 5000
     compaction_min_time: float = 300.0
+    #: ...or once the journal holds this many bytes: pysyncobj keeps the whole log in RAM and
+    #: its journal offsets are 32-bit (4 GiB), whatever the entry count.
+    compaction_max_bytes: int = 256 * 1024 * 1024
 
 
 class StateMachine(Protocol):
@@ -202,6 +209,8 @@ def _validate(config: RaftConfig) -> None:
         raise ValueError("max_command_bytes and commands_queue_size must be positive")
     if config.submit_timeout <= 0 or config.compaction_min_entries < 2:
         raise ValueError("submit_timeout must be positive, compaction_min_entries at least 2")
+    if not 0 < config.compaction_max_bytes < 2**31:
+        raise ValueError("compaction_max_bytes must be between 0 and 2 GiB")
 
 
 def _peers(config: RaftConfig) -> list[str]:
@@ -232,11 +241,16 @@ class _Snapshots:
         self._dir = raft_dir
         self._node = node
         self._fsync = fsync
+        self._retry_after = 0.0
 
     def write(self, tmp_file: str, data: tuple[Any, Any, Any]) -> None:
         """Serializer hook: write the dump to `tmp_file` (PySyncObj renames it into place)."""
         last, prev, cluster = data
         started = time.monotonic()
+        if started < self._retry_after:
+            # pysyncobj retries a failed compaction on every tick; a full copy each time would
+            # only make a full disk worse.
+            raise RuntimeError("snapshot failed recently, waiting before the next attempt")
         staging = self._dir / "snapshot"
         try:
             _remove(staging)
@@ -264,6 +278,7 @@ class _Snapshots:
                 size = out.tell()
         except Exception:
             log.exception("raft_snapshot_failed", node=self._node, index=last[1])
+            self._retry_after = time.monotonic() + SNAPSHOT_RETRY_INTERVAL
             raise
         finally:
             _remove(staging)
@@ -372,6 +387,8 @@ class _Node(SyncObj):  # type: ignore[misc]
         self._fixes = fixes
         self._addr = config.self_addr
         self._on_tick = on_tick
+        self._compaction_max_bytes = config.compaction_max_bytes
+        self._next_forced_compaction = 0.0
         with journal_options(fsync=config.fsync):
             super().__init__(config.self_addr, _peers(config), conf, transportClass=_Transport)
 
@@ -407,8 +424,14 @@ class _Node(SyncObj):  # type: ignore[misc]
             journal.sync()
 
     def _onTick(self, timeToWait: float = 0.0) -> None:
+        journal = self._journal()
         # A leader counts its own copy towards the commit in this tick: flush it first.
-        self._sync_journal()
+        journal.sync()
+        now = time.monotonic()
+        if journal.size_bytes > self._compaction_max_bytes and now > self._next_forced_compaction:
+            # Rate-limited: a failing snapshot (disk full) must not be retried on every tick.
+            self._next_forced_compaction = now + FORCED_COMPACTION_INTERVAL
+            self.forceLogCompaction()
         # Before pysyncobj's tick, which can raise (and skip its own tick callbacks).
         self._on_tick()
         super()._onTick(timeToWait)

@@ -158,6 +158,11 @@ class DurableFileJournal(FileJournal):
             fsync_dir(self._dir)
 
     @property
+    def size_bytes(self) -> int:
+        """Bytes of the journal file in use (its offsets are 32-bit: keep it well below 4 GiB)."""
+        return int(self._FileJournal__currentOffset)
+
+    @property
     def dirty(self) -> bool:
         """True while entries were written that are not yet flushed."""
         return self._dirty

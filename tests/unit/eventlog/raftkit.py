@@ -40,6 +40,8 @@ class LmdbStateMachine:
         self.snapshot_kind = snapshot_kind
         self.apply_calls = 0
         self.restores = 0
+        self.snapshot_calls = 0
+        self.fail_snapshots = False
         #: Every (index, command) ever applied, even if a restore later replaced it.
         self.history: list[tuple[int, bytes]] = []
         self._lock = threading.RLock()
@@ -73,6 +75,9 @@ class LmdbStateMachine:
 
     def snapshot(self, path: Path) -> None:
         with self._lock:
+            self.snapshot_calls += 1
+            if self.fail_snapshots:
+                raise OSError(28, "No space left on device")
             if self.snapshot_kind == "dir":
                 path.mkdir()
                 self._env.copy(str(path))

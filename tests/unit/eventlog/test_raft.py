@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import struct
+import time
 from pathlib import Path
 
 import pysyncobj.pickle
@@ -189,6 +190,29 @@ def test_restart_after_compaction_keeps_everything(cluster: Cluster, snapshot_ki
     assert node.sm.restores == 1
     assert [cmd for _, cmd in node.sm.history] == [b"b%d" % i for i in range(10)]
     assert submit_wait(raft, b"later").outcome is Outcome.APPLIED
+
+
+def test_journal_size_triggers_compaction(cluster: Cluster) -> None:
+    raft = _one_node(cluster, compaction_max_bytes=200_000)
+    node = next(iter(cluster.nodes.values()))
+    for _ in range(30):
+        submit_wait(raft, os.urandom(20_000))
+    assert wait_until(lambda: raft.status()["log_len"] < 12, 5)
+    assert (node.data_dir / "raft" / "dump").exists()
+    assert len(node.sm.commands()) == 30
+
+
+def test_failing_snapshot_is_not_retried_every_tick(cluster: Cluster) -> None:
+    """pysyncobj retries a failed compaction on every tick (here: more than 2 entries)."""
+    raft = _one_node(cluster, compaction_min_entries=2)
+    node = next(iter(cluster.nodes.values()))
+    node.sm.fail_snapshots = True
+    for _ in range(10):
+        assert submit_wait(raft, os.urandom(10_000)).outcome is Outcome.APPLIED
+    time.sleep(1.0)  # ~100 ticks
+    assert 1 <= node.sm.snapshot_calls <= 2
+    assert not (node.data_dir / "raft" / "dump").exists()
+    assert submit_wait(raft, b"still fine").outcome is Outcome.APPLIED
 
 
 def test_close_is_idempotent_and_refuses_later_submits(cluster: Cluster) -> None:
