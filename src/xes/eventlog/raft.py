@@ -367,7 +367,7 @@ class _Transport(TCPTransport):
     """
 
     def send(self, node: Any, message: Any) -> bool:
-        self._syncObj._sync_journal()
+        self._syncObj._journal().sync()
         return bool(super().send(node, message))
 
 
@@ -415,13 +415,10 @@ class _Node(SyncObj):  # type: ignore[misc]
             return ALREADY_APPLIED
         return self._sm.apply(index, command)
 
-    def _journal(self) -> Any:
-        return self._SyncObj__raftLog
-
-    def _sync_journal(self) -> None:
-        journal = self._journal()
-        if isinstance(journal, DurableFileJournal):
-            journal.sync()
+    def _journal(self) -> DurableFileJournal:
+        """SyncObj's journal: ours, since `raft_patches.install()` and a journal file is set."""
+        journal: DurableFileJournal = self._SyncObj__raftLog
+        return journal
 
     def _onTick(self, timeToWait: float = 0.0) -> None:
         journal = self._journal()
@@ -710,7 +707,7 @@ class RaftLog:
             "next_index": per_peer("next_node_idx_server_") if is_leader else {},
             "ready": self._ready.is_set(),
             "pending": len(self._pending),
-            "truncated_entries": getattr(journal, "truncated_entries", 0),
+            "truncated_entries": journal.truncated_entries,
         }
 
     # -- lifecycle ----------------------------------------------------------------------------
