@@ -6,8 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from raftkit import Cluster, Network
 
+from tests.unit.eventlog.raftkit import Cluster, Network
 from xes.eventlog.raft import _Transport
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pysyncobj.pickle
 import pytest
 from pysyncobj.journal import LAST_RECORD_OFFSET_OFFSET
-from raftkit import Cluster, Results, compact, submit_wait, wait_until
 
+from tests.unit.eventlog.raftkit import Cluster, Results, compact, submit_wait, wait_until
 from xes.eventlog.raft import Fixes, Outcome, RaftConfig, RaftLog, SubmitResult
 
 pytestmark = pytest.mark.timeout(60)

@@ -16,8 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from raftkit import Cluster, Network, Node, Results, compact, submit_wait, wait_until
 
+from tests.unit.eventlog.raftkit import (
+    Cluster,
+    Network,
+    Node,
+    Results,
+    compact,
+    submit_wait,
+    wait_until,
+)
 from xes.eventlog import raft as raft_module
 from xes.eventlog.raft import Fixes, Outcome
 
