@@ -24,8 +24,8 @@ from xes.config import Config
 from xes.eventlog import process as log_process
 from xes.eventlog.client import LogClient, LogUnavailable
 from xes.events.catalog import NodeStarted, PresenceUpdated, SessionEnded
+from xes.features import presence
 from xes.hub import Hub
-from xes.projections import roster as roster_view
 from xes.projections import sessions as sessions_view
 from xes.projections.projector import all_db_names
 from xes.session.sasl import LoginLimiter
@@ -145,17 +145,10 @@ class Node:
             events: list[Any] = []
             for view in stale:
                 if view.available:
-                    targets = [
-                        i.contact
-                        for i in roster_view.items(hub.store, txn, view.bare)
-                        if i.subscription in ("from", "both")
-                    ]
-                    targets += [
-                        s.jid
-                        for s in sessions_view.of_user(hub.store, txn, view.bare)
-                        if s.available
-                    ]
-                    targets += sessions_view.directed_targets(hub.store, txn, view.session)
+                    targets = presence.broadcast_targets(
+                        hub, txn, view.bare, view.session, view.jid
+                    )
+                    targets = presence.with_directed(hub, txn, view.session, targets)
                     stanza = E("{jabber:client}presence", {"from": view.jid, "type": "unavailable"})
                     xml = serialize(stanza).decode()
                     events.append(PresenceUpdated(view.session, view.jid, False, 0, xml, targets))

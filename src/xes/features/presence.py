@@ -40,18 +40,32 @@ def _priority(stanza: Element) -> int:
 
 
 def _broadcast_targets(hub: Hub, txn: Any, session: LocalSession) -> list[str]:
-    """Contacts subscribed to the user's presence, then the user's own available resources."""
+    return broadcast_targets(hub, txn, session.bare, session.session_id, session.full)
+
+
+def broadcast_targets(hub: Hub, txn: Any, bare: str, session_id: str, full: str) -> list[str]:
+    """Contacts subscribed to the user's presence, then the user's own available resources
+    (RFC 6121 §4.2.2, §4.4.2), then the session itself."""
     targets = [
         item.contact
-        for item in roster_view.items(hub.store, txn, session.bare)
+        for item in roster_view.items(hub.store, txn, bare)
         if item.subscription in ("from", "both")
     ]
-    for other in sessions_view.of_user(hub.store, txn, session.bare):
-        if other.available or other.session == session.session_id:
+    for other in sessions_view.of_user(hub.store, txn, bare):
+        if other.available or other.session == session_id:
             targets.append(other.jid)
-    if session.full not in targets:
-        targets.append(session.full)
+    if full not in targets:
+        targets.append(full)
     return targets
+
+
+def with_directed(hub: Hub, txn: Any, session_id: str, targets: list[str]) -> list[str]:
+    """``targets`` plus every JID the session sent directed presence to (RFC 6121 §4.6.3)."""
+    out = list(targets)
+    for target in sessions_view.directed_targets(hub.store, txn, session_id):
+        if target not in out:
+            out.append(target)
+    return out
 
 
 async def handle(hub: Hub, session: LocalSession, stanza: Element) -> None:
@@ -124,10 +138,7 @@ def unavailable_event(hub: Hub, session: LocalSession, stanza: Element | None) -
         stanza = E("{%s}presence" % ns.CLIENT, {"type": "unavailable"})
     xml = serialize(_stamp(stanza, session)).decode()
     with hub.read() as txn:
-        targets = _broadcast_targets(hub, txn, session)
-        for target in sessions_view.directed_targets(hub.store, txn, session.session_id):
-            if target not in targets:
-                targets.append(target)
+        targets = with_directed(hub, txn, session.session_id, _broadcast_targets(hub, txn, session))
     return PresenceUpdated(session.session_id, session.full, False, 0, xml, targets)
 
 
