@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from xes.config import Config, ConfigError, load_config, parse_config
-from xes.events import Envelope, canonical_json, to_data
+from xes.events import canonical_json, encode_proposal, wrap
 from xes.events.catalog import AccountPasswordChanged, AccountRegistered, AccountRemoved
 from xes.jid import JID, InvalidJID
 
@@ -30,21 +30,19 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def _envelopes(events: list[Any], expected: dict[str, int] | None = None) -> bytes:
+    """A command holding one proposal with ``events``, from the ``cli`` origin."""
     tag = secrets.token_hex(6)
     envs = [
-        Envelope(
-            type=ev.TYPE,
-            v=ev.V,
-            stream=ev.stream(),
+        wrap(
+            ev,
             id=f"cli.{tag}.{n}",
             at=int(time.time() * 1000),
             origin="cli",
-            data=to_data(ev),
             expected_version=(expected or {}).get(ev.stream()),
         )
         for n, ev in enumerate(events)
     ]
-    return b"[[" + b",".join(e.encode() for e in envs) + b"]]"
+    return b"[" + encode_proposal(envs) + b"]"
 
 
 def submit(config: Config, command: bytes) -> dict[str, Any]:
@@ -112,8 +110,15 @@ def cmd_user(args: argparse.Namespace) -> int:
         return 0
     jid = _user_jid(config, args.jid)
     if args.action == "add":
+        if jid in _read_accounts(config):
+            raise SystemExit(f"user {jid} already exists")
         creds = derive_credentials(_password(args), config.auth.scram_iterations)
-        result = submit(config, _envelopes([AccountRegistered(jid, creds)], {f"account:{jid}": 0}))
+        # Checked against the account stream's version as read: a concurrent add of the same
+        # JID (another node, another command) makes exactly one of them win.
+        stream = f"account:{jid}"
+        result = submit(
+            config, _envelopes([AccountRegistered(jid, creds)], {stream: _version(config, stream)})
+        )
         if not result["ok"]:
             raise SystemExit(f"user {jid} already exists")
         print(f"user {jid} added")
@@ -140,6 +145,19 @@ def _open_live(config: Config) -> Any:
     if not (path / "data.mdb").exists():
         raise SystemExit(f"no data in {config.data_dir} (start the server or add a user first)")
     return open_store(path, all_db_names(), writer=False)
+
+
+def _version(config: Config, stream: str) -> int:
+    from xes.projections.projector import stream_version
+
+    if not (config.data_dir / "db" / "data.mdb").exists():
+        return 0
+    store = _open_live(config)
+    try:
+        with store.env.begin() as txn:
+            return stream_version(store, txn, stream)
+    finally:
+        store.close()
 
 
 def _read_accounts(config: Config) -> list[str]:

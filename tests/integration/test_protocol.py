@@ -158,3 +158,28 @@ def test_server_generates_resource_and_rejects_spoofed_from(shared_server: XesSe
         assert b"<invalid-from" in data
     finally:
         raw.close()
+
+
+def test_roster_set_works_after_account_removed_and_recreated(shared_server: XesServer) -> None:
+    """Stream versions outlive a removed account: re-adding the user and setting its roster
+    must check ``expected_version`` against those versions, not against zero."""
+    srv = shared_server
+
+    def set_item(name: str) -> bytes:
+        raw = RawClient(srv.c2s)
+        try:
+            raw.login(srv, "quinn", "pw-q")
+            raw.send(
+                "<iq type='set' id='s1'><query xmlns='jabber:iq:roster'>"
+                f"<item jid='someone@{srv.domain}' name='{name}'/></query></iq>"
+            )
+            return raw.recv_until(b"id='s1'")
+        finally:
+            raw.close()
+
+    srv.add_user("quinn", "pw-q")
+    assert b"type='result'" in set_item("first")
+    srv.xes("user", "remove", f"quinn@{srv.domain}")
+    srv.add_user("quinn", "pw-q")
+    reply = set_item("second")
+    assert b"type='result'" in reply and b"type='error'" not in reply, reply

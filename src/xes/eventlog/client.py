@@ -23,7 +23,7 @@ from anyio.abc import SocketStream, TaskGroup
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from xes.eventlog import wire
-from xes.events import Envelope
+from xes.events import Envelope, encode_proposal, wrap
 
 log = structlog.get_logger("xes.logclient")
 
@@ -111,16 +111,11 @@ class LogClient:
 
     def envelope(self, event: Any, expected_version: int | None = None) -> Envelope:
         """Wrap a catalogue event in an envelope with a cluster-unique id."""
-        from xes.events import to_data
-
-        return Envelope(
-            type=event.TYPE,
-            v=event.V,
-            stream=event.stream(),
+        return wrap(
+            event,
             id=f"{self.origin}.{self.boot}.{next(self._ids)}",
             at=int(time.time() * 1000),
             origin=self.origin,
-            data=to_data(event),
             expected_version=expected_version,
         )
 
@@ -131,7 +126,7 @@ class LogClient:
         return await self.propose(envs)
 
     async def propose(self, envelopes: list[Envelope]) -> Placed:
-        data = b"[" + b",".join(env.encode() for env in envelopes) + b"]"
+        data = encode_proposal(envelopes)
         if len(data) > MAX_COMMAND_BYTES:
             raise LogUnavailable("proposal too large")
         pending = _Pending(data)

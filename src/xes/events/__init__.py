@@ -1,8 +1,8 @@
 """Typed, versioned events: envelope, codec and catalogue (ADR 0002)."""
 
 from xes.events import catalog as catalog
-from xes.events.envelope import Committed, Envelope, canonical_json
-from xes.events.registry import EVENT_TYPES, UnknownEvent, decode_event, to_data
+from xes.events.envelope import Committed, Envelope, canonical_json, encode_proposal
+from xes.events.registry import EVENT_TYPES, UnknownEvent, decode_event, to_data, wrap
 
 __all__ = [
     "EVENT_TYPES",
@@ -12,5 +12,7 @@ __all__ = [
     "canonical_json",
     "catalog",
     "decode_event",
+    "encode_proposal",
     "to_data",
+    "wrap",
 ]

@@ -75,6 +75,11 @@ class Envelope:
         return cls.from_json(json.loads(raw))
 
 
+def encode_proposal(envelopes: list[Envelope]) -> bytes:
+    """One proposal (events that stand or fall together) as a JSON array of envelopes."""
+    return b"[" + b",".join(env.encode() for env in envelopes) + b"]"
+
+
 @dataclass(frozen=True, slots=True)
 class Committed:
     """An envelope as applied: its log position and the stream version it produced."""

@@ -59,6 +59,27 @@ def to_data(ev: Any) -> dict[str, Any]:
     return {f.name: getattr(ev, f.name) for f in dataclasses.fields(ev)}
 
 
+def wrap(
+    ev: Any,
+    *,
+    id: str,  # noqa: A002 - the envelope field is called id
+    at: int,
+    origin: str,
+    expected_version: int | None = None,
+) -> Envelope:
+    """The envelope proposing catalogue event ``ev`` (the proposer supplies id and clock)."""
+    return Envelope(
+        type=ev.TYPE,
+        v=ev.V,
+        stream=ev.stream(),
+        id=id,
+        at=at,
+        origin=origin,
+        data=to_data(ev),
+        expected_version=expected_version,
+    )
+
+
 def decode_event(env: Envelope) -> Any:
     """Turn an envelope into its typed event, upcasting old versions step by step."""
     cls = EVENT_TYPES.get(env.type)

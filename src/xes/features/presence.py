@@ -16,12 +16,19 @@ from xes.features import subscription
 from xes.features.roster import item_event
 from xes.hub import Hub, LocalSession
 from xes.jid import JID, InvalidJID
+from xes.projections import accounts as accounts_view
 from xes.projections import offline as offline_view
 from xes.projections import roster as roster_view
 from xes.projections import sessions as sessions_view
 from xes.stanza.core import StanzaError
 from xes.stanza.delay import with_delay
-from xes.xml import E, Element, ns, serialize
+from xes.xml import E, Element, ns, parse_fragment, serialize
+
+CANCELLATIONS = {
+    "unsubscribe": (subscription.outbound_unsubscribe, subscription.inbound_unsubscribe),
+    "unsubscribed": (subscription.outbound_unsubscribed, subscription.inbound_unsubscribed),
+}
+"""Outbound and inbound state changes for each cancelling subscription type."""
 
 SUBSCRIPTION_TYPES = ("subscribe", "subscribed", "unsubscribe", "unsubscribed")
 
@@ -185,11 +192,9 @@ async def _subscription(hub: Hub, session: LocalSession, stanza: Element, type_:
     with hub.read() as txn:
         mine = roster_view.item(hub.store, txn, user, contact)
         theirs = roster_view.item(hub.store, txn, contact, user) if local_contact else None
-        contact_exists = local_contact and _account_exists(hub, txn, contact)
+        contact_exists = local_contact and accounts_view.exists(hub.store, txn, contact)
         my_available = [
-            s.presence
-            for s in sessions_view.of_user(hub.store, txn, user)
-            if s.available and s.presence
+            s for s in sessions_view.of_user(hub.store, txn, user) if s.available and s.presence
         ]
     events: list[Any] = []
     # The stanza as the contact sees it: from the user's bare JID (RFC 6121 §3.1.2).
@@ -221,55 +226,31 @@ async def _subscription(hub: Hub, session: LocalSession, stanza: Element, type_:
                 events.append(item_event(contact, new_theirs))
             events.append(_route(user, contact, "subscribed", stanza))
             # §3.1.5: the contact now gets the user's current presence from each resource.
-            for xml in my_available:
-                events.append(
-                    PresenceRouted(sender=user, xml=_readdress(xml, contact), targets=[contact])
-                )
-    elif type_ == "unsubscribe":
-        new_mine = subscription.outbound_unsubscribe(mine)
+            for view in my_available:
+                assert view.presence is not None
+                xml = _readdress(view.presence, contact)
+                events.append(PresenceRouted(sender=user, xml=xml, targets=[contact]))
+    else:  # unsubscribe | unsubscribed: one side drops, the other follows (RFC 6121 §3.3, §3.2)
+        outbound, inbound = CANCELLATIONS[type_]
+        new_mine = outbound(mine)
         if new_mine is not None:
             events.append(item_event(user, new_mine))
-        if contact_exists:
-            new_theirs = subscription.inbound_unsubscribe(theirs)
-            if new_theirs is not None:
-                events.append(item_event(contact, new_theirs))
-                events.append(_route(user, contact, "unsubscribe", stanza))
-    else:  # unsubscribed
-        new_mine = subscription.outbound_unsubscribed(mine)
-        if new_mine is not None:
-            events.append(item_event(user, new_mine))
-        if contact_exists:
-            new_theirs = subscription.inbound_unsubscribed(theirs)
-            if new_theirs is not None:
-                events.append(item_event(contact, new_theirs))
-                events.append(_route(user, contact, "unsubscribed", stanza))
-                # §3.2.3: the contact's resources learn that the user is now unavailable to them.
-                for s_jid in _available_jids(hub, user):
+        new_theirs = inbound(theirs) if contact_exists else None
+        if new_theirs is not None:
+            events.append(item_event(contact, new_theirs))
+            events.append(_route(user, contact, type_, stanza))
+            if type_ == "unsubscribed":
+                # §3.2.3: the contact's resources learn the user is now unavailable to them.
+                for view in my_available:
                     unavailable = E(
                         "{%s}presence" % ns.CLIENT,
-                        {"from": s_jid, "to": contact, "type": "unavailable"},
+                        {"from": view.jid, "to": contact, "type": "unavailable"},
                     )
-                    events.append(
-                        PresenceRouted(
-                            sender=s_jid, xml=serialize(unavailable).decode(), targets=[contact]
-                        )
-                    )
+                    xml = serialize(unavailable).decode()
+                    events.append(PresenceRouted(sender=view.jid, xml=xml, targets=[contact]))
     if events:
         await hub.log.append(*events)
 
 
-def _available_jids(hub: Hub, bare: str) -> list[str]:
-    with hub.read() as txn:
-        return [s.jid for s in sessions_view.of_user(hub.store, txn, bare) if s.available]
-
-
 def _readdress(xml: str, to: str) -> str:
-    from xes.xml import parse_fragment
-
     return serialize(parse_fragment(xml.encode()).with_attrs(to=to)).decode()
-
-
-def _account_exists(hub: Hub, txn: Any, bare: str) -> bool:
-    from xes.projections.accounts import exists
-
-    return exists(hub.store, txn, bare)

@@ -16,6 +16,7 @@ from xes.features import subscription
 from xes.hub import Hub, LocalSession
 from xes.jid import JID, InvalidJID
 from xes.projections import roster as roster_view
+from xes.projections.projector import stream_version
 from xes.projections.roster import RosterItem
 from xes.stanza.core import StanzaError, iq_result
 from xes.xml import E, Element, ns, serialize
@@ -116,7 +117,7 @@ async def set_(hub: Hub, session: LocalSession, iq: Element, query: Element) -> 
         raise StanzaError("not-acceptable", "name or group too long")
     for _ in range(MAX_RETRIES):
         with hub.read() as txn:
-            ver = _stream_version(hub, txn, owner)
+            ver = stream_version(hub.store, txn, f"roster:{owner}")
             current = roster_view.item(hub.store, txn, owner, contact)
             if subscription_attr == "remove":
                 if current is None or not current.listed:
@@ -136,14 +137,6 @@ async def set_(hub: Hub, session: LocalSession, iq: Element, query: Element) -> 
             raise StanzaError("internal-server-error") from exc
         return iq_result(iq)
     raise StanzaError("resource-constraint", "roster busy, retry")
-
-
-def _stream_version(hub: Hub, txn: Any, owner: str) -> int:
-    from xes.projections.projector import STREAMS
-    from xes.store.env import from_u64
-
-    raw = txn.get(f"roster:{owner}".encode(), db=hub.store.db(STREAMS))
-    return from_u64(raw) if raw else 0
 
 
 def _removal_events(

@@ -12,7 +12,7 @@ from xes.hub import Hub, LocalSession
 from xes.stanza.core import StanzaError, iq_result
 from xes.xml import E, Element, ns
 
-XEPS = ((30, "partial"), (92, "complete"), (199, "complete"), (237, "complete"))
+XEPS = ((30, "partial"), (92, "complete"), (199, "complete"))
 
 SERVER_FEATURES = (
     ns.DISCO_INFO,

@@ -192,7 +192,7 @@ class Projector:
                 raise Rejected(f"unknown-event: {exc}") from exc
             if txn.get(env.id.encode(), db=ids_db) is not None:
                 raise Rejected("duplicate-id")
-            current = self._stream_version(txn, env.stream)
+            current = stream_version(self.store, txn, env.stream)
             if env.expected_version is not None and env.expected_version != current:
                 raise Rejected(f"conflict: {env.stream} is at {current}")
             committed = Committed(index, first_pos + offset, current + 1, env)
@@ -210,10 +210,6 @@ class Projector:
         )
         for proj in self.routes.get(committed.envelope.type, ()):
             proj.apply(txn, committed, event)
-
-    def _stream_version(self, txn: lmdb.Transaction, stream: str) -> int:
-        raw = txn.get(stream.encode(), db=self.store.db(STREAMS))
-        return from_u64(raw) if raw else 0
 
     def _journal_rejected(
         self, txn: lmdb.Transaction, index: int, pos: int, proposal: Any, reason: str
@@ -239,6 +235,13 @@ class Projector:
         except Exception as exc:
             log.error("journal_rejected_failed", index=index, error=repr(exc))
         return canonical_json([{"ok": False, "reason": "bad-entry"}])
+
+
+def stream_version(store: Store, txn: lmdb.Transaction, stream: str) -> int:
+    """Current version of ``stream`` (0 before its first event): what ``expected_version``
+    is checked against."""
+    raw = txn.get(stream.encode(), db=store.db(STREAMS))
+    return from_u64(raw) if raw else 0
 
 
 def digest(store: Store, txn: lmdb.Transaction) -> str:
