@@ -13,8 +13,9 @@ from xes.events import EVENT_TYPES
 from xes.events.registry import check_registry
 from xes.projections.projector import PROJECTIONS
 
-DELIVERY_ONLY: set[str] = set()
-"""Event types no projection folds (none today: every fact changes some view)."""
+DELIVERY_ONLY: set[str] = {"iq.routed"}
+"""Event types no projection folds: iq between clients on different nodes (ADR 0006) is carried
+by the log for ordering and delivery, and kept in the journal for audit, but changes no view."""
 
 
 def problems() -> list[str]:

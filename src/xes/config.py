@@ -83,13 +83,20 @@ class ClusterConfig:
     node_id: str = "n1"
     """This node's id (unique in the cluster)."""
     raft: str = "127.0.0.1:5290"
-    """Address this node's Raft endpoint listens on."""
+    """This node's Raft address as the other nodes reach it (and list it in their ``peers``)."""
+    raft_bind: str | None = None
+    """Where the Raft endpoint listens when ``raft`` is a NAT or proxy address (default: ``raft``).
+    Outgoing Raft connections leave from this address's host, so firewalls can match it."""
     peers: tuple[str, ...] = ()
     """The other nodes' Raft addresses; empty for a single node."""
     secret: str | None = None
     """Cluster secret (required with peers): encrypts and authenticates Raft traffic."""
     secret_file: str | None = None
     """File holding the cluster secret (alternative to ``secret``)."""
+    node_down_after: float = 10.0
+    """Seconds a node may be unreachable from the Raft leader before the cluster records the end
+    of its client sessions (contacts see them unavailable). A node that comes back after that
+    closes its client connections, so their clients reconnect to a live session."""
 
 
 @dataclass(frozen=True)
@@ -201,4 +208,6 @@ def parse_config(
             config = replace(config, **{name: _section(cls, raw[name], name)})
     if config.cluster.peers and not config.cluster_secret:
         raise ConfigError("[cluster] peers require a secret (or secret_file)")
+    if config.cluster.node_down_after <= 0:
+        raise ConfigError("[cluster] node_down_after must be positive")
     return config

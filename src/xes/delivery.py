@@ -15,7 +15,9 @@ import structlog
 from xes.events import Committed, decode_event
 from xes.events.catalog import (
     AccountRemoved,
+    IqRouted,
     MessageRouted,
+    NodeDown,
     PresenceRouted,
     PresenceUpdated,
     RosterItemRemoved,
@@ -53,6 +55,10 @@ def deliver(hub: Hub, committed: Committed) -> None:
             session = hub.by_jid.get(target)
             if session is not None:
                 session.send_bytes(data)
+    elif isinstance(event, IqRouted):
+        session = hub.sessions.get(event.session)
+        if session is not None:
+            session.send_bytes(event.xml.encode())
     elif isinstance(event, PresenceUpdated | PresenceRouted):
         _deliver_presence(hub, event.xml.encode(), event.targets)
     elif isinstance(event, RosterItemUpdated):
@@ -67,6 +73,10 @@ def deliver(hub: Hub, committed: Committed) -> None:
         old = hub.by_jid.get(event.jid)
         if old is not None and old.session_id != event.session:
             old.close("conflict", "replaced by a new session")
+    elif isinstance(event, NodeDown):
+        if event.node == hub.node and event.boot == hub.boot and hub.on_self_down is not None:
+            log.warning("declared_down", node=event.node, boot=event.boot, by=event.by)
+            hub.on_self_down()
     elif isinstance(event, AccountRemoved):
         for session in hub.local_of_bare(event.jid):
             session.close("not-authorized", "account removed")

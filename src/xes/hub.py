@@ -7,7 +7,7 @@ the event log and the projections.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -46,6 +46,8 @@ class Hub:
     boot: str
     store: Store
     log: LogClient
+    on_self_down: Callable[[], None] | None = None
+    """Called by delivery when the cluster recorded this boot of the node as down."""
     sessions: dict[str, LocalSession] = field(default_factory=dict)
     by_jid: dict[str, LocalSession] = field(default_factory=dict)
 

@@ -9,6 +9,7 @@ SIGTERM closes every stream cleanly, records the sessions' ends, then stops the 
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 import signal
@@ -19,12 +20,12 @@ import anyio
 import structlog
 from anyio.abc import SocketAttribute, SocketStream, TaskGroup
 
-from xes import delivery, telemetry
+from xes import cluster_watch, delivery, telemetry
 from xes.config import Config
 from xes.eventlog import process as log_process
 from xes.eventlog.client import LogClient, LogUnavailable
-from xes.events.catalog import NodeStarted, PresenceUpdated, SessionEnded
-from xes.features import presence
+from xes.events.catalog import NodeStarted
+from xes.features import session_end
 from xes.hub import Hub
 from xes.projections import sessions as sessions_view
 from xes.projections.projector import all_db_names
@@ -32,7 +33,6 @@ from xes.session.sasl import LoginLimiter
 from xes.store.env import open_store
 from xes.tlsutil import certificate_der, ensure_self_signed, server_context
 from xes.transport.c2s import ClientConnection
-from xes.xml import E, serialize
 
 log = structlog.get_logger("xes.node")
 
@@ -80,9 +80,13 @@ class Node:
             await client.connect(tg, timeout=60.0)
             store = open_store(log_process.db_path(config), all_db_names(), writer=False)
             hub = Hub(config=config, node=self.node_id, boot=self.boot, store=store, log=client)
+            hub.on_self_down = lambda: tg.start_soon(self._rejoin)
             self.hub = hub
             await self._end_stale_sessions(hub)
             tg.start_soon(delivery.run, hub, client.applied)
+            tg.start_soon(
+                functools.partial(cluster_watch.run, hub, down_after=config.cluster.node_down_after)
+            )
             self.limiter = LoginLimiter(
                 max_failures=config.auth.max_failures,
                 window_s=config.auth.failure_window,
@@ -142,18 +146,8 @@ class Node:
         """Sessions this node held before it stopped are over: tell their contacts, record it."""
         with hub.read() as txn:
             stale = sessions_view.of_node(hub.store, txn, self.node_id)
-            events: list[Any] = []
-            for view in stale:
-                if view.available:
-                    targets = presence.broadcast_targets(
-                        hub, txn, view.bare, view.session, view.jid
-                    )
-                    targets = presence.with_directed(hub, txn, view.session, targets)
-                    stanza = E("{jabber:client}presence", {"from": view.jid, "type": "unavailable"})
-                    xml = serialize(stanza).decode()
-                    events.append(PresenceUpdated(view.session, view.jid, False, 0, xml, targets))
-                events.append(SessionEnded(view.session, view.jid, "node_restarted"))
-        events.append(NodeStarted(self.node_id, self.boot))
+            events = session_end.end_events(hub, txn, stale, "node_restarted")
+        events.append(NodeStarted(self.node_id, self.boot, self.config.cluster.raft))
         while True:
             try:
                 await hub.log.append(*events)
@@ -163,6 +157,27 @@ class Node:
                 await anyio.sleep(0.5)
         if stale:
             log.info("stale_sessions_ended", count=len(stale))
+
+    async def _rejoin(self) -> None:
+        """The cluster gave up on this boot (we were cut off): drop its clients, start anew.
+
+        Their sessions are already ended on record, with unavailable presence sent to their
+        contacts; the connections are closed so the clients reconnect and bind live sessions.
+        """
+        old = [conn for conn in self.connections if conn.bound and conn.boot == self.boot]
+        self.boot = secrets.token_hex(8)
+        self.hub.boot = self.boot
+        log.warning("rejoining", node=self.node_id, boot=self.boot, closing=len(old))
+        for conn in old:
+            conn.close("reset", "this node lost contact with the cluster; please reconnect")
+        event = NodeStarted(self.node_id, self.boot, self.config.cluster.raft)
+        while True:
+            try:
+                await self.hub.log.append(event)
+                return
+            except LogUnavailable as exc:
+                log.warning("waiting_for_log", error=str(exc))
+                await anyio.sleep(0.5)
 
     async def _watch_log_process(self, proc: Any, tg: TaskGroup) -> None:
         while proc.is_alive():

@@ -3,7 +3,8 @@
 Picks the feature for each stanza by kind, type and payload namespace; turns
 :class:`~xes.stanza.core.StanzaError` and log failures into error replies, so a handler never
 has to build one. iq stanzas between clients are not state and are forwarded directly to the
-session that holds the addressed resource.
+session that holds the addressed resource when it is on this node, and through the log (an
+``iq.routed`` event) when another node holds it (ADR 0006).
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from collections.abc import Awaitable, Callable
 import structlog
 
 from xes.eventlog.client import LogUnavailable, ProposalRejected
+from xes.events.catalog import IqRouted
 from xes.features import message, presence, roster, server_iq
 from xes.hub import Hub, LocalSession
 from xes.jid import JID, InvalidJID
 from xes.projections import accounts as accounts_view
+from xes.projections import sessions as sessions_view
 from xes.stanza.core import StanzaError, error_reply, payload
 from xes.xml import Element, ns, serialize
 
@@ -115,13 +118,19 @@ async def _iq(hub: Hub, session: LocalSession, iq: Element) -> None:
             return
         await _answer(hub, session, iq, child, ACCOUNT_IQ)
         return
+    stamped = serialize(iq.with_attrs(**{"from": session.full}))
     target = hub.by_jid.get(str(to))
-    if target is None:
-        # No such resource on this node. TODO(cluster): forward to the node holding it.
+    if target is not None:
+        target.send_bytes(stamped)
+        return
+    with hub.read() as txn:
+        remote = sessions_view.by_full_jid(hub.store, txn, str(to))
+    if remote is None:
+        # RFC 6121 §8.5.3.2.1/§8.5.3.2.3: no such resource.
         if type_ in ("get", "set"):
             raise StanzaError("service-unavailable")
         return
-    target.send_bytes(serialize(iq.with_attrs(**{"from": session.full})))
+    await hub.log.append(IqRouted(session.full, str(to), remote.session, stamped.decode()))
 
 
 async def _answer(

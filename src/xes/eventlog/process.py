@@ -62,6 +62,7 @@ def raft_config(config: Config) -> RaftConfig:
         peers=tuple(config.cluster.peers),
         data_dir=config.data_dir,
         secret=config.cluster_secret,
+        bind_addr=config.cluster.raft_bind,
     )
 
 

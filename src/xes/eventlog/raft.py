@@ -24,6 +24,7 @@ loop or a long C call in the same process holds the GIL and stops heartbeats.
 from __future__ import annotations
 
 import enum
+import errno
 import functools
 import itertools
 import os
@@ -31,6 +32,7 @@ import pickle
 import re
 import secrets
 import shutil
+import socket
 import struct
 import threading
 import time
@@ -43,6 +45,8 @@ from typing import Any, Protocol
 import structlog
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 from pysyncobj.node import TCPNode
+from pysyncobj.poller import POLL_EVENT_TYPE
+from pysyncobj.tcp_connection import CONNECTION_STATE, TcpConnection
 from pysyncobj.transport import TCPTransport
 
 from xes.eventlog import raft_patches
@@ -213,6 +217,14 @@ def _validate(config: RaftConfig) -> None:
         raise ValueError("compaction_max_bytes must be between 0 and 2 GiB")
 
 
+def _source(config: RaftConfig) -> str | None:
+    """Source host for outgoing Raft connections: `bind_addr`'s host, unless a wildcard."""
+    if config.bind_addr is None:
+        return None
+    host = config.bind_addr.rpartition(":")[0].strip("[]")
+    return None if host in ("", "0.0.0.0", "::") else host
+
+
 def _peers(config: RaftConfig) -> list[str]:
     return [peer for peer in config.peers if peer != config.self_addr]
 
@@ -359,16 +371,131 @@ class _Snapshots:
                     remaining -= len(chunk)
 
 
+class _Connection(TcpConnection):  # type: ignore[misc]
+    """A pysyncobj connection that says why it dropped a peer, and can pick its source address.
+
+    pysyncobj closes a connection whose frame fails decryption (a wrong cluster secret, or
+    something that is not a node) without a word; an operator must see that. Outgoing
+    connections leave from the host of `raft_bind` when set, so firewalls, and the WAN
+    emulator of the test suite, can tell nodes apart by source address.
+    """
+
+    source_host: str | None = None
+
+    def _TcpConnection__processParseMessage(self) -> Any:
+        buf = self._TcpConnection__readBuffer
+        complete = len(buf) >= 4 and len(buf) - 4 >= struct.unpack("i", buf[:4])[0]
+        peer = _peer_name(self._TcpConnection__socket) if complete else None
+        message = _PARSE_MESSAGE(self)
+        if message is None and complete and self.state == CONNECTION_STATE.DISCONNECTED:
+            _log_refused(peer, "a Raft message failed authentication (wrong cluster secret?)")
+        return message
+
+    def connect(self, host: str, port: int) -> bool:
+        if self.source_host is None:
+            return bool(super().connect(host, port))
+        # TcpConnection.connect, with a bind() before the connect().
+        if host is None:
+            return False
+        self._TcpConnection__state = CONNECTION_STATE.DISCONNECTED
+        self._TcpConnection__fileno = None
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        self._TcpConnection__socket = sock
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self._TcpConnection__sendBufferSize)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self._TcpConnection__recvBufferSize)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.setSockoptKeepalive()
+        sock.setblocking(False)
+        self._TcpConnection__readBuffer = b""
+        self._TcpConnection__writeBuffer = b""
+        self._TcpConnection__lastReadTime = time.monotonic()
+        try:
+            sock.bind((self.source_host, 0))
+            sock.connect((host, port))
+        except OSError as exc:
+            if exc.errno not in (errno.EINPROGRESS, errno.EWOULDBLOCK):
+                sock.close()
+                return False
+        self._TcpConnection__fileno = sock.fileno()
+        self._TcpConnection__state = CONNECTION_STATE.CONNECTING
+        self._TcpConnection__poller.subscribe(
+            self._TcpConnection__fileno,
+            self._TcpConnection__processConnection,
+            POLL_EVENT_TYPE.READ | POLL_EVENT_TYPE.WRITE | POLL_EVENT_TYPE.ERROR,
+        )
+        return True
+
+
+_PARSE_MESSAGE = TcpConnection._TcpConnection__processParseMessage
+_refused_logged: dict[str, float] = {}
+
+
+def _peer_name(sock: socket.socket | None) -> str:
+    try:
+        host, port = sock.getpeername()[:2] if sock is not None else ("?", 0)
+    except OSError:
+        return "?"
+    return f"{host}:{port}"
+
+
+def _log_refused(peer: str | None, reason: str) -> None:
+    """Log a refused Raft peer, at most once a minute per peer host (it retries every second)."""
+    host = (peer or "?").rpartition(":")[0] or "?"
+    now = time.monotonic()
+    if now - _refused_logged.get(host, -1e9) >= 60.0:
+        _refused_logged[host] = now
+        log.warning("raft_peer_refused", peer=peer, reason=reason)
+
+
 class _Transport(TCPTransport):
     """TCP transport that makes the journal durable before any Raft message leaves (defect 2).
 
     A follower's ack and a leader's append both go through `send`, so an entry is on disk
-    before anyone counts it.
+    before anyone counts it. It also logs refused peers and binds outgoing connections to the
+    configured source host (see `_Connection`).
     """
+
+    source_host: str | None = None
 
     def send(self, node: Any, message: Any) -> bool:
         self._syncObj._journal().sync()
         return bool(super().send(node, message))
+
+    def addNode(self, node: Any) -> None:
+        super().addNode(node)
+        conn = self._connections.get(node)
+        if conn is not None and not isinstance(conn, _Connection):
+            # Same settings and callbacks as pysyncobj's, in our connection class.
+            ours = _Connection(
+                poller=self._syncObj._poller,
+                timeout=self._syncObj.conf.connectionTimeout,
+                sendBufferSize=self._syncObj.conf.sendBufferSize,
+                recvBufferSize=self._syncObj.conf.recvBufferSize,
+                keepalive=self._syncObj.conf.tcp_keepalive,
+            )
+            ours.source_host = self.source_host
+            ours.encryptor = self._syncObj.encryptor
+            ours.setOnConnectedCallback(functools.partial(self._onOutgoingConnected, ours))
+            ours.setOnMessageReceivedCallback(functools.partial(self._onMessageReceived, node))
+            ours.setOnDisconnectedCallback(functools.partial(self._onDisconnected, ours))
+            self._connections[node] = ours
+
+    def _onNewIncomingConnection(self, conn: Any) -> None:
+        conn.__class__ = _Connection  # same layout; adds the refusal log
+        super()._onNewIncomingConnection(conn)
+
+    def _onIncomingMessageReceived(self, conn: Any, message: Any) -> None:
+        if (
+            (not self._syncObj.encryptor or conn.sendRandKey)
+            and not isinstance(message, list)
+            and message != "readonly"
+            and message not in self._nodeAddrToNode
+        ):
+            _log_refused(
+                _peer_name(conn._TcpConnection__socket),
+                f"authenticated, but {message!r} is not a member of this cluster",
+            )
+        super()._onIncomingMessageReceived(conn, message)
 
 
 class _Node(SyncObj):  # type: ignore[misc]
@@ -390,7 +517,8 @@ class _Node(SyncObj):  # type: ignore[misc]
         self._compaction_max_bytes = config.compaction_max_bytes
         self._next_forced_compaction = 0.0
         with journal_options(fsync=config.fsync):
-            super().__init__(config.self_addr, _peers(config), conf, transportClass=_Transport)
+            transport = type("_BoundTransport", (_Transport,), {"source_host": _source(config)})
+            super().__init__(config.self_addr, _peers(config), conf, transportClass=transport)
 
     @replicated  # type: ignore[misc]
     def apply_entry(self, command: bytes) -> tuple[int, bytes, str]:

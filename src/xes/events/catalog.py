@@ -100,6 +100,31 @@ class NodeStarted:
     """Node id."""
     boot: str
     """Identifier of this run of the node; sessions of earlier boots are gone."""
+    raft: str = ""
+    """The node's Raft address, so the leader can tell which node an unreachable peer is."""
+
+    def stream(self) -> str:
+        return f"node:{self.node}"
+
+
+@event("node.down")
+@dataclass(frozen=True, slots=True)
+class NodeDown:
+    """The leader could not reach a node for longer than the grace period (ADR 0007).
+
+    Every session of that boot ends; a ``session.bound`` of that boot committed later is refused,
+    so no session can point at a connection the cluster has given up on. The node itself, when it
+    learns of this, closes its client connections and starts a new boot.
+    """
+
+    node: str
+    """Node id."""
+    boot: str
+    """The boot declared down."""
+    reason: str
+    """unreachable | removed."""
+    by: str
+    """Node id of the leader that recorded it."""
 
     def stream(self) -> str:
         return f"node:{self.node}"
@@ -194,6 +219,28 @@ class MessageRouted:
 
     def stream(self) -> str:
         return f"chat:{self.to.split('/', 1)[0]}"
+
+
+@event("iq.routed")
+@dataclass(frozen=True, slots=True)
+class IqRouted:
+    """An iq between two clients whose target resource is connected to another node (ADR 0006).
+
+    iq is not state, but routing it through the log gives it the same authentication, ordering
+    and node-failure behaviour as messages and presence, at the cost of one commit.
+    """
+
+    sender: str
+    """Full JID of the sender (``from`` as stamped)."""
+    target: str
+    """Full JID of the addressed resource."""
+    session: str
+    """Session id of the target when routed: a later session with the same JID does not get it."""
+    xml: str
+    """The stanza as delivered."""
+
+    def stream(self) -> str:
+        return f"iq:{self.target.split('/', 1)[0]}"
 
 
 @event("offline.flushed")

@@ -19,6 +19,14 @@ from xes.events.envelope import canonical_json
 from xes.store.env import Store
 
 
+class Rejected(Exception):
+    """Raised by a projection to refuse the whole proposal (journalled as rejected with reason)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 def dump(obj: Any) -> bytes:
     return canonical_json(obj)
 

@@ -29,7 +29,7 @@ import structlog
 
 from xes.events import Committed, Envelope, UnknownEvent, canonical_json, decode_event
 from xes.projections.accounts import Accounts
-from xes.projections.base import Projection
+from xes.projections.base import Projection, Rejected
 from xes.projections.offline import Offline
 from xes.projections.roster import Roster
 from xes.projections.sessions import Sessions
@@ -56,12 +56,6 @@ def projection_db_names() -> list[str]:
     for proj in PROJECTIONS:
         names.extend(proj.dbs)
     return sorted(names)
-
-
-class Rejected(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 class Projector:

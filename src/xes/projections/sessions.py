@@ -1,9 +1,13 @@
 """Sessions projection: who is connected where, with which presence (RFC 6120 §7, RFC 6121 §4).
 
-Fed by ``session.*``, ``presence.*`` and ``node.started``. Every node knows every session of the
+Fed by ``session.*``, ``presence.*`` and ``node.*``. Every node knows every session of the
 cluster, with the node that holds its connection, so any node can route to any resource. A
 ``node.started`` event ends every session a node held in an earlier boot: a restarted node leaves
-no ghost behind even if it died before it could record their end.
+no ghost behind even if it died before it could record their end. ``node.down`` (recorded by the
+leader when a node stays unreachable) ends the sessions of that boot and makes any later
+``session.bound`` of it a rejected proposal, so a cut-off node cannot bind sessions the rest of
+the cluster already gave up on (ADR 0007). The ``sessions.nodes`` table maps node ids to their
+Raft address and current boot.
 """
 
 from __future__ import annotations
@@ -15,18 +19,36 @@ import lmdb
 
 from xes.events import Committed
 from xes.events.catalog import (
+    NodeDown,
     NodeStarted,
     PresenceRouted,
     PresenceUpdated,
     SessionBound,
     SessionEnded,
 )
-from xes.projections.base import Projection, delete_prefix, dump, iter_prefix, key, load
+from xes.projections.base import (
+    Projection,
+    Rejected,
+    delete_prefix,
+    dump,
+    iter_prefix,
+    key,
+    load,
+)
 from xes.store.env import Store
 
 BY_ID = "sessions.by_id"
 BY_USER = "sessions.by_user"
 DIRECTED = "sessions.directed"
+NODES = "sessions.nodes"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeView:
+    node: str
+    raft: str
+    boot: str
+    down: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,13 +72,14 @@ class SessionView:
 
 class Sessions(Projection):
     name = "sessions"
-    dbs = (BY_ID, BY_USER, DIRECTED)
+    dbs = (BY_ID, BY_USER, DIRECTED, NODES)
     handles = (
         "session.bound",
         "session.ended",
         "presence.updated",
         "presence.routed",
         "node.started",
+        "node.down",
     )
 
     def _put(self, txn: lmdb.Transaction, view: SessionView) -> None:
@@ -86,6 +109,9 @@ class Sessions(Projection):
         delete_prefix(txn, self.db(DIRECTED), key(session, ""))
 
     def on_session_bound(self, txn: lmdb.Transaction, c: Committed, ev: SessionBound) -> None:
+        node = load(txn.get(ev.node.encode(), db=self.db(NODES)))
+        if node is not None and node["down"] and node["boot"] == ev.boot:
+            raise Rejected(f"node-down: {ev.node} boot {ev.boot} was declared down")
         bare, _, resource = ev.jid.partition("/")
         old = txn.get(key(bare, resource), db=self.db(BY_USER))
         if old is not None and old.decode() != ev.session:
@@ -135,6 +161,21 @@ class Sessions(Projection):
         ]
         for session in stale:
             self._end(txn, session)
+        record = {"raft": ev.raft, "boot": ev.boot, "down": False}
+        txn.put(ev.node.encode(), dump(record), db=self.db(NODES))
+
+    def on_node_down(self, txn: lmdb.Transaction, c: Committed, ev: NodeDown) -> None:
+        # The proposer ends every session of the boot (with its unavailable presence) in the
+        # same proposal, before this event. One left over was bound after the proposer read the
+        # sessions: refuse, so it re-reads, and no session ends without its contacts told.
+        for _, v in txn.cursor(db=self.db(BY_ID)):
+            obj = load(v)
+            if obj["node"] == ev.node and obj["boot"] == ev.boot:
+                raise Rejected(f"node-has-sessions: {ev.node} boot {ev.boot}")
+        node = load(txn.get(ev.node.encode(), db=self.db(NODES))) or {"raft": "", "boot": ev.boot}
+        if node["boot"] == ev.boot:
+            node["down"] = True
+            txn.put(ev.node.encode(), dump(node), db=self.db(NODES))
 
 
 def get(store: Store, txn: lmdb.Transaction, session: str) -> SessionView | None:
@@ -156,11 +197,23 @@ def by_full_jid(store: Store, txn: lmdb.Transaction, full: str) -> SessionView |
     return None if sid is None else get(store, txn, sid.decode())
 
 
-def of_node(store: Store, txn: lmdb.Transaction, node: str) -> list[SessionView]:
+def of_node(
+    store: Store, txn: lmdb.Transaction, node: str, boot: str | None = None
+) -> list[SessionView]:
+    """Sessions held by ``node`` (of one ``boot`` of it, when given)."""
     return [
         SessionView.from_json(k.decode(), obj)
         for k, v in txn.cursor(db=store.db(BY_ID))
-        if (obj := load(v))["node"] == node
+        if (obj := load(v))["node"] == node and (boot is None or obj["boot"] == boot)
+    ]
+
+
+def nodes(store: Store, txn: lmdb.Transaction) -> list[NodeView]:
+    """Every node that ever started, with its latest boot and whether that boot is down."""
+    return [
+        NodeView(k.decode(), obj["raft"], obj["boot"], obj["down"])
+        for k, v in txn.cursor(db=store.db(NODES))
+        if (obj := load(v)) is not None
     ]
 
 

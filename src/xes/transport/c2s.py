@@ -28,6 +28,7 @@ from xes.features import presence
 from xes.hub import Hub
 from xes.jid import JID, normalize_localpart
 from xes.projections import accounts as accounts_view
+from xes.projections import sessions as sessions_view
 from xes.session.c2s import (
     Action,
     Authenticated,
@@ -90,6 +91,8 @@ class ClientConnection:
         self.available = False
         self.interested = False
         self.bound = False
+        self.boot = hub.boot
+        """The node boot this session was bound under (a node starts a new boot on rejoining)."""
         self.closing = False
         self._send_out, self._recv_out = anyio.create_memory_object_stream[bytes | None](
             config.limits.outbound_queue
@@ -278,7 +281,8 @@ class ClientConnection:
 
     async def _bind(self, action: BindRequested) -> None:
         session_id = secrets.token_urlsafe(18)
-        event = SessionBound(session_id, str(action.jid), self.hub.node, self.hub.boot)
+        self.boot = self.hub.boot
+        event = SessionBound(session_id, str(action.jid), self.hub.node, self.boot)
         try:
             await self.hub.log.append(event)
         except (LogUnavailable, ProposalRejected) as exc:
@@ -336,14 +340,21 @@ class ClientConnection:
         if self.bound:
             self.hub.unregister(self)
             events: list[Any] = []
-            if self.available:
+            with self.hub.read() as txn:
+                # Ended already by the cluster (node declared down, replaced by a session with
+                # the same JID on another node, account removed): its end is on record.
+                live = sessions_view.get(self.hub.store, txn, self.session_id) is not None
+            if live and self.available:
                 events.append(presence.unavailable_event(self.hub, self, None))
-            events.append(SessionEnded(self.session_id, self.full, self._close_reason))
-            with anyio.move_on_after(CLOSE_TIMEOUT):
-                try:
-                    await self.hub.log.append(*events)
-                except (LogUnavailable, ProposalRejected) as exc:
-                    log.warning("session_end_not_recorded", error=str(exc), session=self.session_id)
+            if live:
+                events.append(SessionEnded(self.session_id, self.full, self._close_reason))
+                with anyio.move_on_after(CLOSE_TIMEOUT):
+                    try:
+                        await self.hub.log.append(*events)
+                    except (LogUnavailable, ProposalRejected) as exc:
+                        log.warning(
+                            "session_end_not_recorded", error=str(exc), session=self.session_id
+                        )
             log.info("session_ended", reason=self._close_reason, session=self.session_id)
             # Anything still queued (error tail, close) goes out before the socket closes.
             with anyio.move_on_after(1.0):
