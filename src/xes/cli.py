@@ -223,7 +223,11 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     client = SyncClient(config.socket_path)
     try:
         if args.action == "status":
-            print(json.dumps(client.status(), indent=2, sort_keys=True))
+            report = cluster_report(config, client.status())
+            if args.json:
+                print(json.dumps(report, indent=2, sort_keys=True))
+            else:
+                print(format_cluster_report(report))
         else:
             outcome = client.membership("add" if args.action == "add" else "remove", args.addr)
             print(outcome.lower())
@@ -231,6 +235,63 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     finally:
         client.close()
     return 0
+
+
+def cluster_report(config: Config, local: dict[str, Any]) -> dict[str, Any]:
+    """This node's Raft status plus each member's, asked over the Raft port with the secret."""
+    from xes.eventlog.raft import query_status
+    from xes.projections import sessions as sessions_view
+
+    live = _open_live(config)
+    try:
+        with live.env.begin() as txn:
+            node_ids = {n.raft: n.node for n in sessions_view.nodes(live, txn)}
+    finally:
+        live.close()
+    members = []
+    for addr in local.get("members", []):
+        if addr == local.get("self"):
+            status: dict[str, Any] | None = local
+        else:
+            status = query_status(addr, config.cluster_secret)
+        members.append(
+            {
+                "raft": addr,
+                "node": node_ids.get(addr),
+                "reachable": status is not None,
+                "state": status.get("state") if status else None,
+                "term": status.get("term") if status else None,
+                "commit_index": status.get("commit_index") if status else None,
+                "applied_index": status.get("last_applied") if status else None,
+                "match_index": local.get("match_index", {}).get(addr),
+            }
+        )
+    top = max((m["commit_index"] or 0 for m in members), default=0)
+    for member in members:
+        applied = member["applied_index"]
+        member["lag"] = None if applied is None else top - applied
+    return {"local": local, "leader": local.get("leader"), "members": members}
+
+
+def format_cluster_report(report: dict[str, Any]) -> str:
+    local = report["local"]
+    lines = [
+        f"node {local.get('node_id')} ({local.get('self')}): {local.get('state')}, "
+        f"leader {report['leader'] or 'none'}, term {local.get('term')}, "
+        f"quorum {'yes' if local.get('has_quorum') else 'NO'}",
+        f"{'NODE':<8} {'RAFT':<22} {'STATE':<10} {'COMMIT':>8} {'APPLIED':>8} {'LAG':>6}",
+    ]
+    for m in report["members"]:
+        state = m["state"] if m["reachable"] else "UNREACHABLE"
+        lines.append(
+            f"{m['node'] or '?':<8} {m['raft']:<22} {state:<10} "
+            f"{_num(m['commit_index']):>8} {_num(m['applied_index']):>8} {_num(m['lag']):>6}"
+        )
+    return "\n".join(lines)
+
+
+def _num(value: int | None) -> str:
+    return "-" if value is None else str(value)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -282,7 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     events.set_defaults(func=cmd_events)
     cluster = with_config(sub.add_parser("cluster", help="cluster status and membership"))
     cluster_sub = cluster.add_subparsers(dest="action", required=True)
-    with_config(cluster_sub.add_parser("status"))
+    with_config(cluster_sub.add_parser("status")).add_argument(
+        "--json", action="store_true", help="machine-readable output"
+    )
     for action in ("add", "remove"):
         with_config(cluster_sub.add_parser(action)).add_argument(
             "addr", help="host:port of the Raft endpoint"

@@ -43,6 +43,7 @@ class XesServer:
     c2s: int = field(default_factory=free_port)
     c2s_tls: int = field(default_factory=free_port)
     raft: int = field(default_factory=free_port)
+    raft_host: str = "127.0.0.1"
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -66,10 +67,19 @@ class XesServer:
             f'c2s = "127.0.0.1:{self.c2s}"\n'
             f'c2s_tls = "127.0.0.1:{self.c2s_tls}"\n'
             "[cluster]\n"
-            f'raft = "127.0.0.1:{self.raft}"\n' + self.extra
+            f'raft = "{self.raft_host}:{self.raft}"\n' + self.extra
         )
 
+    @property
+    def raft_addr(self) -> str:
+        return f"{self.raft_host}:{self.raft}"
+
     def start(self) -> None:
+        self.launch()
+        self.wait_ready()
+
+    def launch(self) -> None:
+        """Start the process without waiting (cluster nodes wait for each other's quorum)."""
         if not self.config.exists():
             self.write_config()
         log = open(self.log_path, "ab")  # noqa: SIM115
@@ -79,7 +89,14 @@ class XesServer:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        wait_port(self.c2s, proc=self.proc)
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        assert self.proc is not None
+        wait_port(self.c2s, timeout=timeout, proc=self.proc)
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def xes(
         self, *args: str, stdin: str | None = None, check: bool = True

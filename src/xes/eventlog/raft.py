@@ -859,3 +859,29 @@ class RaftLog:
     def _tick_thread(self) -> threading.Thread | None:
         thread: threading.Thread | None = self._node._SyncObj__thread
         return thread
+
+
+def query_status(addr: str, secret: str | None, timeout: float = 2.0) -> dict[str, Any] | None:
+    """Ask the Raft endpoint at `addr` for its status over an encrypted utility connection.
+
+    Used by `xes cluster status` to show every member's commit and apply index, not only the
+    local node's; None when the node does not answer (down, cut off, or another secret).
+    """
+    from pysyncobj.utility import TcpUtility, UtilityException
+
+    try:
+        raw = TcpUtility(password=secret, timeout=timeout).executeCommand(addr, ["status"])
+    except (UtilityException, OSError):
+        return None
+    if not isinstance(raw, dict):
+        return None
+    leader = raw.get("leader")
+    return {
+        "self": addr,
+        "state": _STATES.get(raw.get("state", -1), "unknown"),
+        "leader": str(leader) if leader is not None else None,
+        "term": raw.get("raft_term"),
+        "commit_index": raw.get("commit_idx"),
+        "last_applied": raw.get("last_applied"),
+        "has_quorum": bool(raw.get("has_quorum")),
+    }
