@@ -74,7 +74,12 @@ class Node:
 
     async def _serve(self, proc: Any) -> None:
         config = self.config
-        client = LogClient(config.socket_path, origin=self.node_id, boot=self.boot)
+        client = LogClient(
+            config.socket_path,
+            origin=self.node_id,
+            boot=self.boot,
+            retry_for=config.cluster.commit_timeout,
+        )
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._watch_log_process, proc, tg)
             await client.connect(tg, timeout=60.0)

@@ -89,7 +89,7 @@ class XesCluster:
         return dict(json.loads(result.stdout))
 
     def leader(self, among: list[XesServer] | None = None, timeout: float = 30.0) -> XesServer:
-        """The node every running node (of ``among``) names as leader."""
+        """The running node that every running node (of ``among``) names as leader."""
         among = among or [n for n in self.nodes if n.running]
 
         def agreed() -> XesServer | None:
@@ -102,7 +102,8 @@ class XesCluster:
             if len(leaders) != 1 or None in leaders:
                 return None
             addr = leaders.pop()
-            return next((n for n in self.nodes if n.raft_addr == addr), None)
+            # Right after a kill the survivors still name the dead leader: not an answer.
+            return next((n for n in self.nodes if n.raft_addr == addr and n.running), None)
 
         leader: XesServer = wait_until(agreed, timeout, 0.3)
         return leader

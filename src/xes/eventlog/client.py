@@ -70,8 +70,10 @@ class _Pending:
 class LogClient:
     """Async client of the log process over its Unix socket."""
 
-    def __init__(self, path: Path, origin: str, boot: str) -> None:
+    def __init__(self, path: Path, origin: str, boot: str, retry_for: float = RETRY_FOR) -> None:
         self.path = path
+        self.retry_for = retry_for
+        """Seconds a proposal is retried (same event ids) before the caller gets LogUnavailable."""
         self.origin = origin
         self.boot = boot
         self._ids = itertools.count(1)
@@ -261,7 +263,7 @@ class LogClient:
         # NOT_APPENDED (no leader, queue full) or UNKNOWN (leader changed, timeout): retry the
         # same bytes, hence the same event ids, until RETRY_FOR has passed.
         first = started.setdefault(req, time.monotonic())
-        if time.monotonic() - first > RETRY_FOR:
+        if time.monotonic() - first > self.retry_for:
             del started[req]
             self._fail(req, LogUnavailable(f"log unavailable ({outcome.lower()})"))
             return

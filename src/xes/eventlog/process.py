@@ -63,6 +63,8 @@ def raft_config(config: Config) -> RaftConfig:
         data_dir=config.data_dir,
         secret=config.cluster_secret,
         bind_addr=config.cluster.raft_bind,
+        min_timeout=config.cluster.election_timeout_min,
+        max_timeout=config.cluster.election_timeout_max,
     )
 
 
