@@ -12,6 +12,7 @@ from xes.events import Envelope, canonical_json, to_data
 from xes.events.catalog import (
     AccountRegistered,
     MessageRouted,
+    NodeDown,
     NodeStarted,
     OfflineFlushed,
     PresenceUpdated,
@@ -175,7 +176,19 @@ EVENTS = st.one_of(
         jid=st.just("a@x/1"),
         reason=st.just("closed"),
     ),
-    st.builds(NodeStarted, node=st.sampled_from(["n1", "n2"]), boot=st.sampled_from(["b1", "b2"])),
+    st.builds(
+        NodeStarted,
+        node=st.sampled_from(["n1", "n2"]),
+        boot=st.sampled_from(["b1", "b2"]),
+        raft=st.sampled_from(["", "h:1"]),
+    ),
+    st.builds(
+        NodeDown,
+        node=st.sampled_from(["n1", "n2"]),
+        boot=st.sampled_from(["b1", "b2"]),
+        reason=st.just("unreachable"),
+        by=st.just("n1"),
+    ),
     st.builds(
         MessageRouted,
         sender=st.just("a@x/1"),
