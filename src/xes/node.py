@@ -192,8 +192,7 @@ class Node:
         raise SystemExit(3)
 
     async def _stop_log_process(self, proc: Any) -> None:
-        if proc.is_alive():
-            proc.terminate()
+        log_process.stop(proc)
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(proc.join, 15.0)
         if proc.is_alive():

@@ -115,14 +115,17 @@ class XesServer:
     def add_user(self, user: str, password: str) -> None:
         self.xes("user", "add", f"{user}@{self.domain}", "--password", password)
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
+    def stop(
+        self, sig: int = signal.SIGTERM, timeout: float = 30.0, *, group: bool = False
+    ) -> int | None:
+        """Signal the server (``group``: every process of it at once, as systemd does)."""
         if self.proc is None:
             return None
         if self.proc.poll() is None:
-            if sig == signal.SIGKILL:
+            if sig == signal.SIGKILL or group:
                 # kill -9 of the whole server: both of its processes die at once.
                 with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
+                    os.killpg(self.proc.pid, sig)
             else:
                 self.proc.send_signal(sig)
             try:

@@ -78,7 +78,11 @@ def test_kill_9_and_restart_keeps_accounts_rosters_and_ends_ghosts(server: XesSe
     assert live != before_live  # the restart and the new sessions were recorded as events
 
 
-def test_sigterm_is_graceful_and_contacts_see_unavailable(server: XesServer) -> None:
+@pytest.mark.parametrize("whole_group", [False, True], ids=["main-process", "process-group"])
+def test_sigterm_is_graceful_and_contacts_see_unavailable(
+    server: XesServer, whole_group: bool
+) -> None:
+    """SIGTERM to the main process, or to the whole group at once (systemd's default)."""
     srv = server
     srv.add_user("gina", "pw-g")
     srv.add_user("hank", "pw-h")
@@ -94,7 +98,7 @@ def test_sigterm_is_graceful_and_contacts_see_unavailable(server: XesServer) -> 
         )
 
     run(scenario())
-    assert srv.stop(signal.SIGTERM) == 0
+    assert srv.stop(signal.SIGTERM, group=whole_group) == 0
     log = srv.log_text()
     assert log.count('"reason": "system-shutdown"') == 2, log[-2000:]
     # After a clean stop, no session remains recorded for this node.

@@ -62,7 +62,9 @@ def raft_config(config: Config) -> RaftConfig:
         peers=tuple(config.cluster.peers),
         data_dir=config.data_dir,
         secret=config.cluster_secret,
-        bind_addr=config.cluster.raft_bind,
+        # Listen on the advertised address itself unless told otherwise: never on every
+        # interface by accident.
+        bind_addr=config.cluster.raft_bind or config.cluster.raft,
         min_timeout=config.cluster.election_timeout_min,
         max_timeout=config.cluster.election_timeout_max,
     )
@@ -267,6 +269,16 @@ def _result_frame(req: bytes, result: SubmitResult) -> bytes:
     return wire.frame(wire.RESULT_KIND, head + (result.result or b""))
 
 
+STOP_SIGNAL = signal.SIGUSR2
+"""How the XMPP process tells its log process to stop (SIGTERM may be meant for the group)."""
+
+
+def stop(proc: multiprocessing.process.BaseProcess) -> None:
+    """Ask the log process to stop (it finishes the Raft step in hand and closes cleanly)."""
+    if proc.pid is not None and proc.is_alive():
+        os.kill(proc.pid, STOP_SIGNAL)
+
+
 def _watch_parent(parent: int, stop: Callable[[], None]) -> None:
     while os.getppid() == parent:
         time.sleep(0.25)
@@ -278,7 +290,18 @@ def run(config: Config, parent: int | None = None) -> None:
     """Entry point of the log process."""
     telemetry.configure(config.log.level, config.log.format, node=config.cluster.node_id)
     server = LogServer(config)
-    signal.signal(signal.SIGTERM, lambda *_: server.stop())
+
+    def on_sigterm(*_: object) -> None:
+        # systemd (without KillMode=mixed) and `kill -- -PGID` signal the whole group at once;
+        # the XMPP process still needs the log to record its sessions' ends, then stops us
+        # with STOP_SIGNAL. Alone (parent gone), SIGTERM stops us.
+        if parent is not None and os.getppid() == parent:
+            log.info("sigterm_deferred_to_parent")
+            return
+        server.stop()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    signal.signal(STOP_SIGNAL, lambda *_: server.stop())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the XMPP process decides when we stop
     if parent is not None:
         threading.Thread(target=_watch_parent, args=(parent, server.stop), daemon=True).start()
