@@ -58,6 +58,7 @@ from xes.eventlog.raft_patches import (
     journal_options,
     next_index_after_reply,
 )
+from xes.events import NewerEvent
 
 __all__ = [
     "Fixes",
@@ -73,6 +74,9 @@ log = structlog.get_logger()
 #: Heartbeat period (pysyncobj `appendEntriesPeriod`, its default). Election timeouts must exceed
 #: three of these (pysyncobj asserts it).
 HEARTBEAT_PERIOD = 0.1
+
+#: Exit status of a log process that met an event from a newer xes (see NewerEvent).
+EXIT_TOO_OLD = 75
 #: Socket buffers: a few MiB so a WAN link's bandwidth-delay product fits.
 SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
 #: Added to twice the largest command for appendEntriesBatchSizeBytes (pickle framing, margin).
@@ -533,6 +537,19 @@ class _Node(SyncObj):  # type: ignore[misc]
             return index, self._apply(index, command), ""
         try:
             return index, self._apply(index, command), ""
+        except NewerEvent as exc:
+            # Skipping or rejecting it would make this node diverge from the nodes that can
+            # read it. Stop before the entry is counted; after an upgrade the node applies it
+            # from the journal. The XMPP process exits with us; systemd restarts and we stop
+            # again, loudly, until the node runs the newer release.
+            log.critical(
+                "node_too_old_for_log",
+                node=self._addr,
+                index=index,
+                error=str(exc),
+                action="upgrade this node to the release the other nodes run",
+            )
+            os._exit(EXIT_TOO_OLD)
         except Exception as exc:
             log.exception("raft_apply_failed", node=self._addr, index=index)
             note = f"apply_failed: {type(exc).__name__}: {exc}"

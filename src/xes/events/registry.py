@@ -31,6 +31,15 @@ class UnknownEvent(Exception):
     """An envelope whose type or version this build cannot read."""
 
 
+class NewerEvent(UnknownEvent):
+    """An event type or version from a newer xes than this node runs.
+
+    Every node must apply every committed entry the same way, so a node that meets one must stop
+    (and be upgraded) rather than skip or reject it: that would make its projections diverge
+    from the nodes that can read it.
+    """
+
+
 def event(type_name: str, v: int = 1) -> Callable[[type[E]], type[E]]:
     """Class decorator: register a frozen dataclass as the schema of ``type_name`` ``v``."""
 
@@ -84,7 +93,7 @@ def decode_event(env: Envelope) -> Any:
     """Turn an envelope into its typed event, upcasting old versions step by step."""
     cls = EVENT_TYPES.get(env.type)
     if cls is None:
-        raise UnknownEvent(f"unknown event type {env.type!r}")
+        raise NewerEvent(f"unknown event type {env.type!r}")
     data, v = env.data, env.v
     while v < cls.V:
         step = UPCASTERS.get((env.type, v))
@@ -92,7 +101,7 @@ def decode_event(env: Envelope) -> Any:
             raise UnknownEvent(f"no upcaster for {env.type!r} v{v}")
         data, v = step(dict(data)), v + 1
     if v != cls.V:
-        raise UnknownEvent(f"{env.type!r} v{v} is newer than this build (v{cls.V})")
+        raise NewerEvent(f"{env.type!r} v{v} is newer than this build (v{cls.V})")
     names = {f.name for f in dataclasses.fields(cls)}
     try:
         return cls(**{k: val for k, val in data.items() if k in names})

@@ -27,7 +27,14 @@ from typing import Any
 import lmdb
 import structlog
 
-from xes.events import Committed, Envelope, UnknownEvent, canonical_json, decode_event
+from xes.events import (
+    Committed,
+    Envelope,
+    NewerEvent,
+    UnknownEvent,
+    canonical_json,
+    decode_event,
+)
 from xes.projections.accounts import Accounts
 from xes.projections.base import Projection, Rejected
 from xes.projections.offline import Offline
@@ -82,6 +89,8 @@ class Projector:
             return b"[]"
         try:
             results = self._apply_entry(index, command)
+        except NewerEvent:
+            raise  # this node must stop before this entry: see NewerEvent
         except Exception as exc:
             log.error("apply_failed", index=index, error=repr(exc))
             results = self._record_failed_entry(index, command, repr(exc))
@@ -151,6 +160,9 @@ class Projector:
                     child.abort()
                     self._journal_rejected(txn, index, first_pos, proposal, exc.reason)
                     results.append({"ok": False, "reason": exc.reason})
+                except NewerEvent:
+                    child.abort()
+                    raise
                 except Exception as exc:
                     child.abort()
                     log.error("proposal_failed", index=index, pos=first_pos, error=repr(exc))
@@ -182,6 +194,8 @@ class Projector:
         for offset, env in enumerate(envelopes):
             try:
                 event = decode_event(env)
+            except NewerEvent:
+                raise
             except UnknownEvent as exc:
                 raise Rejected(f"unknown-event: {exc}") from exc
             if txn.get(env.id.encode(), db=ids_db) is not None:

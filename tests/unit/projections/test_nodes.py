@@ -79,3 +79,23 @@ def test_node_down_for_an_old_boot_does_not_mark_the_new_one(tmp_path: Path) -> 
     with store.env.begin() as txn:
         (node,) = sessions.nodes(store, txn)
     assert (node.boot, node.down) == ("b2", False)
+
+
+def test_an_event_from_a_newer_release_stops_the_node_instead_of_diverging(
+    tmp_path: Path,
+) -> None:
+    """Rejecting or skipping it would leave this node's views different from upgraded nodes'."""
+    import pytest
+
+    from xes.events import Envelope, NewerEvent
+
+    store, proj = fresh(tmp_path / "s")
+    proj.apply(1, command([env(NodeStarted("n1", "b1", "h:1"))]))
+    future = Envelope("feature.from_the_future", 1, "x:1", "t.future", 1, "t", {}, None)
+    newer = Envelope("node.started", 99, "node:n1", "t.newer", 1, "t", {}, None)
+    for i, envelope in enumerate((future, newer)):
+        with pytest.raises(NewerEvent):
+            proj.apply(2 + i, command([env(NodeStarted("n2", "b1", "h:2"))], [envelope]))
+        assert proj.last_applied() == 1
+        with store.env.begin() as txn:  # nothing of the entry was kept, not even its first half
+            assert [n.node for n in sessions.nodes(store, txn)] == ["n1"]

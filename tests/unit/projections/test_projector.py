@@ -105,7 +105,7 @@ def test_garbage_entry_never_raises_and_is_journalled(tmp_path: Path) -> None:
         [
             [
                 {
-                    "type": "no.such",
+                    "type": "node.started",  # known type, data it cannot hold
                     "v": 1,
                     "stream": "s",
                     "id": "z",
