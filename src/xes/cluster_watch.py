@@ -37,12 +37,26 @@ CHUNK_SESSIONS = 200
 
 async def run(hub: Hub, *, down_after: float, period: float = 1.0) -> None:
     unreachable_since: dict[str, float] = {}
+    isolated_since: float | None = None
+    reported = False
     while True:
         await anyio.sleep(period)
         try:
             status = await hub.log.status()
         except LogUnavailable:
             continue
+        # The other side of node.down: a node that cannot reach a majority for as long as the
+        # leader waits before giving up on it drops its clients, so they can reconnect to a
+        # node that can serve them instead of sitting on a stream that can only answer errors.
+        if status.get("has_quorum", True):
+            isolated_since, reported = None, False
+        elif isolated_since is None:
+            isolated_since = time.monotonic()
+        elif not reported and time.monotonic() - isolated_since >= down_after:
+            log.warning("isolated", seconds=round(time.monotonic() - isolated_since, 1))
+            reported = True
+            if hub.on_isolated is not None:
+                hub.on_isolated()
         if status.get("state") != "leader":
             unreachable_since.clear()
             continue

@@ -93,7 +93,7 @@ class ClusterConfig:
     """Cluster secret (required with peers): encrypts and authenticates Raft traffic."""
     secret_file: str | None = None
     """File holding the cluster secret (alternative to ``secret``)."""
-    commit_timeout: float = 10.0
+    commit_timeout: float = 5.0
     """Seconds a stanza may wait for the cluster to commit it (a leader election, a slow link)
     before its sender gets a ``resource-constraint`` error (the outcome may still be unknown)."""
     election_timeout_min: float = 0.4
@@ -216,8 +216,10 @@ def parse_config(
         raise ConfigError("[cluster] peers require a secret (or secret_file)")
     if config.cluster.node_down_after <= 0:
         raise ConfigError("[cluster] node_down_after must be positive")
-    if config.cluster.commit_timeout <= 0:
-        raise ConfigError("[cluster] commit_timeout must be positive")
+    if not 0 < config.cluster.commit_timeout < config.cluster.node_down_after:
+        # A cut-off node drops its clients after node_down_after: their pending stanzas must
+        # have had their error replies by then.
+        raise ConfigError("[cluster] needs 0 < commit_timeout < node_down_after")
     if not 0 < config.cluster.election_timeout_min < config.cluster.election_timeout_max:
         raise ConfigError("[cluster] needs 0 < election_timeout_min < election_timeout_max")
     return config

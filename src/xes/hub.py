@@ -48,6 +48,8 @@ class Hub:
     log: LogClient
     on_self_down: Callable[[], None] | None = None
     """Called by delivery when the cluster recorded this boot of the node as down."""
+    on_isolated: Callable[[], None] | None = None
+    """Called by the cluster watch when this node has had no majority for ``node_down_after``."""
     sessions: dict[str, LocalSession] = field(default_factory=dict)
     by_jid: dict[str, LocalSession] = field(default_factory=dict)
 

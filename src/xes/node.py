@@ -23,7 +23,7 @@ from anyio.abc import SocketAttribute, SocketStream, TaskGroup
 from xes import cluster_watch, delivery, telemetry
 from xes.config import Config
 from xes.eventlog import process as log_process
-from xes.eventlog.client import LogClient, LogUnavailable
+from xes.eventlog.client import LogClient, LogUnavailable, ProposalRejected
 from xes.events.catalog import NodeStarted
 from xes.features import session_end
 from xes.hub import Hub
@@ -58,6 +58,7 @@ class Node:
         self.node_id = config.cluster.node_id
         self.stopping = anyio.Event()
         self.connections: set[ClientConnection] = set()
+        self._rejoining = False
 
     async def run(self) -> None:
         config = self.config
@@ -85,7 +86,8 @@ class Node:
             await client.connect(tg, timeout=60.0)
             store = open_store(log_process.db_path(config), all_db_names(), writer=False)
             hub = Hub(config=config, node=self.node_id, boot=self.boot, store=store, log=client)
-            hub.on_self_down = lambda: tg.start_soon(self._rejoin)
+            hub.on_self_down = lambda: tg.start_soon(self._rejoin, "declared down")
+            hub.on_isolated = lambda: tg.start_soon(self._rejoin, "no majority")
             self.hub = hub
             await self._end_stale_sessions(hub)
             tg.start_soon(delivery.run, hub, client.applied)
@@ -163,26 +165,44 @@ class Node:
         if stale:
             log.info("stale_sessions_ended", count=len(stale))
 
-    async def _rejoin(self) -> None:
-        """The cluster gave up on this boot (we were cut off): drop its clients, start anew.
+    async def _rejoin(self, why: str) -> None:
+        """Drop this boot's clients and start a new boot (ADR 0007).
 
-        Their sessions are already ended on record, with unavailable presence sent to their
-        contacts; the connections are closed so the clients reconnect and bind live sessions.
+        Either the cluster declared this boot down (we were cut off and it gave up on us), or we
+        have been without a majority for ``node_down_after`` (so it is about to). The clients
+        reconnect, here or at another node, and bind live sessions. Sessions of the old boot that
+        the cluster did not end yet are ended here, with their unavailable presence, in the
+        same proposal as the new ``node.started``: it waits until the log is reachable again.
         """
-        old = [conn for conn in self.connections if conn.bound and conn.boot == self.boot]
-        self.boot = secrets.token_hex(8)
-        self.hub.boot = self.boot
-        log.warning("rejoining", node=self.node_id, boot=self.boot, closing=len(old))
-        for conn in old:
-            conn.close("reset", "this node lost contact with the cluster; please reconnect")
-        event = NodeStarted(self.node_id, self.boot, self.config.cluster.raft)
-        while True:
-            try:
-                await self.hub.log.append(event)
-                return
-            except LogUnavailable as exc:
-                log.warning("waiting_for_log", error=str(exc))
-                await anyio.sleep(0.5)
+        if self._rejoining:
+            return
+        self._rejoining = True
+        try:
+            old_boot = self.boot
+            old = [conn for conn in self.connections if conn.bound and conn.boot == old_boot]
+            self.boot = secrets.token_hex(8)
+            self.hub.boot = self.boot
+            log.warning("rejoining", why=why, node=self.node_id, boot=self.boot, closing=len(old))
+            for conn in old:
+                conn.close("reset", "this node lost contact with the cluster; please reconnect")
+            while True:
+                with self.hub.read() as txn:
+                    stale = [
+                        view
+                        for view in sessions_view.of_node(self.hub.store, txn, self.node_id)
+                        if view.boot != self.boot
+                    ]
+                    events = session_end.end_events(self.hub, txn, stale, "node_isolated")
+                events.append(NodeStarted(self.node_id, self.boot, self.config.cluster.raft))
+                try:
+                    await self.hub.log.append(*events)
+                    log.info("rejoined", node=self.node_id, boot=self.boot, ended=len(stale))
+                    return
+                except (LogUnavailable, ProposalRejected) as exc:
+                    log.warning("waiting_for_log", error=str(exc))
+                    await anyio.sleep(0.5)
+        finally:
+            self._rejoining = False
 
     async def _watch_log_process(self, proc: Any, tg: TaskGroup) -> None:
         while proc.is_alive():

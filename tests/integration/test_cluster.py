@@ -65,7 +65,7 @@ async def ping(sender: Client, receiver: Client) -> None:
 
 
 def test_three_nodes_serve_one_domain_and_survive_a_leader_kill(tmp_path: Path) -> None:
-    cluster = XesCluster(tmp_path, extra="node_down_after = 3.0\n")
+    cluster = XesCluster(tmp_path, extra="node_down_after = 3.0\ncommit_timeout = 2.0\n")
     try:
         cluster.start()
         n1 = cluster.nodes[0]

@@ -2,8 +2,9 @@
 
 Sites a and b are 20 ms apart (one way), c is 80 ms from both, with a little loss on c's links.
 Clients at every site exchange messages; the leader's node is killed and service goes on; a site
-cut off from the majority gives its clients errors, never silence, and catches up after healing:
-every message sent to its user during the partition arrives exactly once.
+cut off from the majority gives its clients errors, never silence, drops them after
+``node_down_after`` so they can go elsewhere, and serves again after healing: every message sent
+to its user once the cluster had given up on the old session arrives exactly once.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.clients import Client, next_matching
+from tests.integration.clients import Client, drain, next_matching
 from tests.integration.cluster import XesCluster
 from tests.integration.conftest import run
 from tests.integration.test_chat import befriend
@@ -25,8 +26,8 @@ from tests.integration.wanproxy import WanEmulator
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 WAN_SETTINGS = """\
-node_down_after = 4.0
-commit_timeout = 4.0
+node_down_after = 6.0
+commit_timeout = 3.0
 election_timeout_min = 1.0
 election_timeout_max = 2.5
 """
@@ -107,7 +108,8 @@ def _scenario(cluster: XesCluster, wan: WanEmulator) -> None:
     majority = [n for n in cluster.nodes if n is not cut_node]
     cut_user = cluster.nodes.index(cut_node) + 1
     peer_user = cluster.nodes.index(majority[0]) + 1
-    sent = [f"during partition {i}" for i in range(5)]
+    window = [f"before node down {i}" for i in range(3)]
+    sent = [f"after node down {i}" for i in range(5)]
 
     async def partition() -> None:
         isolated = Client(f"s{cut_user}@xes.test/isolated", f"pw{cut_user}")
@@ -116,39 +118,47 @@ def _scenario(cluster: XesCluster, wan: WanEmulator) -> None:
         await peer.login(majority[0].c2s, timeout=30)
         await available(peer, isolated)
         await available(isolated, peer)
+        cut_at = time.monotonic()
         wan.cut(cut_site)
         # The isolated site's client gets an error for what it sends: never silence.
         isolated.send_message(mto=peer.boundjid.bare, mbody="from the cut-off site", mtype="chat")
         error = await next_matching(isolated.messages, lambda m: m["type"] == "error", timeout=30)
         assert error["error"]["condition"] == "resource-constraint"
-        # The majority goes on; messages to the isolated user are committed meanwhile.
-        for body in sent:
+        assert error["error"]["type"] == "wait"
+        # The majority goes on. Messages routed to the isolated session before the cluster
+        # gives up on its node wait in that node's share of the log (see ADR 0007).
+        for body in window:
             peer.send_message(mto=isolated.boundjid.bare, mbody=body, mtype="chat")
-            await asyncio.sleep(0.2)
-        # After node_down_after the majority ends the cut-off node's sessions.
+        # After node_down_after the majority ends the cut-off node's sessions...
         await next_matching(
             peer.presences,
             lambda p: p["from"] == isolated.boundjid and p["type"] == "unavailable",
             timeout=30,
         )
-        peer.send_message(mto=isolated.boundjid.bare, mbody="after node down", mtype="chat")
-        await asyncio.sleep(0.5)
+        declared_down = time.monotonic() - cut_at
+        # ...and from then on messages to that user are kept offline for it.
+        for body in sent:
+            peer.send_message(mto=isolated.boundjid.bare, mbody=body, mtype="chat")
+        # Without a majority for node_down_after, the cut-off node drops its clients so they
+        # can reconnect elsewhere: the stream ends while the partition lasts.
+        await asyncio.wait_for(isolated.ended.wait(), 60)
+        dropped = time.monotonic() - cut_at
+        got = [m["body"] for m in drain(isolated.messages) if m["type"] != "error"]
         healed_at = time.monotonic()
         wan.heal_all()
-        # The healed node applies what it missed, learns it was declared down and closes the
-        # stale stream; the client reconnects and gets what was kept offline for it.
-        await asyncio.wait_for(isolated.ended.wait(), 60)
-        catch_up = time.monotonic() - healed_at
-        got = []
-        while not isolated.messages.empty():
-            msg = isolated.messages.get_nowait()
-            if msg["type"] != "error":
-                got.append(msg["body"])
         again = Client(f"s{cut_user}@xes.test/again", f"pw{cut_user}")
-        await again.login(cut_node.c2s, timeout=30)
-        deadline = time.monotonic() + 10
-        wanted = [*sent, "after node down"]
-        while set(wanted) - set(got) and time.monotonic() < deadline:
+        deadline = time.monotonic() + 60
+        while True:  # the healed node rejoins with a new boot; binding works once it has
+            try:
+                await again.login(cut_node.c2s, timeout=15)
+                break
+            except AssertionError:
+                if time.monotonic() > deadline:
+                    raise
+                again = Client(f"s{cut_user}@xes.test/again", f"pw{cut_user}")
+        catch_up = time.monotonic() - healed_at
+        deadline = time.monotonic() + 15
+        while set(sent) - set(got) and time.monotonic() < deadline:
             try:
                 msg = await asyncio.wait_for(again.messages.get(), 1.0)
             except TimeoutError:
@@ -156,13 +166,19 @@ def _scenario(cluster: XesCluster, wan: WanEmulator) -> None:
             if msg["type"] != "error":
                 got.append(msg["body"])
         await asyncio.sleep(1.0)
-        while not again.messages.empty():
-            got.append(again.messages.get_nowait()["body"])
-        received = [body for body in got if body in wanted]
-        assert sorted(received) == sorted(wanted), got  # every one, none twice
+        got.extend(m["body"] for m in drain(again.messages) if m["type"] != "error")
+        # Every message sent after the node was declared down arrives, exactly once; none of
+        # the window's arrives twice (redelivering the window is XEP-0198's job, issue 3).
+        assert sorted(b for b in got if b in sent) == sorted(sent), got
+        assert len([b for b in got if b in window]) == len({b for b in got if b in window})
         await available(peer, again)
         await chat(again, peer, "healed")
-        print(f"\nWAN failover {failover:.2f} s; partition catch-up {catch_up:.2f} s")
+        print(
+            f"\nWAN failover {failover:.2f} s; declared down after {declared_down:.1f} s; "
+            f"clients dropped after {dropped:.1f} s; back in service {catch_up:.2f} s after "
+            f"the heal; window messages delivered {len([b for b in got if b in window])}/"
+            f"{len(window)}"
+        )
         again.disconnect()
         peer.disconnect()
         await asyncio.sleep(0.3)

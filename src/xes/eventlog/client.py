@@ -134,7 +134,13 @@ class LogClient:
         pending = _Pending(data)
         self._queue.append(pending)
         self._wake.set()
-        await pending.done.wait()
+        # The caller hears back within retry_for whatever Raft does (a submit to a leader that
+        # is cut off may stay unanswered for longer). Retries with the same ids go on in the
+        # background, so the proposal may still be committed: the outcome is unknown.
+        with anyio.move_on_after(self.retry_for):
+            await pending.done.wait()
+        if not pending.done.is_set():
+            raise LogUnavailable(f"not committed within {self.retry_for:g} s (outcome unknown)")
         if pending.error is not None:
             raise pending.error
         result = pending.result

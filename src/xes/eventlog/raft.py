@@ -834,15 +834,15 @@ class RaftLog:
             }
 
         journal = self._node._journal()
+        connected = {peer: raw.get(f"partner_node_status_server_{peer}") == 2 for peer in peers}
         return {
             "self": self._config.self_addr,
             "state": _STATES.get(raw.get("state", -1), "unknown"),
             "leader": str(leader) if leader is not None else None,
             "members": sorted([self._config.self_addr, *peers]),
-            "connected": {
-                peer: raw.get(f"partner_node_status_server_{peer}") == 2 for peer in peers
-            },
-            "has_quorum": bool(raw.get("has_quorum")),
+            "connected": connected,
+            # pysyncobj 0.3.17 reports the bound method `hasQuorum`, always truthy: count here.
+            "has_quorum": 2 * (1 + sum(connected.values())) > 1 + len(peers),
             "term": raw.get("raft_term"),
             "commit_index": raw.get("commit_idx"),
             "last_applied": raw.get("last_applied"),
@@ -900,5 +900,4 @@ def query_status(addr: str, secret: str | None, timeout: float = 2.0) -> dict[st
         "term": raw.get("raft_term"),
         "commit_index": raw.get("commit_idx"),
         "last_applied": raw.get("last_applied"),
-        "has_quorum": bool(raw.get("has_quorum")),
     }
