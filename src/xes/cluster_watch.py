@@ -16,29 +16,36 @@ own clock, so a node is declared down at most ``node_down_after`` after the new 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 import anyio
 import structlog
 
 from xes.eventlog.client import LogUnavailable, ProposalRejected
-from xes.events.catalog import NodeDown
+from xes.events import decode_event
+from xes.events.catalog import MessageRouted, NodeDown
 from xes.features import session_end
 from xes.hub import Hub
 from xes.projections import sessions as sessions_view
 from xes.projections.projector import stream_version
 from xes.projections.sessions import NodeView
+from xes.store.journal import read_events
 
 log = structlog.get_logger("xes.cluster")
 
 CHUNK_SESSIONS = 200
 """Sessions ended per proposal, far below the command size limit (roster targets included)."""
 
+REROUTE_MAX_BYTES = 256 * 1024
+"""Stanza bytes re-routed offline in the final proposal (half the command size limit)."""
+
 
 async def run(hub: Hub, *, down_after: float, period: float = 1.0) -> None:
     unreachable_since: dict[str, float] = {}
     isolated_since: float | None = None
     reported = False
+    leader_since: int | None = None
     while True:
         await anyio.sleep(period)
         try:
@@ -59,7 +66,12 @@ async def run(hub: Hub, *, down_after: float, period: float = 1.0) -> None:
                 hub.on_isolated()
         if status.get("state") != "leader":
             unreachable_since.clear()
+            leader_since = None
             continue
+        if leader_since is None:
+            # Every entry up to here was committed before we noticed we lead; later ones a node
+            # that was already unreachable cannot have seen (see `undelivered_after`).
+            leader_since = int(status.get("commit_index") or 0)
         now = time.monotonic()
         with hub.read() as txn:
             known = sessions_view.nodes(hub.store, txn)
@@ -71,8 +83,9 @@ async def run(hub: Hub, *, down_after: float, period: float = 1.0) -> None:
             since = unreachable_since.setdefault(node.node, now)
             if now - since < down_after:
                 continue
+            after = max(int(status.get("match_index", {}).get(node.raft) or 0), leader_since)
             try:
-                await declare_down(hub, node, reason)
+                await declare_down(hub, node, reason, undelivered_after=after)
             except (LogUnavailable, ProposalRejected) as exc:
                 log.warning("node_down_not_recorded", node=node.node, error=str(exc))
 
@@ -88,8 +101,25 @@ def _unreachable(hub: Hub, node: NodeView, status: dict[str, Any]) -> str | None
     return None
 
 
-async def declare_down(hub: Hub, node: NodeView, reason: str) -> None:
-    """End every session of ``node``'s boot, in chunks, then record ``node.down``."""
+async def declare_down(
+    hub: Hub, node: NodeView, reason: str, *, undelivered_after: int | None = None
+) -> None:
+    """End every session of ``node``'s boot, in chunks, then record ``node.down``.
+
+    Messages committed after ``undelivered_after`` (the node's match index on this leader, or
+    the commit index when this node became leader) never reached the lost node, so they were
+    never delivered to its sessions. Those meant only for its sessions are routed again, to the
+    user's offline store (RFC 6121 §8.5.2.2), in the final proposal: nothing committed for a
+    dead connection is silently lost. What the node did receive but may not have written to
+    its sockets needs XEP-0198 acknowledgements to account for (issue 3).
+    """
+    rerouted: list[Any] = []
+    if undelivered_after is not None:
+        with hub.read() as txn:
+            ending = {
+                view.jid for view in sessions_view.of_node(hub.store, txn, node.node, node.boot)
+            }
+        rerouted = _undelivered(hub, ending, undelivered_after)
     while True:
         with hub.read() as txn:
             views = sessions_view.of_node(hub.store, txn, node.node, node.boot)
@@ -102,9 +132,41 @@ async def declare_down(hub: Hub, node: NodeView, reason: str) -> None:
         if len(views) > CHUNK_SESSIONS:
             await hub.log.append(*events)
             continue
+        fitting, size = 0, 0
+        while fitting < len(rerouted) and size + len(rerouted[fitting].xml) <= REROUTE_MAX_BYTES:
+            size += len(rerouted[fitting].xml)
+            fitting += 1
+        events.extend(rerouted[:fitting])
         events.append(NodeDown(node.node, node.boot, reason, hub.node))
         await hub.log.append(*events, expected={f"node:{node.node}": version})
         log.warning(
-            "node_declared_down", node=node.node, boot=node.boot, reason=reason, sessions=len(views)
+            "node_declared_down",
+            node=node.node,
+            boot=node.boot,
+            reason=reason,
+            sessions=len(views),
+            rerouted_offline=fitting,
+            not_rerouted=len(rerouted) - fitting,
         )
         return
+
+
+def _undelivered(hub: Hub, ending: set[str], after: int) -> list[MessageRouted]:
+    """Offline copies of messages committed after ``after`` whose every target is ending."""
+    copies: list[MessageRouted] = []
+    if not ending:
+        return copies
+    with hub.read() as txn:
+        for committed in read_events(hub.store, txn, after, hub.log.applied):
+            if committed.envelope.type != "message.routed":
+                continue
+            msg: Any = decode_event(committed.envelope)
+            if (
+                msg.offline_for is None
+                and msg.targets
+                and set(msg.targets) <= ending
+                and msg.type in ("normal", "chat")
+            ):
+                bare = msg.targets[0].split("/", 1)[0]
+                copies.append(replace(msg, targets=[], offline_for=bare))
+    return copies

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.clients import Client, next_matching
+from tests.integration.clients import Client, drain, next_matching
 from tests.integration.cluster import XesCluster, wait_until
 from tests.integration.conftest import run
 from tests.integration.server import XesServer, free_port
@@ -95,6 +95,9 @@ def test_three_nodes_serve_one_domain_and_survive_a_leader_kill(tmp_path: Path) 
             killed_at.append(time.monotonic())
             await asyncio.to_thread(cluster.kill, leader)
             new_leader.append(await asyncio.to_thread(cluster.leader, survivors, 30.0))
+            # Sent to the dead node's session before the cluster gives up on that node (or just
+            # after): it is not lost, the user gets it at the next login.
+            alive[1].send_message(mto=doomed.boundjid.bare, mbody="in the window", mtype="chat")
             # Clients on the surviving nodes keep chatting, across the two nodes.
             await chat(alive[0], alive[1], "after the kill")
             await chat(alive[1], alive[0], "still here")
@@ -126,8 +129,11 @@ def test_three_nodes_serve_one_domain_and_survive_a_leader_kill(tmp_path: Path) 
             index = cluster.nodes.index(leader)
             back = Client(f"u{index + 1}@xes.test/again", f"pw{index + 1}")
             await back.login(leader.c2s)
-            msg = await next_matching(back.messages, lambda m: m["body"] == "while you were out")
-            assert msg["delay"]["stamp"] is not None
+            kept = [await asyncio.wait_for(back.messages.get(), 10) for _ in range(2)]
+            assert all(m["delay"]["stamp"] is not None for m in kept)  # offline: delayed
+            await asyncio.sleep(1.0)
+            bodies = [m["body"] for m in kept + drain(back.messages)]
+            assert sorted(bodies) == ["in the window", "while you were out"], bodies
             other_index = (index + 1) % 3
             other = Client(f"u{other_index + 1}@xes.test/x", f"pw{other_index + 1}")
             await other.login(cluster.nodes[other_index].c2s)
