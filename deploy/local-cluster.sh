@@ -141,8 +141,6 @@ init() {
 			[cluster]
 			node_id = "$n"
 			raft = "$HOST:${RAFT[i]}"
-			# Listen on loopback only (unset, the Raft port listens on every interface).
-			raft_bind = "$HOST:${RAFT[i]}"
 			peers = [$peers]
 			secret_file = "$DIR/secret"
 
