@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -14,9 +15,31 @@ from pathlib import Path
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port that is free now, below the kernel's ephemeral range.
+
+    Port 0 hands out ports from the ephemeral range, which any outgoing connection (clients,
+    Raft, the WAN proxy) may take before the server binds it; below that range only listeners
+    compete, and each candidate is checked on every loopback address a test uses.
+    """
+    low = 32768
+    with contextlib.suppress(OSError, ValueError):
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for _ in range(200):
+        port = random.randrange(max(1024, low - 12000), low)
+        if port in _handed_out:
+            continue
+        try:
+            for host in ("127.0.0.1", "127.0.0.11", "127.0.0.12", "127.0.0.13"):
+                with socket.socket() as s:
+                    s.bind((host, port))
+        except OSError:
+            continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError("no free port found")
+
+
+_handed_out: set[int] = set()
 
 
 def wait_port(
