@@ -123,9 +123,9 @@ async def declare_down(
     while True:
         with hub.read() as txn:
             views = sessions_view.of_node(hub.store, txn, node.node, node.boot)
-            current = sessions_view.nodes(hub.store, txn)
+            current = sessions_view.node(hub.store, txn, node.node)
             version = stream_version(hub.store, txn, f"node:{node.node}")
-            if not any(n.node == node.node and n.boot == node.boot and not n.down for n in current):
+            if current is None or current.boot != node.boot or current.down:
                 return  # it restarted with a new boot, or someone else recorded it already
             chunk = views[:CHUNK_SESSIONS]
             events: list[Any] = session_end.end_events(hub, txn, chunk, "node_down")

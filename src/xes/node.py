@@ -89,7 +89,9 @@ class Node:
             hub.on_self_down = lambda: tg.start_soon(self._rejoin, "declared down")
             hub.on_isolated = lambda: tg.start_soon(self._rejoin, "no majority")
             self.hub = hub
-            await self._end_stale_sessions(hub)
+            stale = await self._start_boot("node_restarted")
+            if stale:
+                log.info("stale_sessions_ended", count=stale)
             tg.start_soon(delivery.run, hub, client.applied)
             tg.start_soon(
                 functools.partial(cluster_watch.run, hub, down_after=config.cluster.node_down_after)
@@ -149,21 +151,29 @@ class Node:
             while self.connections:
                 await anyio.sleep(0.05)
 
-    async def _end_stale_sessions(self, hub: Hub) -> None:
-        """Sessions this node held before it stopped are over: tell their contacts, record it."""
-        with hub.read() as txn:
-            stale = sessions_view.of_node(hub.store, txn, self.node_id)
-            events = session_end.end_events(hub, txn, stale, "node_restarted")
-        events.append(NodeStarted(self.node_id, self.boot, self.config.cluster.raft))
+    async def _start_boot(self, reason: str) -> int:
+        """Record ``node.started`` for the current boot, ending this node's earlier sessions.
+
+        Sessions of earlier boots (before a crash, or before we were cut off) have no connection
+        any more: their contacts get unavailable presence and the end is recorded, in the same
+        proposal as ``node.started``. Waits until the log takes it, re-reading the sessions on
+        each try (the cluster may end some meanwhile). Returns how many it ended.
+        """
         while True:
+            with self.hub.read() as txn:
+                stale = [
+                    view
+                    for view in sessions_view.of_node(self.hub.store, txn, self.node_id)
+                    if view.boot != self.boot
+                ]
+                events = session_end.end_events(self.hub, txn, stale, reason)
+            events.append(NodeStarted(self.node_id, self.boot, self.config.cluster.raft))
             try:
-                await hub.log.append(*events)
-                break
-            except LogUnavailable as exc:
+                await self.hub.log.append(*events)
+                return len(stale)
+            except (LogUnavailable, ProposalRejected) as exc:
                 log.warning("waiting_for_log", error=str(exc))
                 await anyio.sleep(0.5)
-        if stale:
-            log.info("stale_sessions_ended", count=len(stale))
 
     async def _rejoin(self, why: str) -> None:
         """Drop this boot's clients and start a new boot (ADR 0007).
@@ -185,22 +195,8 @@ class Node:
             log.warning("rejoining", why=why, node=self.node_id, boot=self.boot, closing=len(old))
             for conn in old:
                 conn.close("reset", "this node lost contact with the cluster; please reconnect")
-            while True:
-                with self.hub.read() as txn:
-                    stale = [
-                        view
-                        for view in sessions_view.of_node(self.hub.store, txn, self.node_id)
-                        if view.boot != self.boot
-                    ]
-                    events = session_end.end_events(self.hub, txn, stale, "node_isolated")
-                events.append(NodeStarted(self.node_id, self.boot, self.config.cluster.raft))
-                try:
-                    await self.hub.log.append(*events)
-                    log.info("rejoined", node=self.node_id, boot=self.boot, ended=len(stale))
-                    return
-                except (LogUnavailable, ProposalRejected) as exc:
-                    log.warning("waiting_for_log", error=str(exc))
-                    await anyio.sleep(0.5)
+            ended = await self._start_boot("node_isolated")
+            log.info("rejoined", node=self.node_id, boot=self.boot, ended=ended)
         finally:
             self._rejoining = False
 

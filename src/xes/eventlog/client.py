@@ -197,8 +197,9 @@ class LogClient:
                     size += len(item.data) + 1
                 await self._submit(group)
 
-    async def _submit(self, group: list[_Pending]) -> None:
-        req = next(self._req)
+    async def _submit(self, group: list[_Pending], req: int | None = None) -> None:
+        """Send ``group`` as one command under request id ``req`` (retries: same bytes)."""
+        req = next(self._req) if req is None else req
         self._inflight[req] = group
         command = b"[" + b",".join(p.data for p in group) + b"]"
         try:
@@ -280,12 +281,7 @@ class LogClient:
         await anyio.sleep(0.05)
         new_req = next(self._req)
         started[new_req] = started.pop(req)
-        self._inflight[new_req] = group
-        command = b"[" + b",".join(p.data for p in group) + b"]"
-        try:
-            await self._send(wire.frame(wire.PROPOSE, wire.U64.pack(new_req) + command))
-        except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
-            self._fail(new_req, LogUnavailable("log process gone"))
+        await self._submit(group, new_req)
 
     def _set_applied(self, index: int) -> None:
         if index > self.applied:

@@ -385,17 +385,20 @@ class _Connection(TcpConnection):  # type: ignore[misc]
     """
 
     source_host: str | None = None
+    peer: str | None = None
 
     def _TcpConnection__processParseMessage(self) -> Any:
         buf = self._TcpConnection__readBuffer
         complete = len(buf) >= 4 and len(buf) - 4 >= struct.unpack("i", buf[:4])[0]
-        peer = _peer_name(self._TcpConnection__socket) if complete else None
+        if complete and self.peer is None:  # once per connection, not per message
+            self.peer = _peer_name(self._TcpConnection__socket)
         message = _PARSE_MESSAGE(self)
         if message is None and complete and self.state == CONNECTION_STATE.DISCONNECTED:
-            _log_refused(peer, "a Raft message failed authentication (wrong cluster secret?)")
+            _log_refused(self.peer, "a Raft message failed authentication (wrong cluster secret?)")
         return message
 
     def connect(self, host: str, port: int) -> bool:
+        self.peer = None
         if self.source_host is None:
             return bool(super().connect(host, port))
         # TcpConnection.connect, with a bind() before the connect().
@@ -825,7 +828,6 @@ class RaftLog:
             except RuntimeError:  # a dict changed size under us on the raft thread
                 time.sleep(0.001)
         peers = sorted(node.address for node in self._node.otherNodes)
-        leader = raw.get("leader")
         is_leader = raw.get("state") == 2
 
         def per_peer(prefix: str) -> dict[str, int]:
@@ -836,16 +838,11 @@ class RaftLog:
         journal = self._node._journal()
         connected = {peer: raw.get(f"partner_node_status_server_{peer}") == 2 for peer in peers}
         return {
-            "self": self._config.self_addr,
-            "state": _STATES.get(raw.get("state", -1), "unknown"),
-            "leader": str(leader) if leader is not None else None,
+            **_summary(self._config.self_addr, raw),
             "members": sorted([self._config.self_addr, *peers]),
             "connected": connected,
             # pysyncobj 0.3.17 reports the bound method `hasQuorum`, always truthy: count here.
             "has_quorum": 2 * (1 + sum(connected.values())) > 1 + len(peers),
-            "term": raw.get("raft_term"),
-            "commit_index": raw.get("commit_idx"),
-            "last_applied": raw.get("last_applied"),
             "log_len": raw.get("log_len"),
             "last_log_index": journal[-1][1] if len(journal) else None,
             "match_index": per_peer("match_idx_server_") if is_leader else {},
@@ -892,6 +889,11 @@ def query_status(addr: str, secret: str | None, timeout: float = 2.0) -> dict[st
         return None
     if not isinstance(raw, dict):
         return None
+    return _summary(addr, raw)
+
+
+def _summary(addr: str, raw: dict[str, Any]) -> dict[str, Any]:
+    """The part of a node's status that any member can report, from pysyncobj's getStatus()."""
     leader = raw.get("leader")
     return {
         "self": addr,

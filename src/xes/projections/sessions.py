@@ -217,6 +217,12 @@ def nodes(store: Store, txn: lmdb.Transaction) -> list[NodeView]:
     ]
 
 
+def node(store: Store, txn: lmdb.Transaction, node_id: str) -> NodeView | None:
+    """One node's latest boot, or None if it never started."""
+    obj = load(txn.get(node_id.encode(), db=store.db(NODES)))
+    return None if obj is None else NodeView(node_id, obj["raft"], obj["boot"], obj["down"])
+
+
 def directed_targets(store: Store, txn: lmdb.Transaction, session: str) -> list[str]:
     prefix = key(session, "")
     return [k[len(prefix) :].decode() for k, _ in iter_prefix(txn, store.db(DIRECTED), prefix)]
