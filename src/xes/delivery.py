@@ -55,6 +55,10 @@ def deliver(hub: Hub, committed: Committed) -> None:
             session = hub.by_jid.get(target)
             if session is not None:
                 session.send_bytes(data)
+        if event.offline_for is not None:
+            # Stored offline while a session of the user may have come online meanwhile.
+            for session in hub.local_of_bare(event.offline_for):
+                session.offline_stored()
     elif isinstance(event, IqRouted):
         session = hub.sessions.get(event.session)
         if session is not None:

@@ -31,6 +31,13 @@ class LocalSession(Protocol):
     """The session sent initial presence and has not gone unavailable (RFC 6121 §4.2)."""
     interested: bool
     """The session requested the roster, so it gets roster pushes (RFC 6121 §2.1.6)."""
+    priority: int
+    """Priority of its last available presence (RFC 6121 §4.7.2.3)."""
+    flushed_upto: int
+    """Highest offline-store ``seq`` written to this connection (so none is sent twice)."""
+
+    def offline_stored(self) -> None:
+        """An offline message for this user was committed: flush it if we are available."""
 
     def send_bytes(self, data: bytes) -> None:
         """Queue serialized stanza bytes; never blocks (a slow client is disconnected)."""

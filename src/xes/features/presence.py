@@ -103,6 +103,7 @@ async def broadcast_available(hub: Hub, session: LocalSession, stanza: Element) 
     priority = _priority(stanza)
     initial = not session.available
     session.available = True
+    session.priority = priority
     xml = serialize(_stamp(stanza, session)).decode()
     with hub.read() as txn:
         targets = _broadcast_targets(hub, txn, session)
@@ -110,10 +111,10 @@ async def broadcast_available(hub: Hub, session: LocalSession, stanza: Element) 
         PresenceUpdated(session.session_id, session.full, True, priority, xml, targets)
     )
     if initial:
-        await _after_initial_presence(hub, session, priority)
+        await _after_initial_presence(hub, session)
 
 
-async def _after_initial_presence(hub: Hub, session: LocalSession, priority: int) -> None:
+async def _after_initial_presence(hub: Hub, session: LocalSession) -> None:
     """Probe results, pending subscription requests and offline messages (RFC 6121 §4.2.3)."""
     with hub.read() as txn:
         items = roster_view.items(hub.store, txn, session.bare)
@@ -125,11 +126,31 @@ async def _after_initial_presence(hub: Hub, session: LocalSession, priority: int
         for item in items:
             if item.pending_in:
                 session.send_bytes(item.pending_in.encode())
-        stored = offline_view.messages(hub.store, txn, session.bare) if priority >= 0 else []
-    if stored:
-        for msg in stored:
-            session.send_bytes(with_delay(msg.xml, msg.at, hub.domain))
-        await hub.log.append(OfflineFlushed(session.bare, stored[-1].seq, session.session_id))
+    await flush_offline(hub, session)
+
+
+async def flush_offline(hub: Hub, session: LocalSession) -> None:
+    """Write the user's offline messages to an available session and record that they left.
+
+    Runs after initial presence and again whenever an offline message is committed while the
+    session is available: the sender's node decided "offline" before this session's presence
+    was applied there, so the message would otherwise wait for the next login. The read and
+    ``flushed_upto`` update happen without a pause in between, so no message goes out twice.
+    """
+    if not session.available or session.priority < 0:
+        return  # RFC 6121 §8.5.2.1.1: negative priority gets no bare-JID messages
+    with hub.read() as txn:
+        stored = [
+            msg
+            for msg in offline_view.messages(hub.store, txn, session.bare)
+            if msg.seq > session.flushed_upto
+        ]
+    if not stored:
+        return
+    session.flushed_upto = stored[-1].seq
+    for msg in stored:
+        session.send_bytes(with_delay(msg.xml, msg.at, hub.domain))
+    await hub.log.append(OfflineFlushed(session.bare, stored[-1].seq, session.session_id))
 
 
 async def broadcast_unavailable(hub: Hub, session: LocalSession, stanza: Element | None) -> None:

@@ -90,6 +90,10 @@ class ClientConnection:
         self.bare = ""
         self.available = False
         self.interested = False
+        self.priority = 0
+        self.flushed_upto = 0
+        self._flushing = False
+        self._flush_again = False
         self.bound = False
         self.boot = hub.boot
         """The node boot this session was bound under (a node starts a new boot on rejoining)."""
@@ -115,6 +119,24 @@ class ClientConnection:
             self.close("policy-violation", "too slow: outbound queue full")
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             pass
+
+    def offline_stored(self) -> None:
+        if not self.available or self.closing:
+            return
+        self._flush_again = True  # a flush in progress may have read before this message
+        if not self._flushing:
+            self._flushing = True
+            self._tg.start_soon(self._flush_offline)
+
+    async def _flush_offline(self) -> None:
+        try:
+            while self._flush_again:
+                self._flush_again = False
+                await presence.flush_offline(self.hub, self)
+        except (LogUnavailable, ProposalRejected) as exc:
+            log.warning("offline_flush_not_recorded", error=str(exc), session=self.session_id)
+        finally:
+            self._flushing = False
 
     def close(self, condition: str | None, text: str | None = None) -> None:
         if self.closing:
