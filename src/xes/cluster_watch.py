@@ -28,6 +28,7 @@ from xes.events.catalog import MessageRouted, NodeDown
 from xes.features import session_end
 from xes.hub import Hub
 from xes.projections import sessions as sessions_view
+from xes.projections import stream_mgmt as sm_view
 from xes.projections.projector import stream_version
 from xes.projections.sessions import NodeView
 from xes.store.journal import read_events
@@ -68,6 +69,7 @@ async def run(hub: Hub, *, down_after: float, period: float = 1.0) -> None:
             unreachable_since.clear()
             leader_since = None
             continue
+        await end_expired(hub)
         if leader_since is None:
             # Every entry up to here was committed before we noticed we lead; later ones a node
             # that was already unreachable cannot have seen (see `undelivered_after`).
@@ -88,6 +90,23 @@ async def run(hub: Hub, *, down_after: float, period: float = 1.0) -> None:
                 await declare_down(hub, node, reason, undelivered_after=after)
             except (LogUnavailable, ProposalRejected) as exc:
                 log.warning("node_down_not_recorded", node=node.node, error=str(exc))
+
+
+async def end_expired(hub: Hub) -> None:
+    """End detached stream-management sessions whose resumption deadline passed (ADR 0008)."""
+    with hub.read() as txn:
+        due = sm_view.detached_due(hub.store, txn, int(time.time() * 1000))
+    for session in due[:CHUNK_SESSIONS]:
+        with hub.read() as txn:
+            view = sessions_view.get(hub.store, txn, session)
+            if view is None:
+                continue
+            events = session_end.end_events(hub, txn, [view], "timeout")
+        try:
+            await hub.log.append(*events)
+            log.info("detached_session_expired", session=session, jid=view.jid)
+        except (LogUnavailable, ProposalRejected) as exc:
+            log.warning("detached_session_end_not_recorded", session=session, error=str(exc))
 
 
 def _unreachable(hub: Hub, node: NodeView, status: dict[str, Any]) -> str | None:
@@ -116,8 +135,11 @@ async def declare_down(
     rerouted: list[Any] = []
     if undelivered_after is not None:
         with hub.read() as txn:
+            # Stream-management sessions keep what they were sent in their outbox (ADR 0008).
             ending = {
-                view.jid for view in sessions_view.of_node(hub.store, txn, node.node, node.boot)
+                view.jid
+                for view in sessions_view.of_node(hub.store, txn, node.node, node.boot)
+                if sm_view.state(hub.store, txn, view.session) is None
             }
         rerouted = _undelivered(hub, ending, undelivered_after)
     while True:
@@ -128,7 +150,7 @@ async def declare_down(
             if current is None or current.boot != node.boot or current.down:
                 return  # it restarted with a new boot, or someone else recorded it already
             chunk = views[:CHUNK_SESSIONS]
-            events: list[Any] = session_end.end_events(hub, txn, chunk, "node_down")
+            events: list[Any] = session_end.end_events(hub, txn, chunk, "node_down", detach=True)
         if len(views) > CHUNK_SESSIONS:
             await hub.log.append(*events)
             continue

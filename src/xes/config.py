@@ -79,6 +79,36 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class StreamManagementConfig:
+    """XEP-0198 on client streams (ADR 0008)."""
+
+    enabled: bool = True
+    """Offer ``urn:xmpp:sm:3`` (acks and resumption) to clients."""
+    resume_timeout: int = 300
+    """Seconds a session whose connection broke waits to be resumed (on any node); a client's
+    ``max`` is honoured up to this."""
+    ack_request_every: int = 5
+    """Ask the client for an ack (``<r/>``) after this many unacknowledged stanzas..."""
+    ack_request_after: float = 2.0
+    """...or this many seconds after the oldest unacknowledged one."""
+    ack_record_interval: float = 1.0
+    """Seconds between ``sm.acked`` records of a session's acknowledged count (coalesced)."""
+    ack_record_every: int = 50
+    """Record the acknowledged count earlier once this many acknowledged stanzas are unrecorded."""
+    max_unacked: int = 1000
+    """Unacknowledged stanzas a session may hold; beyond it the client is too slow (closed)."""
+
+
+@dataclass(frozen=True)
+class OfflineConfig:
+    """Offline storage (XEP-0160) shared by a user's devices (quota: ``limits.offline_quota``)."""
+
+    device_ttl: int = 30 * 86400
+    """Seconds a device (a client-chosen resource) is remembered after its last session: until
+    then offline messages wait for it too, so one device never takes them from another."""
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     node_id: str = "n1"
     """This node's id (unique in the cluster)."""
@@ -124,6 +154,8 @@ class Config:
     auth: AuthConfig = field(default_factory=AuthConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    stream_management: StreamManagementConfig = field(default_factory=StreamManagementConfig)
+    offline: OfflineConfig = field(default_factory=OfflineConfig)
     log: LogConfig = field(default_factory=LogConfig)
     source: Path | None = None
     """The file this configuration was read from (not a key)."""
@@ -155,6 +187,8 @@ _SECTIONS: dict[str, type[Any]] = {
     "auth": AuthConfig,
     "limits": LimitsConfig,
     "cluster": ClusterConfig,
+    "stream_management": StreamManagementConfig,
+    "offline": OfflineConfig,
     "log": LogConfig,
 }
 

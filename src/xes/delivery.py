@@ -18,14 +18,18 @@ from xes.events.catalog import (
     IqRouted,
     MessageRouted,
     NodeDown,
+    OfflineFlushed,
     PresenceRouted,
     PresenceUpdated,
     RosterItemRemoved,
     RosterItemUpdated,
     SessionBound,
+    SmEnabled,
+    SmResumed,
+    SmStanzasQueued,
 )
 from xes.features.roster import item_element, push_bytes
-from xes.hub import Hub
+from xes.hub import Hub, LocalSession
 from xes.store.journal import read_events
 
 log = structlog.get_logger("xes.delivery")
@@ -47,6 +51,14 @@ async def run(hub: Hub, start: int) -> None:
                 )
 
 
+def _send(session: LocalSession, data: bytes) -> None:
+    """Direct delivery; a managed session instead writes its next outbox rows (ADR 0008)."""
+    if session.sm_active:
+        session.sm_pull()
+    else:
+        session.send_bytes(data)
+
+
 def deliver(hub: Hub, committed: Committed) -> None:
     event: Any = decode_event(committed.envelope)
     if isinstance(event, MessageRouted):
@@ -54,7 +66,7 @@ def deliver(hub: Hub, committed: Committed) -> None:
         for target in event.targets:
             session = hub.by_jid.get(target)
             if session is not None:
-                session.send_bytes(data)
+                _send(session, data)
         if event.offline_for is not None:
             # Stored offline while a session of the user may have come online meanwhile.
             for session in hub.local_of_bare(event.offline_for):
@@ -62,7 +74,17 @@ def deliver(hub: Hub, committed: Committed) -> None:
     elif isinstance(event, IqRouted):
         session = hub.sessions.get(event.session)
         if session is not None:
-            session.send_bytes(event.xml.encode())
+            _send(session, event.xml.encode())
+    elif isinstance(event, SmEnabled):
+        session = hub.sessions.get(event.session)
+        if session is not None:
+            session.sm_committed(event)
+    elif isinstance(event, SmResumed):
+        _resumed(hub, event)
+    elif isinstance(event, SmStanzasQueued | OfflineFlushed):
+        session = hub.sessions.get(event.session)
+        if session is not None and session.sm_active:
+            session.sm_pull()
     elif isinstance(event, PresenceUpdated | PresenceRouted):
         _deliver_presence(hub, event.xml.encode(), event.targets)
     elif isinstance(event, RosterItemUpdated):
@@ -86,21 +108,36 @@ def deliver(hub: Hub, committed: Committed) -> None:
             session.close("not-authorized", "account removed")
 
 
+def _resumed(hub: Hub, event: SmResumed) -> None:
+    """The connection that resumed takes over; any other holding the session is closed."""
+    resumer = hub.resuming.get(event.session)
+    if resumer is not None and resumer.epoch == event.epoch:
+        resumer.sm_committed(event)  # registers it, closing a local predecessor (conflict)
+        return
+    old = hub.sessions.get(event.session)
+    if old is not None and old.epoch != event.epoch:
+        old.close("conflict", "the session was resumed on another connection")
+
+
 def _deliver_presence(hub: Hub, data: bytes, targets: list[str]) -> None:
     for target in targets:
         if "/" in target:
             session = hub.by_jid.get(target)
             if session is not None:
-                session.send_bytes(data)
+                _send(session, data)
         else:
             for session in hub.local_of_bare(target):
-                if session.available:
+                if session.sm_active:
+                    session.sm_pull()
+                elif session.available:
                     session.send_bytes(data)
 
 
 def _push(hub: Hub, owner: str, committed: Committed, item: Any) -> None:
     for session in hub.local_of_bare(owner):
-        if session.interested:
+        if session.sm_active:
+            session.sm_pull()
+        elif session.interested:
             session.send_bytes(
                 push_bytes(
                     session.full, committed.version, item, f"push-{committed.index}-{committed.pos}"

@@ -36,6 +36,17 @@ class LocalSession(Protocol):
     flushed_upto: int
     """Highest offline-store ``seq`` written to this connection (so none is sent twice)."""
 
+    sm_active: bool
+    epoch: int
+    """Resumption epoch of a managed session (a resumed connection has a higher one)."""
+    """Stream management is on: every stanza to the client is a row of its outbox (ADR 0008)."""
+
+    def sm_pull(self) -> None:
+        """Write the session's outbox rows not yet written (stream management only)."""
+
+    def sm_committed(self, event: object) -> None:
+        """Delivery reached this session's ``sm.enabled`` or ``sm.resumed``."""
+
     def offline_stored(self) -> None:
         """An offline message for this user was committed: flush it if we are available."""
 
@@ -59,6 +70,8 @@ class Hub:
     """Called by the cluster watch when this node has had no majority for ``node_down_after``."""
     sessions: dict[str, LocalSession] = field(default_factory=dict)
     by_jid: dict[str, LocalSession] = field(default_factory=dict)
+    resuming: dict[str, LocalSession] = field(default_factory=dict)
+    """Connections waiting for their ``sm.resumed`` to be delivered, by session id."""
 
     @property
     def domain(self) -> str:
@@ -77,7 +90,8 @@ class Hub:
         self.by_jid[session.full] = session
 
     def unregister(self, session: LocalSession) -> None:
-        self.sessions.pop(session.session_id, None)
+        if self.sessions.get(session.session_id) is session:
+            del self.sessions[session.session_id]
         if self.by_jid.get(session.full) is session:
             del self.by_jid[session.full]
 

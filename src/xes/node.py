@@ -25,7 +25,7 @@ from xes.config import Config
 from xes.eventlog import process as log_process
 from xes.eventlog.client import LogClient, LogUnavailable, ProposalRejected
 from xes.events.catalog import NodeStarted
-from xes.features import session_end
+from xes.features import session_end, stream_mgmt
 from xes.hub import Hub
 from xes.projections import sessions as sessions_view
 from xes.projections.projector import all_db_names
@@ -85,6 +85,7 @@ class Node:
             tg.start_soon(self._watch_log_process, proc, tg)
             await client.connect(tg, timeout=60.0)
             store = open_store(log_process.db_path(config), all_db_names(), writer=False)
+            client.riders = stream_mgmt.riders
             hub = Hub(config=config, node=self.node_id, boot=self.boot, store=store, log=client)
             hub.on_self_down = lambda: tg.start_soon(self._rejoin, "declared down")
             hub.on_isolated = lambda: tg.start_soon(self._rejoin, "no majority")
@@ -166,7 +167,7 @@ class Node:
                     for view in sessions_view.of_node(self.hub.store, txn, self.node_id)
                     if view.boot != self.boot
                 ]
-                events = session_end.end_events(self.hub, txn, stale, reason)
+                events = session_end.end_events(self.hub, txn, stale, reason, detach=True)
             events.append(NodeStarted(self.node_id, self.boot, self.config.cluster.raft))
             try:
                 await self.hub.log.append(*events)

@@ -33,6 +33,7 @@ SERVER_IQ: dict[str, IqHandler] = {
     "{%s}query" % ns.DISCO_ITEMS: server_iq.disco_items,
     "{%s}ping" % ns.PING: server_iq.ping,
     "{%s}query" % ns.VERSION: server_iq.version,
+    "{%s}session" % ns.SESSION: server_iq.session,
 }
 """Payloads the server answers when an iq is addressed to it (or to no one)."""
 
@@ -120,9 +121,9 @@ async def _iq(hub: Hub, session: LocalSession, iq: Element) -> None:
         return
     stamped = serialize(iq.with_attrs(**{"from": session.full}))
     target = hub.by_jid.get(str(to))
-    if target is not None:
+    if target is not None and not target.sm_active:
         target.send_bytes(stamped)
-        return
+        return  # a managed target gets it through the log, as an outbox row (ADR 0008)
     with hub.read() as txn:
         remote = sessions_view.by_full_jid(hub.store, txn, str(to))
     if remote is None:

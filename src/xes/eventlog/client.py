@@ -13,6 +13,7 @@ import json
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,9 @@ class LogClient:
         self.origin = origin
         self.boot = boot
         self._ids = itertools.count(1)
+        self.riders: Callable[[], list[Any]] | None = None
+        """Events added to every proposal made in the current context (XEP-0198 handled counts
+        ride with the effects of the stanza they count: see :mod:`xes.features.stream_mgmt`)."""
         self._req = itertools.count(1)
         self._queue: list[_Pending] = []
         self._wake = anyio.Event()
@@ -124,6 +128,8 @@ class LogClient:
     async def append(self, *events: Any, expected: dict[str, int] | None = None) -> Placed:
         """Propose ``events`` as one all-or-nothing proposal and wait until applied here."""
         expected = expected or {}
+        if self.riders is not None:
+            events = (*events, *self.riders())
         envs = [self.envelope(ev, expected.get(ev.stream())) for ev in events]
         return await self.propose(envs)
 

@@ -141,6 +141,9 @@ class SessionBound:
     """Node holding the client connection."""
     boot: str
     """Boot id of that node."""
+    device: bool = False
+    """The client chose the resource, so it names a device that comes back (offline messages
+    wait for it, XEP-0160); a server-generated resource does not."""
 
     def stream(self) -> str:
         return f"session:{self.session}"
@@ -155,6 +158,9 @@ class SessionEnded:
     """Full JID the session had bound."""
     reason: str
     """closed | conflict | error | node_restarted | shutdown | timeout."""
+    outbox_upto: int | None = None
+    """For a stream-management session: the last outbox row the proposer re-routed; apply
+    refuses the end if more rows arrived since, so none is dropped unseen (ADR 0008)."""
 
     def stream(self) -> str:
         return f"session:{self.session}"
@@ -216,6 +222,12 @@ class MessageRouted:
     """Full JIDs of the sessions it is delivered to, chosen per RFC 6121 §8.5."""
     offline_for: str | None = None
     """Bare JID whose offline store keeps the message (no available resource)."""
+    offline_resource: str | None = None
+    """With ``offline_for``: only this device (resource) still needs it (its session ended with
+    the message unacknowledged while the user's other resources had it)."""
+    received_at: int | None = None
+    """When the server first received the message (ms), if earlier than this event: a message
+    re-routed from a session that ended without acknowledging it keeps its original time."""
 
     def stream(self) -> str:
         return f"chat:{self.to.split('/', 1)[0]}"
@@ -252,6 +264,119 @@ class OfflineFlushed:
     """Every offline message with ``seq`` at or below this was delivered and is dropped."""
     session: str
     """Session that received them."""
+    resource: str = ""
+    """Resource of that session: a known device's cursor moves to ``upto``."""
+    after: int = 0
+    """The messages delivered are those above this ``seq`` (the session's cursor) up to ``upto``."""
+    forget_before: int = 0
+    """Devices not seen since this time (ms) are forgotten (the proposer's ``device_ttl``)."""
 
     def stream(self) -> str:
         return f"offline:{self.owner}"
+
+
+# --- stream management (XEP-0198, ADR 0008) -------------------------------------------------
+
+
+@event("sm.enabled")
+@dataclass(frozen=True, slots=True)
+class SmEnabled:
+    """The session's client enabled stream management: from here on every stanza the server
+    sends it is a numbered row of its outbox (projection ``sm``), acknowledged by the client."""
+
+    session: str
+    resume: bool
+    """The client asked for resumption (``resume='true'``)."""
+    timeout: int
+    """Seconds the session waits for resumption after its connection breaks."""
+
+    def stream(self) -> str:
+        return f"session:{self.session}"
+
+
+@event("sm.handled")
+@dataclass(frozen=True, slots=True)
+class SmHandled:
+    """Recorded in the same proposal as the effects of the client's stanza number ``h``, so the
+    count a resumed stream reports (``<resumed h=.../>``) covers exactly the committed ones."""
+
+    session: str
+    h: int
+    """Client stanzas handled since enable (not wrapped)."""
+    epoch: int
+    """The session's resumption epoch when the stanza arrived; a stale connection is refused."""
+
+    def stream(self) -> str:
+        return f"sm:{self.session}"
+
+
+@event("sm.acked")
+@dataclass(frozen=True, slots=True)
+class SmAcked:
+    """The client acknowledged the first ``h`` outbox rows; they are dropped. Coalesced: written
+    at most every ``ack_record_interval`` (ADR 0008), never needed for correctness of resumption."""
+
+    session: str
+    h: int
+    epoch: int
+
+    def stream(self) -> str:
+        return f"sm:{self.session}"
+
+
+@event("sm.stanzas_queued")
+@dataclass(frozen=True, slots=True)
+class SmStanzasQueued:
+    """Stanzas the server itself answers the session with (iq results, errors, probe answers),
+    placed in its outbox between the log's other stanzas, so any node can resend them."""
+
+    session: str
+    epoch: int
+    stanzas: list[str] = field(default_factory=list)
+
+    def stream(self) -> str:
+        return f"sm:{self.session}"
+
+
+@event("sm.roster_requested")
+@dataclass(frozen=True, slots=True)
+class SmRosterRequested:
+    """The session asked for the roster, so roster pushes go to its outbox (RFC 6121 §2.1.6)."""
+
+    session: str
+
+    def stream(self) -> str:
+        return f"sm:{self.session}"
+
+
+@event("sm.resumed")
+@dataclass(frozen=True, slots=True)
+class SmResumed:
+    """The session's client resumed it (XEP-0198 §5) on ``node``; the previous connection, on
+    whichever node, is closed, and its later proposals are refused (``epoch`` moved on)."""
+
+    session: str
+    node: str
+    boot: str
+    h: int
+    """Outbox rows the client said it had received (not wrapped); they are dropped."""
+    epoch: int
+    """The new epoch (previous + 1)."""
+
+    def stream(self) -> str:
+        return f"session:{self.session}"
+
+
+@event("sm.detached")
+@dataclass(frozen=True, slots=True)
+class SmDetached:
+    """The node holding a resumable session is gone (declared down, or restarted): the session
+    waits, owned by no node, until ``deadline`` for its client to resume it on any node."""
+
+    session: str
+    deadline: int
+    """Milliseconds since the epoch; after it the leader ends the session."""
+    reason: str
+
+    def stream(self) -> str:
+        return f"session:{self.session}"

@@ -9,6 +9,7 @@ nothing. Reads the roster, sessions and offline projections.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from xes.events.catalog import OfflineFlushed, PresenceRouted, PresenceUpdated
@@ -130,27 +131,34 @@ async def _after_initial_presence(hub: Hub, session: LocalSession) -> None:
 
 
 async def flush_offline(hub: Hub, session: LocalSession) -> None:
-    """Write the user's offline messages to an available session and record that they left.
+    """Deliver the user's offline messages to an available session and record that they left.
 
     Runs after initial presence and again whenever an offline message is committed while the
     session is available: the sender's node decided "offline" before this session's presence
-    was applied there, so the message would otherwise wait for the next login. The read and
-    ``flushed_upto`` update happen without a pause in between, so no message goes out twice.
+    was applied there, so the message would otherwise wait for the next login. A known device
+    gets what is above its cursor (other devices keep theirs, XEP-0160 with several devices);
+    ``flushed_upto`` keeps one connection from getting a message twice. A managed session gets
+    them as outbox rows, placed by the ``offline.flushed`` event itself (ADR 0008).
     """
     if not session.available or session.priority < 0:
         return  # RFC 6121 §8.5.2.1.1: negative priority gets no bare-JID messages
+    resource = session.jid.resource or ""
     with hub.read() as txn:
-        stored = [
-            msg
-            for msg in offline_view.messages(hub.store, txn, session.bare)
-            if msg.seq > session.flushed_upto
-        ]
+        cursor = offline_view.device_cursor(hub.store, txn, session.bare, resource) or 0
+        after = max(cursor, session.flushed_upto)
+        stored = offline_view.for_device(hub.store, txn, session.bare, resource, after)
     if not stored:
         return
     session.flushed_upto = stored[-1].seq
-    for msg in stored:
-        session.send_bytes(with_delay(msg.xml, msg.at, hub.domain))
-    await hub.log.append(OfflineFlushed(session.bare, stored[-1].seq, session.session_id))
+    if not session.sm_active:
+        for msg in stored:
+            session.send_bytes(with_delay(msg.xml, msg.at, hub.domain))
+    forget_before = int(time.time() * 1000) - hub.config.offline.device_ttl * 1000
+    await hub.log.append(
+        OfflineFlushed(
+            session.bare, stored[-1].seq, session.session_id, resource, after, forget_before
+        )
+    )
 
 
 async def broadcast_unavailable(hub: Hub, session: LocalSession, stanza: Element | None) -> None:

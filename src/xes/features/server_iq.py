@@ -73,3 +73,12 @@ async def version(hub: Hub, session: LocalSession, iq: Element, query: Element) 
             E("{%s}os" % ns.VERSION, None, platform.system()),
         ),
     )
+
+
+async def session(hub: Hub, session: LocalSession, iq: Element, query: Element) -> Element:
+    """RFC 3921 session establishment, a no-op kept for old clients (RFC 6121 Appendix E).
+
+    Answered here only on a managed stream, where the answer is a counted stanza."""
+    if iq.get("type") != "set":
+        raise StanzaError("bad-request")
+    return iq_result(iq)

@@ -1,37 +1,73 @@
 """Ending sessions whose connection is gone without their own goodbye.
 
-A node that restarts after a crash, and the leader that gives up on an unreachable node, both
-have to end sessions on behalf of a connection that can no longer speak. The events are the same
-as for a clean logout (RFC 6121 §4.5.2): unavailable presence to everyone who saw the session
-available (roster subscribers and directed-presence targets), then ``session.ended``. One rule,
-one place.
+A node that restarts after a crash, the leader that gives up on an unreachable node, a managed
+session whose resumption deadline passed and a connection that closes all end sessions the same
+way (RFC 6121 §4.5.2): unavailable presence to everyone who saw the session available (roster
+subscribers and directed-presence targets), what its outbox holds unacknowledged delivered
+elsewhere (XEP-0198, :func:`xes.features.stream_mgmt.reroute_events`), then ``session.ended``.
+A resumable session whose node is gone is *detached* instead (``sm.detached``), so its client
+can resume it on any node until its deadline. One rule, one place.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from typing import Any
 
 import lmdb
 
-from xes.events.catalog import PresenceUpdated, SessionEnded
-from xes.features import presence
+from xes.events.catalog import PresenceUpdated, SessionEnded, SmDetached, SmHandled
+from xes.features import presence, stream_mgmt
 from xes.hub import Hub
+from xes.projections import stream_mgmt as sm_view
 from xes.projections.sessions import SessionView
 from xes.xml import E, serialize
 
 
 def end_events(
-    hub: Hub, txn: lmdb.Transaction, views: Iterable[SessionView], reason: str
+    hub: Hub,
+    txn: lmdb.Transaction,
+    views: Iterable[SessionView],
+    reason: str,
+    *,
+    detach: bool = False,
+    acked: int | None = None,
+    epoch: int | None = None,
 ) -> list[Any]:
-    """Events that end ``views`` as if each had logged out, with ``reason`` recorded."""
+    """Events that end ``views`` as if each had logged out, with ``reason`` recorded.
+
+    ``detach``: the connections are lost, not closed, so resumable sessions wait for their
+    clients instead. ``acked``: the client's acknowledged count known to the caller (a single
+    view), if above the recorded one. ``epoch``: the caller's resumption epoch of that session;
+    the end is refused if the session has moved on (resumed elsewhere) meanwhile.
+    """
+    views = list(views)
+    ending = {view.session for view in views}
     events: list[Any] = []
     for view in views:
+        state = sm_view.state(hub.store, txn, view.session)
+        if state is not None and detach and state.resume:
+            if state.deadline:
+                continue  # detached already
+            deadline = int(time.time() * 1000) + state.timeout * 1000
+            guard = state.epoch if epoch is None else epoch
+            events.append(SmHandled(view.session, state.handled, guard))
+            events.append(SmDetached(view.session, deadline, reason))
+            continue
         if view.available:
             targets = presence.broadcast_targets(hub, txn, view.bare, view.session, view.jid)
             targets = presence.with_directed(hub, txn, view.session, targets)
             stanza = E("{jabber:client}presence", {"from": view.jid, "type": "unavailable"})
             xml = serialize(stanza).decode()
             events.append(PresenceUpdated(view.session, view.jid, False, 0, xml, targets))
-        events.append(SessionEnded(view.session, view.jid, reason))
+        upto = None
+        if state is not None:
+            # Refused as a whole if the session was resumed (or detached) after this read.
+            guard = state.epoch if epoch is None else epoch
+            events.append(SmHandled(view.session, state.handled, guard))
+            after = max(state.acked, acked or 0)
+            events.extend(stream_mgmt.reroute_events(hub, txn, view, after, ending))
+            upto = state.next
+        events.append(SessionEnded(view.session, view.jid, reason, upto))
     return events

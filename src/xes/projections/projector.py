@@ -40,12 +40,15 @@ from xes.projections.base import Projection, Rejected
 from xes.projections.offline import Offline
 from xes.projections.roster import Roster
 from xes.projections.sessions import Sessions
+from xes.projections.stream_mgmt import StreamManagement
 from xes.store import journal
 from xes.store.env import Store, from_u64, open_store, u64
 
 log = structlog.get_logger("xes.projector")
 
-PROJECTIONS: tuple[type[Projection], ...] = (Accounts, Roster, Sessions, Offline)
+PROJECTIONS: tuple[type[Projection], ...] = (Accounts, Roster, StreamManagement, Sessions, Offline)
+"""In apply order: ``sm`` reads a replaced session before ``sessions`` forgets it, and offline
+messages a flush delivers before ``offline`` drops them."""
 STREAMS = "streams.version"
 """Per-stream version counters (part of the replicated state, covered by the digest)."""
 

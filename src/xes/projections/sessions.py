@@ -6,13 +6,15 @@ cluster, with the node that holds its connection, so any node can route to any r
 no ghost behind even if it died before it could record their end. ``node.down`` (recorded by the
 leader when a node stays unreachable) ends the sessions of that boot and makes any later
 ``session.bound`` of it a rejected proposal, so a cut-off node cannot bind sessions the rest of
-the cluster already gave up on (ADR 0007). The ``sessions.nodes`` table maps node ids to their
+the cluster already gave up on (ADR 0007). A resumable stream-management session whose node is
+gone is *detached* (``sm.detached``: no node) until resumed on any node (``sm.resumed`` moves it)
+or ended at its deadline (ADR 0008). The ``sessions.nodes`` table maps node ids to their
 Raft address and current boot.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import lmdb
@@ -25,6 +27,8 @@ from xes.events.catalog import (
     PresenceUpdated,
     SessionBound,
     SessionEnded,
+    SmDetached,
+    SmResumed,
 )
 from xes.projections.base import (
     Projection,
@@ -80,6 +84,8 @@ class Sessions(Projection):
         "presence.routed",
         "node.started",
         "node.down",
+        "sm.resumed",
+        "sm.detached",
     )
 
     def _put(self, txn: lmdb.Transaction, view: SessionView) -> None:
@@ -152,6 +158,21 @@ class Sessions(Projection):
                 txn.put(k, b"", db=self.db(DIRECTED))
             else:
                 txn.delete(k, db=self.db(DIRECTED))
+
+    def on_sm_resumed(self, txn: lmdb.Transaction, c: Committed, ev: SmResumed) -> None:
+        view = self._get(txn, ev.session)
+        if view is None:
+            raise Rejected(f"sm-unknown: {ev.session}")
+        node = load(txn.get(ev.node.encode(), db=self.db(NODES)))
+        if node is not None and node["down"] and node["boot"] == ev.boot:
+            raise Rejected(f"node-down: {ev.node} boot {ev.boot} was declared down")
+        self._put(txn, replace(view, node=ev.node, boot=ev.boot))
+
+    def on_sm_detached(self, txn: lmdb.Transaction, c: Committed, ev: SmDetached) -> None:
+        # Held by no node until resumed: no node's restart or loss ends it; its deadline does.
+        view = self._get(txn, ev.session)
+        if view is not None:
+            self._put(txn, replace(view, node="", boot=""))
 
     def on_node_started(self, txn: lmdb.Transaction, c: Committed, ev: NodeStarted) -> None:
         stale = [

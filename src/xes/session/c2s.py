@@ -17,7 +17,9 @@ from enum import Enum, auto
 from typing import Any
 
 from xes.jid import JID, InvalidJID
+from xes.session import stream_management as sm
 from xes.session.sasl import Challenge, Failure, SaslServer, Success, offered_mechanisms
+from xes.session.stream_management import SmAck, SmEnable, SmRequest, SmResume
 from xes.xml import (
     STREAM_CLOSE,
     E,
@@ -84,11 +86,15 @@ class BindRequested:
 
     iq_id: str
     jid: JID
+    chosen: bool = True
+    """The client chose the resource (a device that comes back), rather than the server."""
 
 
 @dataclass(frozen=True, slots=True)
 class StanzaReceived:
     stanza: Element
+    sm_n: int = 0
+    """With stream management enabled: this stanza's number since ``<enable/>`` (XEP-0198)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +103,19 @@ class Close:
     """Stream error condition sent before closing, or None for a clean close."""
 
 
-Action = Send | StartTls | Authenticated | AuthFailed | BindRequested | StanzaReceived | Close
+Action = (
+    Send
+    | StartTls
+    | Authenticated
+    | AuthFailed
+    | BindRequested
+    | StanzaReceived
+    | Close
+    | SmEnable
+    | SmResume
+    | SmAck
+    | SmRequest
+)
 
 
 @dataclass(frozen=True)
@@ -140,6 +158,9 @@ class C2SProtocol:
         self.sasl_mechanism = ""
         self.auth_attempts = 0
         self.lang = "en"
+        self.sm_enabled = False
+        self.sm_in = 0
+        """Client stanzas received since ``<enable/>`` (XEP-0198 inbound count, not wrapped)."""
 
     # -- input -------------------------------------------------------------------------------
 
@@ -365,6 +386,7 @@ class C2SProtocol:
         assert bind is not None
         requested = bind.find("{%s}resource" % ns.BIND)
         resource = requested.text.strip() if requested is not None else ""
+        chosen = bool(resource)
         if not resource:
             resource = "xes-" + secrets.token_hex(6)
         assert self.username is not None
@@ -373,7 +395,7 @@ class C2SProtocol:
         except InvalidJID:
             return [Send(serialize(_iq_error(element, "modify", "bad-request"), ns.CLIENT))]
         self.state = State.BIND_PENDING
-        return [BindRequested(iq_id, jid)]
+        return [BindRequested(iq_id, jid, chosen)]
 
     def bind_succeeded(self, iq_id: str, jid: JID) -> list[Action]:
         self.jid = jid
@@ -391,12 +413,61 @@ class C2SProtocol:
         return [Send(serialize(_iq_error(iq, "wait", condition), ns.CLIENT))]
 
     def _on_session_iq(self, element: Element) -> list[Action]:
+        if self.sm_enabled:
+            return self._on_stanza(element)  # counted, so answered through the outbox
         # RFC 3921 session establishment is a no-op kept for old clients (RFC 6121 Appendix E).
         reply = E("{%s}iq" % ns.CLIENT, {"type": "result", "id": element.get("id", "")})
         return [Send(serialize(reply, ns.CLIENT))]
 
     def _on_stanza(self, element: Element) -> list[Action]:
+        if self.sm_enabled:
+            self.sm_in += 1
+            return [StanzaReceived(element, self.sm_in)]
         return [StanzaReceived(element)]
+
+    # -- stream management (XEP-0198) ----------------------------------------------------------
+
+    def _on_sm_enable(self, element: Element) -> list[Action]:
+        if self.sm_enabled:
+            return [Send(sm.failed("unexpected-request"))]  # §3: at most one enable
+        self.sm_enabled = True
+        self.sm_in = 0
+        resume = element.get("resume") in ("true", "1")
+        return [SmEnable(resume, sm.parse_max(element))]
+
+    def _on_sm_enable_early(self, element: Element) -> list[Action]:
+        # §3: a client enables stream management after binding a resource (or resumes instead).
+        return [Send(sm.failed("unexpected-request"))]
+
+    def _on_sm_resume(self, element: Element) -> list[Action]:
+        h = sm.parse_h(element)
+        previd = element.get("previd", "")
+        if h is None or not previd:
+            return [Send(sm.failed("bad-request"))]
+        self.state = State.BIND_PENDING
+        return [SmResume(previd, h)]
+
+    def resume_succeeded(self, jid: JID, handled: int) -> None:
+        """The transport resumed session ``jid``; ``handled`` client stanzas were committed."""
+        self.jid = jid
+        self.state = State.BOUND
+        self.sm_enabled = True
+        self.sm_in = handled
+
+    def resume_failed(self, condition: str, handled: int | None) -> list[Action]:
+        self.state = State.BINDING
+        return [Send(sm.failed(condition, handled))]
+
+    def _on_sm_r(self, element: Element) -> list[Action]:
+        if not self.sm_enabled:
+            return self._stream_error("unsupported-stanza-type", "stream management not enabled")
+        return [SmRequest()]
+
+    def _on_sm_a(self, element: Element) -> list[Action]:
+        h = sm.parse_h(element)
+        if not self.sm_enabled or h is None:
+            return self._stream_error("undefined-condition", "invalid stream management ack")
+        return [SmAck(h)]
 
     # -- errors ------------------------------------------------------------------------------
 
@@ -460,6 +531,8 @@ def _classify(element: Element) -> str:
             return "session"
     if element.ns == ns.CLIENT and element.name in ("message", "presence", "iq"):
         return "stanza"
+    if element.ns == ns.SM and element.name in ("enable", "resume", "r", "a"):
+        return "sm_" + element.name
     return "other"
 
 
@@ -473,5 +546,10 @@ TRANSITIONS: dict[tuple[State, str], Callable[[C2SProtocol, Element], list[Actio
     (State.BOUND, "session"): C2SProtocol._on_session_iq,
     (State.BOUND, "stanza"): C2SProtocol._on_stanza,
     (State.BOUND, "bind"): C2SProtocol._on_stanza,
+    (State.BOUND, "sm_enable"): C2SProtocol._on_sm_enable,
+    (State.BOUND, "sm_r"): C2SProtocol._on_sm_r,
+    (State.BOUND, "sm_a"): C2SProtocol._on_sm_a,
+    (State.BINDING, "sm_enable"): C2SProtocol._on_sm_enable_early,
+    (State.BINDING, "sm_resume"): C2SProtocol._on_sm_resume,
 }
 """Every (state, input) pair that is allowed; anything else is a stream error."""

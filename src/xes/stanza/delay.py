@@ -13,8 +13,13 @@ def stamp(at_ms: int) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
-def with_delay(xml: str, at_ms: int, by: str) -> bytes:
-    """``xml`` with a ``<delay/>`` child (XEP-0203 §3) saying when the server received it."""
+def with_delay(xml: str, at_ms: int, by: str, reason: str = "Offline Storage") -> bytes:
+    """``xml`` with a ``<delay/>`` child (XEP-0203 §3) saying when the server received it.
+
+    A stanza that has one already (stored, then re-routed) keeps its first, earliest stamp.
+    """
     stanza = parse_fragment(xml.encode())
-    delay = E("{%s}delay" % ns.DELAY, {"from": by, "stamp": stamp(at_ms)}, "Offline Storage")
+    if stanza.find("{%s}delay" % ns.DELAY) is not None:
+        return xml.encode()
+    delay = E("{%s}delay" % ns.DELAY, {"from": by, "stamp": stamp(at_ms)}, reason)
     return serialize(stanza.append(delay))

@@ -23,12 +23,21 @@ from anyio.streams.tls import TLSAttribute, TLSStream
 
 from xes import router
 from xes.eventlog.client import LogUnavailable, ProposalRejected
-from xes.events.catalog import SessionBound, SessionEnded
-from xes.features import presence
+from xes.events.catalog import (
+    SessionBound,
+    SmAcked,
+    SmEnabled,
+    SmResumed,
+    SmRosterRequested,
+    SmStanzasQueued,
+)
+from xes.features import presence, session_end, stream_mgmt
 from xes.hub import Hub
 from xes.jid import JID, normalize_localpart
 from xes.projections import accounts as accounts_view
 from xes.projections import sessions as sessions_view
+from xes.projections import stream_mgmt as sm_view
+from xes.session import stream_management as sm
 from xes.session.c2s import (
     Action,
     Authenticated,
@@ -42,6 +51,8 @@ from xes.session.c2s import (
     StartTls,
 )
 from xes.session.sasl import LoginLimiter, channel_binding_data
+from xes.session.stream_management import SmAck, SmEnable, SmRequest, SmResume
+from xes.stanza.delay import with_delay
 
 log = structlog.get_logger("xes.c2s")
 
@@ -50,6 +61,11 @@ TLS_HANDSHAKE_TIMEOUT = 15.0
 CLOSE_TIMEOUT = 5.0
 LINGER_SECONDS = 1.0
 LINGER_BYTES = 4 * 1024 * 1024
+DETACH_REASONS = frozenset(
+    {"disconnected", "connection-timeout", "system-shutdown", "reset", "log-unavailable"}
+)
+"""Why a connection ended without the session ending: a resumable session waits for its client
+(XEP-0198 §5). A client's own ``</stream:stream>`` or a policy violation ends it."""
 
 
 class ClientConnection:
@@ -79,6 +95,7 @@ class ClientConnection:
                 tls_required=config.tls.required,
                 mechanisms=config.auth.mechanisms,
                 limits=config.xml_limits,
+                extra_features=(sm.feature(),) if config.stream_management.enabled else (),
             ),
             credentials=self._credentials,
             normalize_username=normalize_localpart,
@@ -106,10 +123,34 @@ class ClientConnection:
         self._close_reason = "closed"
         self._cancel = anyio.CancelScope()
         self._writer_done = anyio.Event()
+        # XEP-0198 (ADR 0008): counters are outbox row numbers, never wrapped here.
+        self.sm_active = False
+        self.resumable = False
+        self.epoch = 0
+        self._sm_sent = 0
+        self._sm_acked = 0
+        self._sm_recorded = 0
+        self._sm_requested = 0.0
+        self._sm_resend_upto = 0
+        self._sm_ready = anyio.Event()
+        self._sm_wake = anyio.Event()
+        self._locals: list[bytes] = []
+        self._interest_recorded = False
+        self._dispatching = False
 
     # -- LocalSession ------------------------------------------------------------------------
 
     def send_bytes(self, data: bytes) -> None:
+        if self.sm_active:
+            # A managed session's stanzas are outbox rows: the server's own answers are queued
+            # through the log, in order with everything else (ADR 0008).
+            self._locals.append(data)
+            if not self._dispatching:
+                self._tg.start_soon(self._queue_locals)
+            return
+        self._enqueue(data)
+
+    def _enqueue(self, data: bytes) -> None:
         if self.closing:
             return
         try:
@@ -137,6 +178,177 @@ class ClientConnection:
             log.warning("offline_flush_not_recorded", error=str(exc), session=self.session_id)
         finally:
             self._flushing = False
+
+    # -- stream management (XEP-0198, ADR 0008) ----------------------------------------------
+
+    def sm_pull(self) -> None:
+        if not self.sm_active or self.closing:
+            return
+        with self.hub.read() as txn:
+            rows = sm_view.rows(self.hub.store, txn, self.session_id, self._sm_sent)
+        for row in rows:
+            data = row.xml.encode()
+            if row.n <= self._sm_resend_upto and row.kind == "message":
+                data = with_delay(row.xml, row.at, self.hub.domain, "Resent")
+            self._enqueue(data)
+            self._sm_sent = row.n
+        cfg = self.hub.config.stream_management
+        unacked = self._sm_sent - self._sm_acked
+        if unacked > cfg.max_unacked:
+            log.warning("client_not_acking", session=self.session_id, unacked=unacked)
+            self.close("policy-violation", "too many unacknowledged stanzas")
+        elif rows and unacked >= cfg.ack_request_every:
+            self._request_ack()
+
+    def _request_ack(self) -> None:
+        self._sm_requested = time.monotonic()
+        self._enqueue(sm.request())
+
+    def sm_committed(self, event: object) -> None:
+        """Delivery reached our ``sm.enabled``/``sm.resumed``: from here on, rows only."""
+        if isinstance(event, SmEnabled):
+            max_s = event.timeout if event.resume else None
+            self._enqueue(sm.enabled(self.session_id if event.resume else None, max_s))
+        elif isinstance(event, SmResumed):
+            self.hub.resuming.pop(self.session_id, None)
+            with self.hub.read() as txn:
+                state = sm_view.state(self.hub.store, txn, self.session_id)
+                view = sessions_view.get(self.hub.store, txn, self.session_id)
+            if state is None or view is None or state.epoch != event.epoch:
+                self._sm_ready.set()
+                return  # ended or resumed again before we got here: _resume fails it
+            self.available, self.priority = view.available, view.priority
+            self.interested = self._interest_recorded = state.interested
+            self.bound = True
+            self.hub.register(self)
+            self._tg.start_soon(self._writer)
+            self._enqueue(sm.resumed(self.session_id, state.handled))
+            self.protocol.resume_succeeded(self.jid, state.handled)
+            self._sm_sent = self._sm_acked = self._sm_recorded = event.h
+            self._sm_resend_upto = state.next
+        self.sm_active = True
+        self._tg.start_soon(self._sm_keeper)
+        self.sm_pull()
+        self._sm_ready.set()
+
+    async def _sm_keeper(self) -> None:
+        """Ask for acks when some are overdue; record acknowledged counts, coalesced."""
+        cfg = self.hub.config.stream_management
+        last_record = time.monotonic()
+        while not self.closing:
+            with anyio.move_on_after(min(cfg.ack_record_interval, cfg.ack_request_after)):
+                await self._sm_wake.wait()
+            self._sm_wake = anyio.Event()
+            now = time.monotonic()
+            if self._sm_sent > self._sm_acked and now - self._sm_requested >= cfg.ack_request_after:
+                self._request_ack()
+            due = now - last_record >= cfg.ack_record_interval
+            many = self._sm_acked - self._sm_recorded >= cfg.ack_record_every
+            if self._sm_acked > self._sm_recorded and (due or many):
+                acked = self._sm_acked
+                try:
+                    await self.hub.log.append(SmAcked(self.session_id, acked, self.epoch))
+                    self._sm_recorded = max(self._sm_recorded, acked)
+                except (LogUnavailable, ProposalRejected) as exc:
+                    log.info("sm_ack_not_recorded", error=str(exc), session=self.session_id)
+                last_record = time.monotonic()
+
+    def _on_ack(self, action: SmAck) -> bool:
+        h = sm.unwrap(action.h, self._sm_acked)
+        if h > self._sm_sent:
+            log.warning("sm_h_too_high", h=h, sent=self._sm_sent, session=self.session_id)
+            return False
+        self._sm_acked = h
+        if h - self._sm_recorded >= self.hub.config.stream_management.ack_record_every:
+            self._sm_wake.set()
+        return True
+
+    async def _queue_locals(self) -> None:
+        if not self._locals:
+            return
+        stanzas = [data.decode() for data in self._locals]
+        self._locals = []
+        events: list[Any] = [SmStanzasQueued(self.session_id, self.epoch, stanzas)]
+        if self.interested and not self._interest_recorded:
+            # Asked for the roster (the answer is among these): pushes follow it in the outbox.
+            events.insert(0, SmRosterRequested(self.session_id))
+        try:
+            await self.hub.log.append(*events)
+            self._interest_recorded = self.interested
+        except (LogUnavailable, ProposalRejected) as exc:
+            # The answer cannot be placed in order: drop the connection (not the session), so
+            # the client resumes and resends what the resumed count says was not handled.
+            log.warning("sm_answer_not_queued", error=str(exc), session=self.session_id)
+            self._abort("log-unavailable")
+
+    def _abort(self, reason: str) -> None:
+        self.closing = True
+        self._close_reason = reason
+        self._cancel.cancel()
+
+    async def _enable(self, action: SmEnable) -> None:
+        cfg = self.hub.config.stream_management
+        timeout = min(action.max or cfg.resume_timeout, cfg.resume_timeout)
+        self.resumable = action.resume
+        event = SmEnabled(self.session_id, action.resume, timeout if action.resume else 0)
+        events: list[Any] = [event]
+        if self.interested:
+            events.append(SmRosterRequested(self.session_id))
+        try:
+            await self.hub.log.append(*events)
+            self._interest_recorded = self.interested
+        except (LogUnavailable, ProposalRejected) as exc:
+            log.warning("sm_enable_failed", error=str(exc))
+            self.protocol.sm_enabled = False
+            self.resumable = False
+            self._enqueue(sm.failed("resource-constraint"))
+            return
+        with anyio.move_on_after(self.hub.config.cluster.commit_timeout):
+            await self._sm_ready.wait()
+
+    async def _resume(self, action: SmResume) -> None:
+        user = f"{self.protocol.username}@{self.hub.domain}"
+        with self.hub.read() as txn:
+            state = sm_view.state(self.hub.store, txn, action.previd)
+            view = sessions_view.get(self.hub.store, txn, action.previd)
+            tomb = sm_view.ended(self.hub.store, txn, action.previd)
+        if state is None or view is None or not state.resume or view.bare != user:
+            handled = None
+            if tomb is not None and tomb["jid"].split("/", 1)[0] == user:
+                handled = tomb["handled"]  # §5: tells the client which stanzas were handled
+            await self._execute(self.protocol.resume_failed("item-not-found", handled))
+            return
+        h = sm.unwrap(action.h, state.acked)
+        if h > state.next:
+            await self._execute(
+                self.protocol.stream_error("undefined-condition", "handled count too high")
+            )
+            return
+        self.session_id = action.previd
+        self.jid = JID.parse(view.jid)
+        self.full, self.bare = view.jid, view.bare
+        self.boot = self.hub.boot
+        self.epoch = state.epoch + 1
+        self.resumable = True
+        self.hub.resuming[self.session_id] = self
+        try:
+            await self.hub.log.append(
+                SmResumed(self.session_id, self.hub.node, self.boot, h, self.epoch)
+            )
+        except (LogUnavailable, ProposalRejected) as exc:
+            self.hub.resuming.pop(self.session_id, None)
+            log.info("sm_resume_failed", error=str(exc), session=action.previd)
+            self.session_id = ""
+            await self._execute(self.protocol.resume_failed("item-not-found", None))
+            return
+        with anyio.move_on_after(self.hub.config.cluster.commit_timeout):
+            await self._sm_ready.wait()
+        if not self.bound:
+            self.session_id = ""
+            await self._execute(self.protocol.resume_failed("item-not-found", None))
+            return
+        structlog.contextvars.bind_contextvars(session=self.session_id, jid=self.full)
+        log.info("session_resumed", peer=self.peer, h=h, epoch=self.epoch)
 
     def close(self, condition: str | None, text: str | None = None) -> None:
         if self.closing:
@@ -245,9 +457,24 @@ class ClientConnection:
             elif isinstance(action, StanzaReceived):
                 await self._throttle()
                 try:
-                    await router.dispatch(self.hub, self, action.stanza)
+                    if action.sm_n:
+                        await self._dispatch_managed(action)
+                    else:
+                        await router.dispatch(self.hub, self, action.stanza)
                 except router.InvalidFrom:
                     await self._execute(self.protocol.stream_error("invalid-from", None))
+                    return True
+            elif isinstance(action, SmEnable):
+                await self._enable(action)
+            elif isinstance(action, SmResume):
+                await self._resume(action)
+            elif isinstance(action, SmRequest):
+                self._enqueue(sm.ack(self.protocol.sm_in))
+            elif isinstance(action, SmAck):
+                if not self._on_ack(action):
+                    await self._execute(
+                        self.protocol.stream_error("undefined-condition", "handled count too high")
+                    )
                     return True
             elif isinstance(action, StartTls):
                 await self._start_tls()
@@ -269,6 +496,16 @@ class ClientConnection:
                 self._close_reason = action.condition or "closed"
                 return True
         return False
+
+    async def _dispatch_managed(self, action: StanzaReceived) -> None:
+        """Handle client stanza number ``sm_n``: its effects and answers carry the count."""
+        self._dispatching = True
+        try:
+            with stream_mgmt.handling(self.session_id, action.sm_n, self.epoch):
+                await router.dispatch(self.hub, self, action.stanza)
+                await self._queue_locals()
+        finally:
+            self._dispatching = False
 
     async def _out(self, data: bytes) -> None:
         if self.bound:
@@ -304,9 +541,18 @@ class ClientConnection:
     async def _bind(self, action: BindRequested) -> None:
         session_id = secrets.token_urlsafe(18)
         self.boot = self.hub.boot
-        event = SessionBound(session_id, str(action.jid), self.hub.node, self.boot)
+        event = SessionBound(
+            session_id, str(action.jid), self.hub.node, self.boot, device=action.chosen
+        )
+        with self.hub.read() as txn:
+            # A managed session with this JID (say, detached) ends first, re-routing what it
+            # holds unacknowledged: RFC 6120 §7.7.2.2 replaces it, XEP-0198 must not drop it.
+            old = sessions_view.by_full_jid(self.hub.store, txn, str(action.jid))
+            events: list[Any] = []
+            if old is not None and sm_view.state(self.hub.store, txn, old.session) is not None:
+                events = session_end.end_events(self.hub, txn, [old], "conflict")
         try:
-            await self.hub.log.append(event)
+            await self.hub.log.append(*events, event)
         except (LogUnavailable, ProposalRejected) as exc:
             log.warning("bind_failed", error=str(exc))
             await self._execute(self.protocol.bind_failed(action.iq_id, "resource-constraint"))
@@ -361,22 +607,7 @@ class ClientConnection:
         """Record the end of the session (RFC 6121 §4.5.2 unavailable presence) and close."""
         if self.bound:
             self.hub.unregister(self)
-            events: list[Any] = []
-            with self.hub.read() as txn:
-                # Ended already by the cluster (node declared down, replaced by a session with
-                # the same JID on another node, account removed): its end is on record.
-                live = sessions_view.get(self.hub.store, txn, self.session_id) is not None
-            if live and self.available:
-                events.append(presence.unavailable_event(self.hub, self, None))
-            if live:
-                events.append(SessionEnded(self.session_id, self.full, self._close_reason))
-                with anyio.move_on_after(CLOSE_TIMEOUT):
-                    try:
-                        await self.hub.log.append(*events)
-                    except (LogUnavailable, ProposalRejected) as exc:
-                        log.warning(
-                            "session_end_not_recorded", error=str(exc), session=self.session_id
-                        )
+            await self._record_end()
             log.info("session_ended", reason=self._close_reason, session=self.session_id)
             # Anything still queued (error tail, close) goes out before the socket closes.
             with anyio.move_on_after(1.0):
@@ -395,6 +626,40 @@ class ClientConnection:
         await self._linger()
         with anyio.move_on_after(1.0), contextlib.suppress(Exception):
             await self.stream.aclose()
+
+    async def _record_end(self) -> None:
+        """Record the session's end, or its detachment when its client may resume it."""
+        detach = self.resumable and self._close_reason in DETACH_REASONS
+        reason = self._close_reason
+        with anyio.move_on_after(CLOSE_TIMEOUT):
+            for _ in range(3):
+                with self.hub.read() as txn:
+                    view = sessions_view.get(self.hub.store, txn, self.session_id)
+                    state = sm_view.state(self.hub.store, txn, self.session_id)
+                    if view is None or (self.sm_active and state is None):
+                        return  # ended already (by the cluster, a new session, a resume)
+                    if state is not None and state.epoch != self.epoch:
+                        return  # resumed on another connection: not ours to end
+                    events = session_end.end_events(
+                        self.hub,
+                        txn,
+                        [view],
+                        reason,
+                        detach=detach,
+                        acked=self._sm_acked,
+                        epoch=self.epoch if state is not None else None,
+                    )
+                if not events:
+                    return
+                try:
+                    await self.hub.log.append(*events)
+                    return
+                except ProposalRejected as exc:
+                    # New outbox rows arrived after the read (re-read them) or it moved on.
+                    log.info("session_end_retry", error=exc.reason, session=self.session_id)
+                except LogUnavailable as exc:
+                    log.warning("session_end_not_recorded", error=str(exc), session=self.session_id)
+                    return
 
     async def _linger(self) -> None:
         """Read and drop what the client still sends for a moment before closing.
