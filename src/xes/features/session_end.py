@@ -58,6 +58,9 @@ def end_events(
         if view.available:
             targets = presence.broadcast_targets(hub, txn, view.bare, view.session, view.jid)
             targets = presence.with_directed(hub, txn, view.session, targets)
+            # Not to the ending session itself: its stream is gone, and an outbox row placed
+            # by this very proposal would look like one the end failed to re-route.
+            targets = [t for t in targets if t != view.jid]
             stanza = E("{jabber:client}presence", {"from": view.jid, "type": "unavailable"})
             xml = serialize(stanza).decode()
             events.append(PresenceUpdated(view.session, view.jid, False, 0, xml, targets))

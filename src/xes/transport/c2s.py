@@ -509,7 +509,8 @@ class ClientConnection:
 
     async def _out(self, data: bytes) -> None:
         if self.bound:
-            self.send_bytes(data)
+            # Protocol output (stream errors, <failed/>, the close) is never an outbox stanza.
+            self._enqueue(data)
         else:
             await self._raw_send(data)
 

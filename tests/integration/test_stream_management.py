@@ -1,0 +1,138 @@
+"""XEP-0198 on one node: acks, resumption with exact retransmission, failures, session end."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.integration.server import XesServer
+from tests.integration.smclient import SM, SmClient, body
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+
+def _msg(to: str, text: str) -> str:
+    return f"<message to='{to}' type='chat'><body>{text}</body></message>"
+
+
+def _bodies(client: SmClient) -> list[str]:
+    return [b for m in client.messages() if (b := body(m)) is not None]
+
+
+def _collect(client: SmClient, count: int, timeout: float = 10.0) -> list[str]:
+    got: list[str] = []
+    while len(got) < count:
+        elem = client.wait_for(lambda e: e.tag.endswith("}message"), timeout)
+        got.append(body(elem) or "")
+    return got
+
+
+def test_acks_resume_and_exact_retransmission(shared_server: XesServer) -> None:
+    srv = shared_server
+    srv.add_user("sma", "pw-a")
+    srv.add_user("smb", "pw-b")
+    alice = SmClient(srv.c2s)
+    jid, sm_id = alice.login_sm(srv, "sma", "pw-a", "phone")
+    assert sm_id
+    bob = SmClient(srv.c2s)
+    bob.login(srv, "smb", "pw-b", "desk")
+    # Server counts what it handled from us: two stanzas, then <r/> -> <a h='2'/>.
+    alice.send("<iq type='get' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>")
+    alice.send("<presence/>")
+    alice.send(f"<r xmlns='{SM}'/>")
+    a = alice.wait_for(lambda e: e.tag == f"{{{SM}}}a")
+    assert a.get("h") == "2"
+    alice.wait_for(lambda e: e.get("id") == "p1")
+
+    alice.auto_ack = False
+    for i in range(1, 6):
+        bob.send(_msg(jid, f"m{i}"))
+    assert _collect(alice, 5) == [f"m{i}" for i in range(1, 6)]
+    # After ack_request_every (5) unacknowledged stanzas the server asks for an ack.
+    alice.wait_for(lambda e: e.tag == f"{{{SM}}}r")
+    received = alice.handled
+    alice.cut()
+    for i in range(6, 9):
+        bob.send(_msg(jid, f"m{i}"))
+
+    # Resume claiming two stanzas fewer than received: exactly those two come again, marked
+    # as resent (XEP-0203), then what arrived while away, in order, and nothing else.
+    again = SmClient(srv.c2s)
+    answer = again.resume_on(srv, "sma", "pw-a", sm_id, received - 2)
+    assert answer.tag == f"{{{SM}}}resumed", answer
+    assert answer.get("previd") == sm_id
+    assert answer.get("h") == "2"  # the ping and the presence, both committed
+    got = _collect(again, 5)
+    assert got == ["m4", "m5", "m6", "m7", "m8"]
+    # The old session is the same: messages keep flowing, and the stream still counts.
+    bob.send(_msg(jid, "m9"))
+    assert _collect(again, 1) == ["m9"]
+    again.pump(0.5)
+    assert _bodies(again) == []
+    again.close()
+    bob.close()
+
+
+def test_resume_failures(shared_server: XesServer) -> None:
+    srv = shared_server
+    srv.add_user("smc", "pw-c")
+    client = SmClient(srv.c2s)
+    answer = client.resume_on(srv, "smc", "pw-c", "no-such-session", 0)
+    assert answer.tag == f"{{{SM}}}failed"
+    assert answer.find("{urn:ietf:params:xml:ns:xmpp-stanzas}item-not-found") is not None
+    client.close()
+
+    # A clean close ends the session: resuming it fails, telling how many stanzas were handled.
+    first = SmClient(srv.c2s)
+    _, sm_id = first.login_sm(srv, "smc", "pw-c", "laptop")
+    first.send("<presence/>")
+    first.send("<iq type='get' id='x'><ping xmlns='urn:xmpp:ping'/></iq>")
+    first.wait_for(lambda e: e.get("id") == "x")
+    first.send("</stream:stream>")
+    first.recv_all_until_closed()
+    second = SmClient(srv.c2s)
+    answer = second.resume_on(srv, "smc", "pw-c", sm_id, 0)
+    assert answer.tag == f"{{{SM}}}failed"
+    assert answer.get("h") == "2"
+    # Another user cannot resume someone else's session.
+    second.close()
+
+
+def test_h_too_high_is_a_stream_error(shared_server: XesServer) -> None:
+    srv = shared_server
+    srv.add_user("smd", "pw-d")
+    client = SmClient(srv.c2s)
+    client.login_sm(srv, "smd", "pw-d", "x")
+    client.send(f"<a xmlns='{SM}' h='50'/>")
+    rest = client.recv_all_until_closed()
+    assert b"undefined-condition" in rest
+
+
+def test_unacknowledged_messages_survive_a_clean_logout(shared_server: XesServer) -> None:
+    """RFC 6121 / XEP-0198: what a session leaves unacknowledged goes offline, not away."""
+    srv = shared_server
+    srv.add_user("sme", "pw-e")
+    srv.add_user("smf", "pw-f")
+    eve = SmClient(srv.c2s)
+    jid, _ = eve.login_sm(srv, "sme", "pw-e", "tablet")
+    eve.send("<presence/>")
+    eve.auto_ack = False
+    frank = SmClient(srv.c2s)
+    frank.login(srv, "smf", "pw-f", "pc")
+    frank.send(_msg(jid, "unseen-1"))
+    frank.send(_msg(jid, "unseen-2"))
+    assert _collect(eve, 2) == ["unseen-1", "unseen-2"]
+    # Eve's device crashed before acking and the app logs out: the messages must come back.
+    eve.send("</stream:stream>")
+    eve.recv_all_until_closed()
+    later = SmClient(srv.c2s)
+    later.login(srv, "sme", "pw-e", "tablet")
+    later._start(later.buffer)
+    later.send("<presence/>")
+    got = []
+    while len(got) < 2:
+        elem = later.wait_for(lambda e: e.tag.endswith("}message"))
+        assert elem.find("{urn:xmpp:delay}delay") is not None
+        got.append(body(elem))
+    assert got == ["unseen-1", "unseen-2"]
+    later.close()
+    frank.close()
