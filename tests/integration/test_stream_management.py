@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from tests.integration.server import XesServer
@@ -136,3 +138,37 @@ def test_unacknowledged_messages_survive_a_clean_logout(shared_server: XesServer
     assert got == ["unseen-1", "unseen-2"]
     later.close()
     frank.close()
+
+
+def test_detached_session_expires_and_its_messages_go_offline(shared_server: XesServer) -> None:
+    """A broken connection leaves the session waiting ``max`` seconds; then it ends, contacts
+    see it unavailable, and what it held unacknowledged is stored offline."""
+    srv = shared_server
+    srv.add_user("smg", "pw-g")
+    srv.add_user("smh", "pw-h")
+    gina = SmClient(srv.c2s)
+    jid = gina.login(srv, "smg", "pw-g", "watch")
+    gina._start(gina.buffer)
+    gina.send(f"<enable xmlns='{SM}' resume='true' max='2'/>")
+    enabled = gina.wait_for(lambda e: e.tag == f"{{{SM}}}enabled")
+    assert enabled.get("max") == "2"
+    gina.send("<presence/>")
+    gina.auto_ack = False
+    hugo = SmClient(srv.c2s)
+    hugo.login(srv, "smh", "pw-h", "pc")
+    hugo.send(_msg(jid, "held-1"))
+    assert _collect(gina, 1) == ["held-1"]
+    gina.cut()
+    hugo.send(_msg(jid, "held-2"))  # committed to the detached session's outbox
+    time.sleep(5.0)  # resume timeout (2 s) plus the leader's once-a-second check
+    again = SmClient(srv.c2s)
+    answer = again.resume_on(srv, "smg", "pw-g", enabled.get("id"), gina.handled)
+    assert answer.tag == f"{{{SM}}}failed"
+    again.close()
+    later = SmClient(srv.c2s)
+    later.login(srv, "smg", "pw-g", "watch")
+    later._start(later.buffer)
+    later.send("<presence/>")
+    assert _collect(later, 2) == ["held-1", "held-2"]
+    later.close()
+    hugo.close()
