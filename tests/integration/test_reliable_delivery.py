@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from slixmpp.xmlstream import ET
 
 from tests.integration.clients import Client
 from tests.integration.cluster import running_cluster
@@ -57,7 +58,11 @@ async def _send_numbered(sender: Client, to: str, start: threading.Event) -> int
     while not start.is_set():
         await asyncio.sleep(0.05)
     for i in range(1, COUNT + 1):
-        sender.send_message(mto=to, mbody=f"seq {i}", mtype="chat")
+        msg = sender.make_message(mto=to, mbody=f"seq {i}", mtype="chat")
+        msg["id"] = f"seq-{i}"
+        # Receipt requests (XEP-0184) travel like any message, across nodes and resumptions.
+        msg.append(ET.Element("{urn:xmpp:receipts}request"))
+        msg.send()
         await asyncio.sleep(INTERVAL)
     await asyncio.sleep(1.0)
     assert not errors, [str(e) for e in errors]
@@ -162,12 +167,14 @@ def test_kill_node_raw_receiver_resumes_elsewhere(tmp_path: Path) -> None:
                     seq = _seq(body(elem))
                     if seq is None:
                         continue
+                    assert elem.find("{urn:xmpp:receipts}request") is not None
                     got.append(seq)
                     if "resumed" in timing and "first_after" not in timing:
                         timing["first_after"] = time.monotonic()
                     if len(got) == kill_at:
                         timing["kill"] = time.monotonic()
-                        cluster.kill(home)
+                        cluster.kill(home)  # returns once the process is reaped
+                        timing["killed"] = time.monotonic()
                 client.pump(1.0)
                 got.extend(s for m in client.messages() if (s := _seq(body(m))) is not None)
                 client.close()
@@ -196,5 +203,6 @@ def test_kill_node_raw_receiver_resumes_elsewhere(tmp_path: Path) -> None:
         extra = {
             "kill_to_resumed_s": round(timing["resumed"] - timing["kill"], 3),
             "kill_to_resumed_delivery_s": round(timing["first_after"] - timing["kill"], 3),
+            "reaped_to_resumed_s": round(timing["resumed"] - timing["killed"], 3),
         }
         _figures("kill-9-raw", sent, got, extra, tmp_path)
