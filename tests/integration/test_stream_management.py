@@ -172,3 +172,26 @@ def test_detached_session_expires_and_its_messages_go_offline(shared_server: Xes
     assert _collect(later, 2) == ["held-1", "held-2"]
     later.close()
     hugo.close()
+
+
+def test_unanswered_iq_gets_an_error_when_the_session_ends(shared_server: XesServer) -> None:
+    srv = shared_server
+    srv.add_user("smi", "pw-i")
+    srv.add_user("smj", "pw-j")
+    ida = SmClient(srv.c2s)
+    jid, _ = ida.login_sm(srv, "smi", "pw-i", "pad")
+    ida.auto_ack = False
+    jon = SmClient(srv.c2s)
+    jon.login(srv, "smj", "pw-j", "pc")
+    jon._start(jon.buffer)
+    jon.send(f"<iq type='get' id='q1' to='{jid}'><query xmlns='jabber:iq:version'/></iq>")
+    ida.wait_for(lambda e: e.get("id") == "q1")
+    ida.send("</stream:stream>")  # leaves without answering or acknowledging it
+    ida.recv_all_until_closed()
+    reply = jon.wait_for(lambda e: e.get("id") == "q1")
+    assert reply.get("type") == "error"
+    assert reply.get("from") == jid
+    error = reply.find("{jabber:client}error")
+    assert error is not None
+    assert error.find("{urn:ietf:params:xml:ns:xmpp-stanzas}recipient-unavailable") is not None
+    jon.close()
