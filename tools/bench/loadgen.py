@@ -378,24 +378,37 @@ class Spec:
         return self.ports[i % len(self.ports)]
 
 
-async def login_many(spec: Spec, users: list[tuple[str, int]], presence: bool = True) -> list[Conn]:
-    """Log ``users`` (name, port) in, ``spec.concurrency`` at a time; connections in order."""
+async def login_many(
+    spec: Spec, users: list[tuple[str, int]], failures: list[str] | None = None
+) -> list[Conn]:
+    """Log ``users`` (name, port) in, ``spec.concurrency`` at a time; connections in order.
+
+    With a ``failures`` list, a login that fails is recorded there and the others go on.
+    """
     conns: list[Conn | None] = [None] * len(users)
     sem = asyncio.Semaphore(spec.concurrency)
 
     async def one(i: int, user: str, port: int) -> None:
         async with sem:
             conn = Conn(spec.domain)
-            await conn.login(
-                spec.host,
-                port,
-                user,
-                spec.password,
-                "bench",
-                mechanisms=spec.mechanisms,
-                presence=presence,
-                timeout=spec.timeout,
-            )
+            try:
+                await conn.login(
+                    spec.host,
+                    port,
+                    user,
+                    spec.password,
+                    "bench",
+                    mechanisms=spec.mechanisms,
+                    presence=True,
+                    timeout=spec.timeout,
+                )
+            except Exception as exc:
+                if failures is None:
+                    raise
+                failures.append(f"{user}: {exc!r}"[:200])
+                with contextlib.suppress(Exception):
+                    await conn.close(1.0)
+                return
             conns[i] = conn
 
     try:
@@ -485,14 +498,17 @@ async def w_logins(spec: Spec, ctl: Control) -> dict[str, Any]:
             except Exception as exc:
                 errors.append(f"{user}: {exc!r}"[:200])
             finally:
-                with contextlib.suppress(Exception):
-                    await conn.close(2.0)
+                # Like a client that quits: it sends </stream:stream> and does not wait for the
+                # server's TLS close_notify and FIN (ejabberd takes ~100 ms to send them).
+                closing.add(asyncio.create_task(conn.close(5.0)))
 
+    closing: set[asyncio.Task[None]] = set()
     await asyncio.wait_for(
         asyncio.gather(*(worker(w) for w in range(spec.concurrency))), spec.duration + 120
     )
     span = time.monotonic() - t0
     gen_cpu = time.process_time() - cpu0
+    await asyncio.wait(closing, timeout=10)
     await ctl.mark("end")
     return {
         "logins": done,
@@ -753,7 +769,8 @@ async def w_idle(spec: Spec, ctl: Control) -> dict[str, Any]:
     users = users[: spec.connections]
     await ctl.mark("before")
     cpu0, t0 = time.process_time(), time.monotonic()
-    conns = await login_many(spec, [(u, spec.port(i)) for i, u in enumerate(users)])
+    failures: list[str] = []
+    conns = await login_many(spec, [(u, spec.port(i)) for i, u in enumerate(users)], failures)
     login_seconds = time.monotonic() - t0
     gen_cpu = time.process_time() - cpu0
     drained = [0]
@@ -770,6 +787,8 @@ async def w_idle(spec: Spec, ctl: Control) -> dict[str, Any]:
     return {
         "connections": len(conns),
         "alive_at_mark": alive,
+        "errors": len(failures),
+        "error_sample": failures[:3],
         "login_seconds": login_seconds,
         "rate": len(conns) / login_seconds,
         "mechanism": conns[0].mechanism if conns else "",

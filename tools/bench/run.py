@@ -27,6 +27,7 @@ import contextlib
 import json
 import os
 import platform
+import re
 import select
 import shutil
 import signal
@@ -262,7 +263,9 @@ def summarise_profile(path: Path, pid: int, top: int = 12) -> list[str]:
         if not count.isdigit():
             continue
         n = int(count)
-        frames = [f.split(" (")[0] + " (" + f.split(" (")[-1] for f in stack.split(";") if f]
+        # "function (path/file.py:123)" -> "function (file.py)": lines of one function merge.
+        frames = [re.sub(r" \((?:.*/)?([^/]*?)(?::\d+)?\)$", r" (\1)", f) for f in stack.split(";")]
+        frames = [f for f in frames if f]
         if not frames:
             continue
         total += n
@@ -310,7 +313,6 @@ def bench_server(
                 raise RuntimeError(f"registration failed: {phase.result['failed']}")
         out["setup_seconds"] = time.monotonic() - t0
         print(f"   accounts created in {out['setup_seconds']:.0f} s", flush=True)
-        common = {"duration": prof["duration"], "drain": prof["drain"], "window": prof["window"]}
         for workload in WORKLOADS:
             if workload not in args.workloads:
                 continue
@@ -318,67 +320,86 @@ def bench_server(
                 out[workload] = None
                 continue
             print(f"   {workload}", flush=True)
-            if workload == "idle":
-                spec = {"workload": "idle", "connections": idle, "concurrency": 50, "hold": 5.0}
-                phase = run_loadgen(server, spec, timeout=1800, memory_at=("before", "holding"))
-                before, held = phase.marks["before"].memory, phase.marks["holding"].memory
-                assert before is not None and held is not None
-                n = max(phase.result["connections"], 1)
-                out["idle"] = {
-                    "connections": phase.result["connections"],
-                    "pss_kib": (held["pss"] - before["pss"]) / n,
-                    "rss_kib": (held["rss"] - before["rss"]) / n,
-                    "login_rate": phase.result["rate"],
-                    "base_pss_mib": before["pss"] / 1024,
-                    **phase.between("before", "holding"),
-                }
-            elif workload == "logins":
-                spec = dict(
-                    common,
-                    workload="logins",
-                    concurrency=prof["login_concurrency"],
-                    users=[f"i{i + 1}" for i in range(min(idle, 1000))],
-                )
-                phase = run_loadgen(server, spec, timeout=prof["duration"] + 300)
-                out["logins"] = with_cpu(phase, phase.result["logins"])
-            elif workload == "messages":
-                spec = dict(common, workload="messages", pairs=pairs, mode="saturate")
-                profiler = None
-                hooks: dict[str, Any] = {}
-                if args.profile and isinstance(server, srv.Xes):
-                    profiler = Profiler(server, args.profile, prof["duration"])
-                    hooks["start"] = profiler.start
-                phase = run_loadgen(server, spec, timeout=prof["duration"] + 300, on_mark=hooks)
-                out["messages"] = with_cpu(phase, phase.result["received"])
-                if profiler is not None:
-                    out["profile"] = profiler.finish()
-                for rate in prof["rates"]:
-                    spec = dict(common, workload="messages", pairs=pairs, mode="rate", rate=rate)
-                    phase = run_loadgen(server, spec, timeout=prof["duration"] + 300)
-                    out[f"rate{rate}"] = with_cpu(phase, phase.result["received"])
-            elif workload == "muc":
-                spec = dict(common, workload="muc", occupants=occupants)
-                phase = run_loadgen(server, spec, timeout=prof["duration"] + 600)
-                out["muc"] = with_cpu(phase, phase.result["delivered"])
-            elif workload == "archive":
-                already = 0
-                for size in prof["archives"]:
-                    spec = dict(
-                        common,
-                        workload="archive",
-                        fill=size,
-                        window=64,
-                        queries=prof["queries"],
-                        duration=120.0,
-                        extra={"already": already},
-                    )
-                    phase = run_loadgen(server, spec, timeout=3600)
-                    out[f"archive{size}"] = with_cpu(phase, phase.result["queries"])
-                    already = size
+            try:
+                run_workload(server, workload, prof, args, out)
+            except Exception as exc:  # the other workloads and servers still run
+                print(f"   {workload} on {server.label} failed: {exc!r}", flush=True)
+                out[workload] = {"error": repr(exc)[:300]}
     finally:
         print(f"== {server.label}: stopping", flush=True)
         server.stop()
     return out
+
+
+def run_workload(
+    server: srv.Server,
+    workload: str,
+    prof: dict[str, Any],
+    args: argparse.Namespace,
+    out: dict[str, Any],
+) -> None:
+    """One workload on a running server; its figures go into ``out``."""
+    pairs, occupants, idle = prof["pairs"], prof["occupants"], prof["idle"]
+    common = {"duration": prof["duration"], "drain": prof["drain"], "window": prof["window"]}
+    if workload == "idle":
+        spec = {"workload": "idle", "connections": idle, "concurrency": 50, "hold": 5.0}
+        phase = run_loadgen(server, spec, timeout=1800, memory_at=("before", "holding"))
+        before, held = phase.marks["before"].memory, phase.marks["holding"].memory
+        assert before is not None and held is not None
+        n = max(phase.result["connections"], 1)
+        out["idle"] = {
+            "connections": phase.result["connections"],
+            "pss_kib": (held["pss"] - before["pss"]) / n,
+            "rss_kib": (held["rss"] - before["rss"]) / n,
+            "login_rate": phase.result["rate"],
+            "errors": phase.result["errors"],
+            "error_sample": phase.result["error_sample"],
+            "base_pss_mib": before["pss"] / 1024,
+            **phase.between("before", "holding"),
+        }
+    elif workload == "logins":
+        spec = dict(
+            common,
+            workload="logins",
+            concurrency=prof["login_concurrency"],
+            users=[f"i{i + 1}" for i in range(min(idle, 1000))],
+        )
+        phase = run_loadgen(server, spec, timeout=prof["duration"] + 300)
+        out["logins"] = with_cpu(phase, phase.result["logins"])
+    elif workload == "messages":
+        spec = dict(common, workload="messages", pairs=pairs, mode="saturate")
+        profiler = None
+        hooks: dict[str, Any] = {}
+        if args.profile and isinstance(server, srv.Xes):
+            profiler = Profiler(server, args.profile, prof["duration"])
+            hooks["start"] = profiler.start
+        phase = run_loadgen(server, spec, timeout=prof["duration"] + 300, on_mark=hooks)
+        out["messages"] = with_cpu(phase, phase.result["received"])
+        if profiler is not None:
+            out["profile"] = profiler.finish()
+        for rate in prof["rates"]:
+            spec = dict(common, workload="messages", pairs=pairs, mode="rate", rate=rate)
+            phase = run_loadgen(server, spec, timeout=prof["duration"] + 300)
+            out[f"rate{rate}"] = with_cpu(phase, phase.result["received"])
+    elif workload == "muc":
+        spec = dict(common, workload="muc", occupants=occupants)
+        phase = run_loadgen(server, spec, timeout=prof["duration"] + 600)
+        out["muc"] = with_cpu(phase, phase.result["delivered"])
+    elif workload == "archive":
+        already = 0
+        for size in prof["archives"]:
+            spec = dict(
+                common,
+                workload="archive",
+                fill=size,
+                window=64,
+                queries=prof["queries"],
+                duration=120.0,
+                extra={"already": already},
+            )
+            phase = run_loadgen(server, spec, timeout=3600)
+            out[f"archive{size}"] = with_cpu(phase, phase.result["queries"])
+            already = size
 
 
 def with_cpu(phase: Phase, count: float) -> dict[str, Any]:
@@ -432,6 +453,14 @@ def value(result: dict[str, Any], key: str, fld: str) -> list[float] | None:
     return None if any(v is None for v in vals) else [float(v) for v in vals]  # type: ignore[arg-type]
 
 
+def failed(result: dict[str, Any], key: str) -> bool:
+    """Did the server's setup, or the workload behind row ``key``, fail?"""
+    workload = "messages" if key.startswith("rate") else key.rstrip("0123456789")
+    return "error" in result or any(
+        isinstance(result.get(k), dict) and "error" in result[k] for k in (key, workload)
+    )
+
+
 def fmt(values: list[float] | None) -> str:
     if values is None:
         return "n/a"
@@ -447,7 +476,7 @@ def table(results: dict[str, dict[str, Any]], prof: dict[str, Any]) -> str:
     for label, key, fld, better in rows(prof):
         cells = [label, better]
         vals = {n: value(results[n], key, fld) for n in names}
-        cells += [fmt(vals[n]) for n in names]
+        cells += ["failed" if failed(results[n], key) else fmt(vals[n]) for n in names]
         for p in peers:
             x, y = vals.get("xes"), vals[p]
             if not better or x is None or y is None:
@@ -539,7 +568,11 @@ def main(argv: list[str] | None = None) -> int:
             server = classes[name](root / name)
             server.root.mkdir(parents=True)
             server.cpu = SERVER_CPU if pin else None
-            results[name] = bench_server(server, prof, args)
+            try:
+                results[name] = bench_server(server, prof, args)
+            except Exception as exc:  # setup failed: the next server still runs
+                print(f"== {server.label} failed: {exc!r}", flush=True)
+                results[name] = {"label": server.label, "error": repr(exc)[:300]}
     finally:
         if args.keep:
             print(f"kept {root}")
