@@ -16,8 +16,9 @@ server, set the pace. On this shared 2-core machine compare ratios taken within 
     .venv/bin/python tools/bench/run.py --quick     # smoke run, a few minutes
     .venv/bin/python tools/bench/run.py --out docs-table.md --json results.json
 
-``--profile DIR`` records a py-spy profile of every xes process during the saturated one-to-one
-phase and prints where the time goes (``pip install -e '.[bench]'`` brings py-spy and uvloop).
+``--profile DIR`` records a py-spy profile of every xes process during the logins and the
+saturated one-to-one phases and prints where the time goes (``pip install -e '.[bench]'``
+brings py-spy and uvloop).
 """
 
 from __future__ import annotations
@@ -240,7 +241,7 @@ class Profiler:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
             if b"python" not in cmd:
                 continue
-            out = self.directory / f"{self.server.name}-{pid}.txt"
+            out = self.directory / f"{self.server.name}-{pid}-{time.strftime('%H%M%S')}.txt"
             argv = srv.pinned(
                 GEN_CPU, [spy, "record", "-p", str(pid), "-d", str(int(self.seconds))]
             )
@@ -372,19 +373,18 @@ def run_workload(
             concurrency=prof["login_concurrency"],
             users=[f"i{i + 1}" for i in range(min(idle, 1000))],
         )
-        phase = run_loadgen(server, spec, timeout=prof["duration"] + 300)
+        profiler, hooks = profile_hooks(server, args, prof)
+        phase = run_loadgen(server, spec, timeout=prof["duration"] + 300, on_mark=hooks)
         out["logins"] = with_cpu(phase, phase.result["logins"])
+        if profiler is not None:
+            out.setdefault("profile", {})["logins"] = profiler.finish()
     elif workload == "messages":
         spec = dict(common, workload="messages", pairs=pairs, mode="saturate")
-        profiler = None
-        hooks: dict[str, Any] = {}
-        if args.profile and isinstance(server, srv.Xes):
-            profiler = Profiler(server, args.profile, prof["duration"])
-            hooks["start"] = profiler.start
+        profiler, hooks = profile_hooks(server, args, prof)
         phase = run_loadgen(server, spec, timeout=prof["duration"] + 300, on_mark=hooks)
         out["messages"] = with_cpu(phase, phase.result["received"])
         if profiler is not None:
-            out["profile"] = profiler.finish()
+            out.setdefault("profile", {})["saturated 1:1 messages"] = profiler.finish()
         capacity = out["messages"]["rate"]
         for rate in prof["rates"]:
             if rate > 0.9 * capacity:  # a backlog that only grows: no steady latency to measure
@@ -412,6 +412,16 @@ def run_workload(
             phase = run_loadgen(server, spec, timeout=3600)
             out[f"archive{size}"] = with_cpu(phase, phase.result["queries"])
             already = size
+
+
+def profile_hooks(
+    server: srv.Server, args: argparse.Namespace, prof: dict[str, Any]
+) -> tuple[Profiler | None, dict[str, Any]]:
+    """With ``--profile`` and an xes server: a profiler started at the phase's start mark."""
+    if not args.profile or not isinstance(server, srv.Xes):
+        return None, {}
+    profiler = Profiler(server, args.profile, prof["duration"])
+    return profiler, {"start": profiler.start}
 
 
 def with_cpu(phase: Phase, count: float) -> dict[str, Any]:
@@ -636,9 +646,8 @@ def main(argv: list[str] | None = None) -> int:
     if problems:
         report += "\nNotes:\n" + "\n".join(f"- {p}" for p in problems) + "\n"
     for name, r in results.items():
-        if r.get("profile"):
-            report += f"\nProfile of {name} (saturated 1:1 messages):\n```\n"
-            report += "\n".join(r["profile"]) + "\n```\n"
+        for phase_name, lines in r.get("profile", {}).items():
+            report += f"\nProfile of {name} ({phase_name}):\n```\n" + "\n".join(lines) + "\n```\n"
     print()
     print(report)
     if args.out:
