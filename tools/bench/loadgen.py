@@ -261,6 +261,21 @@ class Conn:
         if presence:
             self.send("<presence/>")
 
+    async def login_as(
+        self, spec: Spec, user: str, port: int, resource: str, *, presence: bool
+    ) -> None:
+        """``login`` with the host, password, mechanisms and timeout of ``spec``."""
+        await self.login(
+            spec.host,
+            port,
+            user,
+            spec.password,
+            resource,
+            mechanisms=spec.mechanisms,
+            presence=presence,
+            timeout=spec.timeout,
+        )
+
     def start_reader(self, on_data: Callable[[bytes, float], None]) -> None:
         """Hand every received chunk (with its arrival time) to ``on_data``."""
 
@@ -392,16 +407,7 @@ async def login_many(
         async with sem:
             conn = Conn(spec.domain)
             try:
-                await conn.login(
-                    spec.host,
-                    port,
-                    user,
-                    spec.password,
-                    "bench",
-                    mechanisms=spec.mechanisms,
-                    presence=True,
-                    timeout=spec.timeout,
-                )
+                await conn.login_as(spec, user, port, "bench", presence=True)
             except Exception as exc:
                 if failures is None:
                     raise
@@ -499,16 +505,7 @@ async def w_logins(spec: Spec, ctl: Control) -> dict[str, Any]:
             conn = Conn(spec.domain)
             started = time.monotonic()
             try:
-                await conn.login(
-                    spec.host,
-                    port,
-                    user,
-                    spec.password,
-                    f"l{n}",
-                    mechanisms=spec.mechanisms,
-                    presence=False,
-                    timeout=spec.timeout,
-                )
+                await conn.login_as(spec, user, port, f"l{n}", presence=False)
                 if time.monotonic() <= end:
                     done += 1
                     times.append(time.monotonic() - started)

@@ -83,22 +83,13 @@ ALL_SERVERS = ("xes", "xes3", "prosody", "ejabberd")
 
 
 def ensure_installed(packages: list[str]) -> None:
-    """apt-get install the Debian ``packages`` whose programs are missing; start no service.
+    """apt-get install the Debian ``packages`` that are not installed; start no service.
 
     A temporary policy-rc.d refusing every service start is put in place when none exists (the
     Debian way to install without starting daemons); any prosody or beam.smp process that
     appeared during the install anyway is stopped by its pid.
     """
-    present = {
-        "prosody": lambda: shutil.which("prosody") is not None,
-        "ejabberd": lambda: shutil.which("ejabberdctl") is not None,
-        "erlang-p1-sqlite3": lambda: (
-            any(Path("/usr/lib/x86_64-linux-gnu").glob("erlang-p1-sqlite3*"))
-            or subprocess.run(["dpkg", "-s", "erlang-p1-sqlite3"], capture_output=True).returncode
-            == 0
-        ),
-    }
-    missing = [p for p in packages if not present[p]()]
+    missing = [p for p in packages if not dpkg_installed(p)]
     if not missing:
         return
     print(f"installing {' '.join(missing)} with apt-get", flush=True)
@@ -124,6 +115,13 @@ def ensure_installed(packages: list[str]) -> None:
         print(f"stopping pid {pid} started by the package install", flush=True)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
+
+
+def dpkg_installed(package: str) -> bool:
+    out = subprocess.run(
+        ["dpkg-query", "-W", "-f", "${Status}", package], capture_output=True, text=True
+    )
+    return out.returncode == 0 and out.stdout.endswith("installed")
 
 
 def pids_named(names: tuple[str, ...]) -> list[int]:
