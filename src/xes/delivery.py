@@ -28,8 +28,8 @@ from xes.events.catalog import (
     SmResumed,
     SmStanzasQueued,
 )
-from xes.features.roster import item_element, push_bytes
 from xes.hub import Hub, LocalSession
+from xes.stanza.roster import item_element, push_bytes, removed_element
 from xes.store.journal import read_events
 
 log = structlog.get_logger("xes.delivery")
@@ -91,9 +91,7 @@ def deliver(hub: Hub, committed: Committed) -> None:
         if event.listed:
             _push(hub, event.owner, committed, item_element(event))
     elif isinstance(event, RosterItemRemoved):
-        from xes.projections.roster import RosterItem
-
-        _push(hub, event.owner, committed, item_element(RosterItem(event.contact), removed=True))
+        _push(hub, event.owner, committed, removed_element(event.contact))
     elif isinstance(event, SessionBound):
         # RFC 6120 §7.7.2.2: a new session with the same full JID replaces the old one.
         old = hub.by_jid.get(event.jid)
@@ -127,10 +125,8 @@ def _deliver_presence(hub: Hub, data: bytes, targets: list[str]) -> None:
                 _send(session, data)
         else:
             for session in hub.local_of_bare(target):
-                if session.sm_active:
-                    session.sm_pull()
-                elif session.available:
-                    session.send_bytes(data)
+                if session.available or session.sm_active:  # the outbox decides for the latter
+                    _send(session, data)
 
 
 def _push(hub: Hub, owner: str, committed: Committed, item: Any) -> None:
@@ -138,8 +134,4 @@ def _push(hub: Hub, owner: str, committed: Committed, item: Any) -> None:
         if session.sm_active:
             session.sm_pull()
         elif session.interested:
-            session.send_bytes(
-                push_bytes(
-                    session.full, committed.version, item, f"push-{committed.index}-{committed.pos}"
-                )
-            )
+            session.send_bytes(push_bytes(session.full, committed, item))

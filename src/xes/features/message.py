@@ -58,11 +58,7 @@ async def handle(hub: Hub, session: LocalSession, stanza: Element) -> None:
             # §8.5.2: to the bare JID (or §8.5.3.2.1: full JID without that resource).
             if type_ == "groupchat":
                 raise StanzaError("service-unavailable")
-            available = [
-                s
-                for s in sessions_view.of_user(hub.store, txn, bare)
-                if s.available and s.priority >= 0
-            ]
+            available = sessions_view.available_resources(hub.store, txn, bare)
             if type_ == "headline" or type_ == "error":
                 targets = [s.jid for s in available]
                 if not targets:

@@ -19,6 +19,7 @@ from xes.projections import roster as roster_view
 from xes.projections.projector import stream_version
 from xes.projections.roster import RosterItem
 from xes.stanza.core import StanzaError, iq_result
+from xes.stanza.roster import item_element
 from xes.xml import E, Element, ns, serialize
 
 XEPS = ((237, "complete"),)
@@ -38,31 +39,6 @@ def item_event(owner: str, item: RosterItem) -> RosterItemUpdated:
         approved=item.approved,
         listed=item.listed,
     )
-
-
-def item_element(item: RosterItem | RosterItemUpdated, removed: bool = False) -> Element:
-    attrs = {"jid": item.contact}
-    if removed:
-        attrs["subscription"] = "remove"
-        return E("{%s}item" % ns.ROSTER, attrs)
-    attrs["subscription"] = item.subscription
-    if item.name:
-        attrs["name"] = item.name
-    if item.ask:
-        attrs["ask"] = "subscribe"
-    if item.approved:
-        attrs["approved"] = "true"
-    groups = [E("{%s}group" % ns.ROSTER, None, g) for g in item.groups]
-    return E("{%s}item" % ns.ROSTER, attrs, *groups)
-
-
-def push_bytes(owner_full: str, ver: int, item: Element, push_id: str) -> bytes:
-    iq = E(
-        "{%s}iq" % ns.CLIENT,
-        {"type": "set", "id": push_id, "to": owner_full},
-        E("{%s}query" % ns.ROSTER, {"ver": str(ver)}, item),
-    )
-    return serialize(iq)
 
 
 async def handle(hub: Hub, session: LocalSession, iq: Element, query: Element) -> Element | None:

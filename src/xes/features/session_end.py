@@ -43,7 +43,7 @@ def end_events(
     the end is refused if the session has moved on (resumed elsewhere) meanwhile.
     """
     views = list(views)
-    ending = {view.session for view in views}
+    ending = frozenset(view.session for view in views)
     events: list[Any] = []
     for view in views:
         state = sm_view.state(hub.store, txn, view.session)

@@ -53,7 +53,7 @@ def riders() -> list[Any]:
 
 
 def reroute_events(
-    hub: Hub, txn: lmdb.Transaction, view: SessionView, after: int, ending: set[str]
+    hub: Hub, txn: lmdb.Transaction, view: SessionView, after: int, ending: frozenset[str]
 ) -> list[Any]:
     """Events that deliver elsewhere what ``view``'s outbox holds above row ``after``."""
     bare, _, resource = view.jid.partition("/")
@@ -88,9 +88,7 @@ def reroute_events(
             continue
         if others is None:
             others = [
-                s.jid
-                for s in sessions_view.of_user(hub.store, txn, bare)
-                if s.session not in ending and s.available and s.priority >= 0
+                s.jid for s in sessions_view.available_resources(hub.store, txn, bare, ending)
             ]
         if others:
             events.append(MessageRouted(sender, to, type_, row.xml, others, received_at=row.at))

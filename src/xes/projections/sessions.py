@@ -212,6 +212,18 @@ def of_user(store: Store, txn: lmdb.Transaction, bare: str) -> list[SessionView]
     return [view for view in views if view is not None]
 
 
+def available_resources(
+    store: Store, txn: lmdb.Transaction, bare: str, excluding: frozenset[str] = frozenset()
+) -> list[SessionView]:
+    """Sessions of ``bare`` that get messages sent to the bare JID: available, non-negative
+    priority (RFC 6121 §8.5.2.1.1), except the session ids in ``excluding``."""
+    return [
+        view
+        for view in of_user(store, txn, bare)
+        if view.available and view.priority >= 0 and view.session not in excluding
+    ]
+
+
 def by_full_jid(store: Store, txn: lmdb.Transaction, full: str) -> SessionView | None:
     bare, _, resource = full.partition("/")
     sid = txn.get(key(bare, resource), db=store.db(BY_USER))

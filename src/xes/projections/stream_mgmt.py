@@ -16,7 +16,7 @@ projection then drops).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import lmdb
@@ -44,7 +44,9 @@ from xes.projections import offline as offline_view
 from xes.projections import sessions as sessions_view
 from xes.projections.base import Projection, Rejected, dump, load
 from xes.stanza.delay import with_delay
+from xes.stanza.roster import item_element, push_bytes, removed_element
 from xes.store.env import Store, from_u64, u64
+from xes.xml import Element
 
 STATE = "sm.state"
 OUTBOX = "sm.outbox"
@@ -78,17 +80,9 @@ class SmState:
         return cls(session=session, **obj)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "jid": self.jid,
-            "epoch": self.epoch,
-            "resume": self.resume,
-            "timeout": self.timeout,
-            "next": self.next,
-            "acked": self.acked,
-            "handled": self.handled,
-            "interested": self.interested,
-            "deadline": self.deadline,
-        }
+        obj = asdict(self)
+        del obj["session"]  # the key
+        return obj
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +145,7 @@ class StreamManagement(Projection):
         for row in rows:
             n += 1
             txn.put(_row_key(st.session, n), dump(row), db=self.db(OUTBOX))
-        return _replace(st, next=n)
+        return replace(st, next=n)
 
     def _drop_rows(self, txn: lmdb.Transaction, session: str, upto: int) -> None:
         prefix = session.encode() + b"\x00"
@@ -186,14 +180,14 @@ class StreamManagement(Projection):
     def on_sm_handled(self, txn: lmdb.Transaction, c: Committed, ev: SmHandled) -> None:
         st = self._current(txn, ev.session, ev.epoch)
         if ev.h > st.handled:
-            self._save(txn, _replace(st, handled=ev.h))
+            self._save(txn, replace(st, handled=ev.h))
 
     def on_sm_acked(self, txn: lmdb.Transaction, c: Committed, ev: SmAcked) -> None:
         st = self._current(txn, ev.session, ev.epoch)
         h = min(ev.h, st.next)
         if h > st.acked:
             self._drop_rows(txn, ev.session, h)
-            self._save(txn, _replace(st, acked=h))
+            self._save(txn, replace(st, acked=h))
 
     def on_sm_stanzas_queued(
         self, txn: lmdb.Transaction, c: Committed, ev: SmStanzasQueued
@@ -208,7 +202,7 @@ class StreamManagement(Projection):
     ) -> None:
         st = self._state(txn, ev.session)
         if st is not None and not st.interested:
-            self._save(txn, _replace(st, interested=True))
+            self._save(txn, replace(st, interested=True))
 
     def on_sm_resumed(self, txn: lmdb.Transaction, c: Committed, ev: SmResumed) -> None:
         st = self._state(txn, ev.session)
@@ -221,7 +215,7 @@ class StreamManagement(Projection):
         self._drop_rows(txn, ev.session, ev.h)
         if st.deadline:
             txn.delete(u64(st.deadline) + ev.session.encode(), db=self.db(DETACHED))
-        self._save(txn, _replace(st, epoch=ev.epoch, acked=ev.h, deadline=0))
+        self._save(txn, replace(st, epoch=ev.epoch, acked=ev.h, deadline=0))
 
     def on_sm_detached(self, txn: lmdb.Transaction, c: Committed, ev: SmDetached) -> None:
         st = self._state(txn, ev.session)
@@ -231,7 +225,7 @@ class StreamManagement(Projection):
             txn.delete(u64(st.deadline) + ev.session.encode(), db=self.db(DETACHED))
         txn.put(u64(ev.deadline) + ev.session.encode(), b"", db=self.db(DETACHED))
         # A detached session belongs to no connection: the next resumption starts a new epoch.
-        self._save(txn, _replace(st, deadline=ev.deadline, epoch=st.epoch + 1))
+        self._save(txn, replace(st, deadline=ev.deadline, epoch=st.epoch + 1))
 
     # -- session lifecycle ---------------------------------------------------------------------
 
@@ -303,28 +297,19 @@ class StreamManagement(Projection):
         self, txn: lmdb.Transaction, c: Committed, ev: RosterItemUpdated
     ) -> None:
         if ev.listed:
-            self._push(txn, c, ev.owner, ev, removed=False)
+            self._push(txn, c, ev.owner, item_element(ev))
 
     def on_roster_item_removed(
         self, txn: lmdb.Transaction, c: Committed, ev: RosterItemRemoved
     ) -> None:
-        from xes.projections.roster import RosterItem
+        self._push(txn, c, ev.owner, removed_element(ev.contact))
 
-        self._push(txn, c, ev.owner, RosterItem(ev.contact), removed=True)
-
-    def _push(
-        self, txn: lmdb.Transaction, c: Committed, owner: str, item: Any, removed: bool
-    ) -> None:
-        from xes.features.roster import item_element, push_bytes
-
+    def _push(self, txn: lmdb.Transaction, c: Committed, owner: str, item: Element) -> None:
         for view in sessions_view.of_user(self.store, txn, owner):
             st = self._state(txn, view.session)
-            if st is None or not st.interested:
-                continue
-            xml = push_bytes(
-                view.jid, c.version, item_element(item, removed=removed), push_id(c)
-            ).decode()
-            self._save(txn, self._append(txn, st, [{"xml": xml, "kind": "other", "at": 0}]))
+            if st is not None and st.interested:
+                xml = push_bytes(view.jid, c, item).decode()
+                self._save(txn, self._append(txn, st, [{"xml": xml, "kind": "other", "at": 0}]))
 
     def on_offline_flushed(self, txn: lmdb.Transaction, c: Committed, ev: OfflineFlushed) -> None:
         st = self._state(txn, ev.session)
@@ -337,17 +322,6 @@ class StreamManagement(Projection):
             if msg.seq <= ev.upto
         ]
         self._save(txn, self._append(txn, st, rows))
-
-
-def _replace(st: SmState, **changes: Any) -> SmState:
-    obj = st.to_json()
-    obj.update(changes)
-    return SmState.from_json(st.session, obj)
-
-
-def push_id(c: Committed) -> str:
-    """The id of a roster push: the event's log position, the same on every node."""
-    return f"push-{c.index}-{c.pos}"
 
 
 # -- reads -------------------------------------------------------------------------------------
