@@ -46,12 +46,26 @@ class SmClient(RawClient):
         resume: bool = True,  # type: ignore[no-untyped-def]
     ) -> tuple[str, str]:
         """Log in, bind, enable stream management; returns (full JID, SM id)."""
-        jid = self.login(server, user, password, resource)
-        self._start(self.buffer)
+        jid = self.login_parsed(server, user, password, resource)
         self.send(f"<enable xmlns='{SM}' resume='{'true' if resume else 'false'}'/>")
         enabled = self.wait_for(lambda e: e.tag in (f"{{{SM}}}enabled", f"{{{SM}}}failed"))
         assert enabled.tag == f"{{{SM}}}enabled", ET.tostring(enabled)
         return jid, enabled.get("id", "")
+
+    def login_parsed(
+        self,
+        server,
+        user: str,
+        password: str,
+        resource: str,
+        presence: bool = False,  # type: ignore[no-untyped-def]
+    ) -> str:
+        """Log in and bind; from here on what arrives is parsed (and counted). Returns the JID."""
+        jid = self.login(server, user, password, resource)
+        self._start(self.buffer)
+        if presence:
+            self.send("<presence/>")
+        return jid
 
     def resume_on(self, server, user: str, password: str, previd: str, h: int) -> ET.Element:  # type: ignore[no-untyped-def]
         """On a fresh connection: authenticate and send ``<resume/>``; the answer element."""

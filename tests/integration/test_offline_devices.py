@@ -49,7 +49,6 @@ def test_each_device_gets_offline_messages(shared_server: XesServer) -> None:
         sam.add_event_handler("receipt_received", sam.messages.put_nowait)
         sam.add_event_handler("marker_displayed", sam.messages.put_nowait)
         await sam.login(srv.c2s)
-        before = asyncio.get_running_loop().time()
         for i in range(3):
             msg = sam.make_message(mto=f"dana@{srv.domain}", mbody=f"while away {i}", mtype="chat")
             msg["id"] = f"away-{i}"
@@ -96,7 +95,6 @@ def test_each_device_gets_offline_messages(shared_server: XesServer) -> None:
         assert await _quiet(phone) == []
         await phone.logout()
         await sam.logout()
-        assert asyncio.get_running_loop().time() - before < 60
 
     run(scenario())
 

@@ -117,6 +117,13 @@ def test_tcp_cut_slixmpp_receiver_resumes(tmp_path: Path, shared_server: XesServ
             if seq is not None:
                 got.append(seq)
         assert resumed.is_set(), "the stream was not resumed"
+        # The half-open connection the server still held was closed when the session resumed.
+        rx_session = [
+            line
+            for line in srv.log_text().splitlines()
+            if '"session_ended"' in line and '"cut-rx@' in line and '"conflict"' in line
+        ]
+        assert rx_session, "the stale connection was not closed with a conflict"
         gap = timing.get("first_after", 0) - timing["cut"]
         _figures(
             "tcp-cut-slixmpp", sent, got, {"cut_to_resumed_delivery_s": round(gap, 3)}, tmp_path

@@ -95,8 +95,16 @@ def test_resume_failures(shared_server: XesServer) -> None:
     answer = second.resume_on(srv, "smc", "pw-c", sm_id, 0)
     assert answer.tag == f"{{{SM}}}failed"
     assert answer.get("h") == "2"
-    # Another user cannot resume someone else's session.
     second.close()
+    # Another user cannot resume someone else's live session, nor learn its count.
+    srv.add_user("smc2", "pw-c2")
+    live = SmClient(srv.c2s)
+    _, live_id = live.login_sm(srv, "smc", "pw-c", "desk")
+    thief = SmClient(srv.c2s)
+    answer = thief.resume_on(srv, "smc2", "pw-c2", live_id, 0)
+    assert answer.tag == f"{{{SM}}}failed" and answer.get("h") is None
+    thief.close()
+    live.close()
 
 
 def test_h_too_high_is_a_stream_error(shared_server: XesServer) -> None:
@@ -127,9 +135,7 @@ def test_unacknowledged_messages_survive_a_clean_logout(shared_server: XesServer
     eve.send("</stream:stream>")
     eve.recv_all_until_closed()
     later = SmClient(srv.c2s)
-    later.login(srv, "sme", "pw-e", "tablet")
-    later._start(later.buffer)
-    later.send("<presence/>")
+    later.login_parsed(srv, "sme", "pw-e", "tablet", presence=True)
     got = []
     while len(got) < 2:
         elem = later.wait_for(lambda e: e.tag.endswith("}message"))
@@ -147,8 +153,7 @@ def test_detached_session_expires_and_its_messages_go_offline(shared_server: Xes
     srv.add_user("smg", "pw-g")
     srv.add_user("smh", "pw-h")
     gina = SmClient(srv.c2s)
-    jid = gina.login(srv, "smg", "pw-g", "watch")
-    gina._start(gina.buffer)
+    jid = gina.login_parsed(srv, "smg", "pw-g", "watch")
     gina.send(f"<enable xmlns='{SM}' resume='true' max='2'/>")
     enabled = gina.wait_for(lambda e: e.tag == f"{{{SM}}}enabled")
     assert enabled.get("max") == "2"
@@ -166,9 +171,7 @@ def test_detached_session_expires_and_its_messages_go_offline(shared_server: Xes
     assert answer.tag == f"{{{SM}}}failed"
     again.close()
     later = SmClient(srv.c2s)
-    later.login(srv, "smg", "pw-g", "watch")
-    later._start(later.buffer)
-    later.send("<presence/>")
+    later.login_parsed(srv, "smg", "pw-g", "watch", presence=True)
     assert _collect(later, 2) == ["held-1", "held-2"]
     later.close()
     hugo.close()
@@ -182,8 +185,7 @@ def test_unanswered_iq_gets_an_error_when_the_session_ends(shared_server: XesSer
     jid, _ = ida.login_sm(srv, "smi", "pw-i", "pad")
     ida.auto_ack = False
     jon = SmClient(srv.c2s)
-    jon.login(srv, "smj", "pw-j", "pc")
-    jon._start(jon.buffer)
+    jon.login_parsed(srv, "smj", "pw-j", "pc")
     jon.send(f"<iq type='get' id='q1' to='{jid}'><query xmlns='jabber:iq:version'/></iq>")
     ida.wait_for(lambda e: e.get("id") == "q1")
     ida.send("</stream:stream>")  # leaves without answering or acknowledging it
