@@ -131,6 +131,7 @@ class ClientConnection:
         self._sm_acked = 0
         self._sm_recorded = 0
         self._sm_requested = 0.0
+        self._sm_asked = False
         self._sm_resend_upto = 0
         self._sm_ready = anyio.Event()
         self._sm_wake = anyio.Event()
@@ -186,6 +187,7 @@ class ClientConnection:
             return
         with self.hub.read() as txn:
             rows = sm_view.rows(self.hub.store, txn, self.session_id, self._sm_sent)
+        was_idle = self._sm_sent == self._sm_acked
         for row in rows:
             data = row.xml.encode()
             if row.n <= self._sm_resend_upto and row.kind == "message":
@@ -197,10 +199,13 @@ class ClientConnection:
         if unacked > cfg.max_unacked:
             log.warning("client_not_acking", session=self.session_id, unacked=unacked)
             self.close("policy-violation", "too many unacknowledged stanzas")
-        elif rows and unacked >= cfg.ack_request_every:
+        elif rows and unacked >= cfg.ack_request_every and not self._sm_asked:
             self._request_ack()
+        elif rows and was_idle:
+            self._sm_wake.set()  # the keeper asks later if no ack comes
 
     def _request_ack(self) -> None:
+        self._sm_asked = True
         self._sm_requested = time.monotonic()
         self._enqueue(sm.request())
 
@@ -236,7 +241,10 @@ class ClientConnection:
         cfg = self.hub.config.stream_management
         last_record = time.monotonic()
         while not self.closing:
-            with anyio.move_on_after(min(cfg.ack_record_interval, cfg.ack_request_after)):
+            pending = self._sm_sent > self._sm_acked or self._sm_acked > self._sm_recorded
+            # Idle sessions sleep until there is something to ask for or to record.
+            wait = min(cfg.ack_record_interval, cfg.ack_request_after) if pending else None
+            with anyio.move_on_after(wait):
                 await self._sm_wake.wait()
             self._sm_wake = anyio.Event()
             now = time.monotonic()
@@ -259,6 +267,7 @@ class ClientConnection:
             log.warning("sm_h_too_high", h=h, sent=self._sm_sent, session=self.session_id)
             return False
         self._sm_acked = h
+        self._sm_asked = False
         if h - self._sm_recorded >= self.hub.config.stream_management.ack_record_every:
             self._sm_wake.set()
         return True
