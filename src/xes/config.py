@@ -109,6 +109,27 @@ class OfflineConfig:
 
 
 @dataclass(frozen=True)
+class ArchiveConfig:
+    """Message archive (XEP-0313), stanza ids (XEP-0359) and carbons (XEP-0280); ADR 0009."""
+
+    enabled: bool = True
+    """Archive messages and answer ``urn:xmpp:mam:2`` queries."""
+    default: str = "always"
+    """Archiving default for users who set no preference: always | never | roster (only
+    messages with contacts in the user's roster)."""
+    retention_days: float = 0
+    """Days archived messages of the served domain are kept; 0 keeps them for ever."""
+    retention_by_domain: dict[str, float] = field(default_factory=dict)
+    """Retention in days for other domains served here (e.g. a group-chat service), by domain."""
+    retention_check_interval: float = 600.0
+    """Seconds between the leader's checks for archived messages past their retention."""
+    page_size: int = 50
+    """Messages in a query result page when the client does not say (RSM ``max``)."""
+    max_page_size: int = 250
+    """Most messages in one result page, whatever the client asks for."""
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     node_id: str = "n1"
     """This node's id (unique in the cluster)."""
@@ -156,6 +177,7 @@ class Config:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     stream_management: StreamManagementConfig = field(default_factory=StreamManagementConfig)
     offline: OfflineConfig = field(default_factory=OfflineConfig)
+    archive: ArchiveConfig = field(default_factory=ArchiveConfig)
     log: LogConfig = field(default_factory=LogConfig)
     source: Path | None = None
     """The file this configuration was read from (not a key)."""
@@ -189,6 +211,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "cluster": ClusterConfig,
     "stream_management": StreamManagementConfig,
     "offline": OfflineConfig,
+    "archive": ArchiveConfig,
     "log": LogConfig,
 }
 
@@ -246,6 +269,10 @@ def parse_config(
             if not isinstance(raw[name], dict):
                 raise ConfigError(f"[{name}] must be a table")
             config = replace(config, **{name: _section(cls, raw[name], name)})
+    if config.archive.default not in ("always", "never", "roster"):
+        raise ConfigError("[archive] default must be always, never or roster")
+    if not 0 < config.archive.page_size <= config.archive.max_page_size:
+        raise ConfigError("[archive] needs 0 < page_size <= max_page_size")
     if config.cluster.peers and not config.cluster_secret:
         raise ConfigError("[cluster] peers require a secret (or secret_file)")
     if config.cluster.node_down_after <= 0:

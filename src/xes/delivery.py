@@ -29,6 +29,7 @@ from xes.events.catalog import (
     SmStanzasQueued,
 )
 from xes.hub import Hub, LocalSession
+from xes.stanza import carbons
 from xes.stanza.roster import item_element, push_bytes, removed_element
 from xes.store.journal import read_events
 
@@ -67,6 +68,10 @@ def deliver(hub: Hub, committed: Committed) -> None:
             session = hub.by_jid.get(target)
             if session is not None:
                 _send(session, data)
+        for target, copy in carbons.copies(event):
+            session = hub.by_jid.get(target)
+            if session is not None:
+                _send(session, copy)
         if event.offline_for is not None:
             # Stored offline while a session of the user may have come online meanwhile.
             for session in hub.local_of_bare(event.offline_for):

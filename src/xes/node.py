@@ -20,7 +20,7 @@ import anyio
 import structlog
 from anyio.abc import SocketAttribute, SocketStream, TaskGroup
 
-from xes import cluster_watch, delivery, telemetry
+from xes import archive_retention, cluster_watch, delivery, telemetry
 from xes.config import Config
 from xes.eventlog import process as log_process
 from xes.eventlog.client import LogClient, LogUnavailable, ProposalRejected
@@ -97,6 +97,7 @@ class Node:
             tg.start_soon(
                 functools.partial(cluster_watch.run, hub, down_after=config.cluster.node_down_after)
             )
+            tg.start_soon(archive_retention.run, hub)
             self.limiter = LoginLimiter(
                 max_failures=config.auth.max_failures,
                 window_s=config.auth.failure_window,

@@ -15,7 +15,7 @@ import structlog
 
 from xes.eventlog.client import LogUnavailable, ProposalRejected
 from xes.events.catalog import IqRouted
-from xes.features import message, presence, roster, server_iq
+from xes.features import carbons, mam, message, presence, roster, server_iq
 from xes.hub import Hub, LocalSession
 from xes.jid import JID, InvalidJID
 from xes.projections import accounts as accounts_view
@@ -34,12 +34,20 @@ SERVER_IQ: dict[str, IqHandler] = {
     "{%s}ping" % ns.PING: server_iq.ping,
     "{%s}query" % ns.VERSION: server_iq.version,
     "{%s}session" % ns.SESSION: server_iq.session,
+    "{%s}query" % ns.MAM: mam.query,
+    "{%s}prefs" % ns.MAM: mam.prefs,
+    "{%s}metadata" % ns.MAM: mam.metadata,
+    "{%s}enable" % ns.CARBONS: carbons.toggle,
+    "{%s}disable" % ns.CARBONS: carbons.toggle,
 }
 """Payloads the server answers when an iq is addressed to it (or to no one)."""
 
 ACCOUNT_IQ: dict[str, IqHandler] = {
     "{%s}query" % ns.ROSTER: roster.handle,
     "{%s}query" % ns.DISCO_INFO: server_iq.disco_info,
+    "{%s}query" % ns.MAM: mam.query,
+    "{%s}prefs" % ns.MAM: mam.prefs,
+    "{%s}metadata" % ns.MAM: mam.metadata,
 }
 """Payloads the server answers on behalf of an account's bare JID (RFC 6121 §8.5.2)."""
 

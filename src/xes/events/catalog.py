@@ -228,6 +228,19 @@ class MessageRouted:
     received_at: int | None = None
     """When the server first received the message (ms), if earlier than this event: a message
     re-routed from a session that ended without acknowledging it keeps its original time."""
+    stanza_id: str | None = None
+    """Archive id (XEP-0359 ``stanza-id``) chosen by the proposer; the recipient's copy in
+    ``xml`` already carries it when the recipient archives the message."""
+    archived_by: list[str] = field(default_factory=list)
+    """Bare JIDs whose message archive (XEP-0313) keeps this message under ``stanza_id``: the
+    proposer applied their archiving preferences. Empty for a re-routed copy."""
+    origin_id: str | None = None
+    """The sender's XEP-0359 ``origin-id``: a re-send with the same one is not archived twice."""
+    sent_carbons: list[str] = field(default_factory=list)
+    """Full JIDs of the sender's other carbons-enabled resources (XEP-0280 ``<sent/>``)."""
+    received_carbons: list[str] = field(default_factory=list)
+    """Full JIDs of the recipient's carbons-enabled resources not among ``targets``
+    (XEP-0280 ``<received/>``)."""
 
     def stream(self) -> str:
         return f"chat:{self.to.split('/', 1)[0]}"
@@ -377,6 +390,56 @@ class SmDetached:
     deadline: int
     """Milliseconds since the epoch; after it the leader ends the session."""
     reason: str
+
+    def stream(self) -> str:
+        return f"session:{self.session}"
+
+
+# --- message archive (XEP-0313) and carbons (XEP-0280) --------------------------------------
+
+
+@event("archive.prefs_set")
+@dataclass(frozen=True, slots=True)
+class ArchivePrefsSet:
+    """The owner changed its archiving preferences (XEP-0313 §6)."""
+
+    owner: str
+    """Bare JID of the archive."""
+    default: str
+    """always | never | roster."""
+    always: list[str] = field(default_factory=list)
+    """Bare JIDs whose messages are always archived, sorted."""
+    never: list[str] = field(default_factory=list)
+    """Bare JIDs whose messages are never archived, sorted."""
+
+    def stream(self) -> str:
+        return f"archive:{self.owner}"
+
+
+@event("archive.expired")
+@dataclass(frozen=True, slots=True)
+class ArchiveExpired:
+    """The leader applied the retention limit of ``domain``: archived messages stamped before
+    ``before`` are deleted, at most ``limit`` of them (the leader repeats while more remain)."""
+
+    domain: str
+    """Domain of the archives (the owners' domain part)."""
+    before: int
+    """Milliseconds since the epoch (the proposer's clock minus the configured retention)."""
+    limit: int
+    """Most messages deleted by this event, so applying it stays short."""
+
+    def stream(self) -> str:
+        return f"archive-retention:{self.domain}"
+
+
+@event("carbons.toggled")
+@dataclass(frozen=True, slots=True)
+class CarbonsToggled:
+    """The session enabled or disabled Message Carbons (XEP-0280 §4, §5)."""
+
+    session: str
+    enabled: bool
 
     def stream(self) -> str:
         return f"session:{self.session}"

@@ -23,7 +23,12 @@ SERVER_FEATURES = (
     "urn:xmpp:features:rosterver",
     "urn:xmpp:features:pre-approval",
     "msgoffline",
+    ns.CARBONS,
+    ns.SID,
 )
+
+ACCOUNT_FEATURES = (ns.DISCO_INFO, ns.MAM, ns.MAM_EXTENDED, ns.SID)
+"""What an account's bare JID offers (XEP-0313 §7: a user's archive is found there)."""
 
 
 async def disco_info(hub: Hub, session: LocalSession, iq: Element, query: Element) -> Element:
@@ -37,7 +42,8 @@ async def disco_info(hub: Hub, session: LocalSession, iq: Element, query: Elemen
         children = [
             E("{%s}identity" % ns.DISCO_INFO, {"category": "account", "type": "registered"})
         ]
-        children += [E("{%s}feature" % ns.DISCO_INFO, {"var": ns.DISCO_INFO})]
+        features = ACCOUNT_FEATURES if hub.config.archive.enabled else (ns.DISCO_INFO,)
+        children += [E("{%s}feature" % ns.DISCO_INFO, {"var": var}) for var in features]
         return iq_result(iq, E("{%s}query" % ns.DISCO_INFO, None, *children))
     children = [
         E("{%s}identity" % ns.DISCO_INFO, {"category": "server", "type": "im", "name": "xes"})

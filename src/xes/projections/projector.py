@@ -36,6 +36,7 @@ from xes.events import (
     decode_event,
 )
 from xes.projections.accounts import Accounts
+from xes.projections.archive import Archive
 from xes.projections.base import Projection, Rejected
 from xes.projections.offline import Offline
 from xes.projections.roster import Roster
@@ -46,7 +47,14 @@ from xes.store.env import Store, from_u64, open_store, u64
 
 log = structlog.get_logger("xes.projector")
 
-PROJECTIONS: tuple[type[Projection], ...] = (Accounts, Roster, StreamManagement, Sessions, Offline)
+PROJECTIONS: tuple[type[Projection], ...] = (
+    Accounts,
+    Roster,
+    StreamManagement,
+    Sessions,
+    Offline,
+    Archive,
+)
 """In apply order: ``sm`` reads a replaced session before ``sessions`` forgets it, and offline
 messages a flush delivers before ``offline`` drops them."""
 STREAMS = "streams.version"

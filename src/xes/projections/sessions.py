@@ -21,6 +21,7 @@ import lmdb
 
 from xes.events import Committed
 from xes.events.catalog import (
+    CarbonsToggled,
     NodeDown,
     NodeStarted,
     PresenceRouted,
@@ -64,6 +65,8 @@ class SessionView:
     available: bool = False
     priority: int = 0
     presence: str | None = None
+    carbons: bool = False
+    """The session enabled Message Carbons (XEP-0280)."""
 
     @property
     def bare(self) -> str:
@@ -86,6 +89,7 @@ class Sessions(Projection):
         "node.down",
         "sm.resumed",
         "sm.detached",
+        "carbons.toggled",
     )
 
     def _put(self, txn: lmdb.Transaction, view: SessionView) -> None:
@@ -97,6 +101,8 @@ class Sessions(Projection):
             "priority": view.priority,
             "presence": view.presence,
         }
+        if view.carbons:
+            obj["carbons"] = True  # absent when off: older state rows read the same
         txn.put(view.session.encode(), dump(obj), db=self.db(BY_ID))
 
     def _get(self, txn: lmdb.Transaction, session: str) -> SessionView | None:
@@ -135,11 +141,8 @@ class Sessions(Projection):
             return
         self._put(
             txn,
-            SessionView(
-                view.session,
-                view.jid,
-                view.node,
-                view.boot,
+            replace(
+                view,
                 available=ev.available,
                 priority=ev.priority,
                 presence=ev.xml if ev.available else None,
@@ -173,6 +176,13 @@ class Sessions(Projection):
         view = self._get(txn, ev.session)
         if view is not None:
             self._put(txn, replace(view, node="", boot=""))
+
+    def on_carbons_toggled(self, txn: lmdb.Transaction, c: Committed, ev: CarbonsToggled) -> None:
+        view = self._get(txn, ev.session)
+        if view is None:
+            raise Rejected(f"unknown-session: {ev.session}")
+        if view.carbons != ev.enabled:
+            self._put(txn, replace(view, carbons=ev.enabled))
 
     def on_node_started(self, txn: lmdb.Transaction, c: Committed, ev: NodeStarted) -> None:
         stale = [
@@ -210,6 +220,15 @@ def of_user(store: Store, txn: lmdb.Transaction, bare: str) -> list[SessionView]
         get(store, txn, v.decode()) for _, v in iter_prefix(txn, store.db(BY_USER), key(bare, ""))
     )
     return [view for view in views if view is not None]
+
+
+def carbon_copies(
+    store: Store, txn: lmdb.Transaction, bare: str, excluding: frozenset[str]
+) -> list[str]:
+    """Full JIDs of ``bare``'s carbons-enabled sessions (XEP-0280) not in ``excluding``."""
+    return [
+        view.jid for view in of_user(store, txn, bare) if view.carbons and view.jid not in excluding
+    ]
 
 
 def available_resources(

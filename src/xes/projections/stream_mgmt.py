@@ -43,6 +43,7 @@ from xes.events.catalog import (
 from xes.projections import offline as offline_view
 from xes.projections import sessions as sessions_view
 from xes.projections.base import Projection, Rejected, dump, load
+from xes.stanza import carbons
 from xes.stanza.delay import with_delay
 from xes.stanza.roster import item_element, push_bytes, removed_element
 from xes.store.env import Store, from_u64, u64
@@ -273,6 +274,10 @@ class StreamManagement(Projection):
         for target in ev.targets:
             row = {"xml": ev.xml, "kind": "message", "at": at, "shared": shared}
             self._to_full(txn, target, row)
+        for target, copy in carbons.copies(ev):
+            # A carbon is a copy: if unacknowledged when the session ends it is dropped, not
+            # re-routed (the original is in the archive).
+            self._to_full(txn, target, {"xml": copy.decode(), "kind": "other", "at": at})
 
     def on_iq_routed(self, txn: lmdb.Transaction, c: Committed, ev: IqRouted) -> None:
         self._to_session(txn, ev.session, {"xml": ev.xml, "kind": "iq", "at": c.envelope.at})

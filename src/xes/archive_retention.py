@@ -1,0 +1,68 @@
+"""Archive retention (ADR 0009): the leader deletes archived messages older than configured.
+
+Retention is configuration, which apply must never read (ADR 0003), so the leader turns it into
+an event: ``archive.expired(domain, before, limit)``, applied the same way on every node. Each
+event deletes a bounded number of messages, so a large backlog (retention just lowered) is worked
+off in short log entries; the leader repeats while older messages remain. Any node may run this;
+only the leader proposes, so two nodes do not race.
+"""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+import structlog
+
+from xes.eventlog.client import LogUnavailable, ProposalRejected
+from xes.events.catalog import ArchiveExpired
+from xes.hub import Hub
+from xes.projections import archive as archive_view
+
+log = structlog.get_logger("xes.archive_retention")
+
+BATCH = 2000
+"""Messages deleted per ``archive.expired`` event."""
+MAX_BATCHES = 500
+"""Events per check and domain, so one check stays bounded (the next check continues)."""
+
+
+def retention_days(hub: Hub) -> dict[str, float]:
+    """Retention per domain, in days (domains with none configured keep messages for ever)."""
+    cfg = hub.config.archive
+    days = {hub.domain: cfg.retention_days, **cfg.retention_by_domain}
+    return {domain: d for domain, d in sorted(days.items()) if d > 0}
+
+
+async def run(hub: Hub) -> None:
+    period = hub.config.archive.retention_check_interval
+    while True:
+        await anyio.sleep(period)
+        if not retention_days(hub):
+            continue
+        try:
+            status = await hub.log.status()
+        except LogUnavailable:
+            continue
+        if status.get("state") == "leader":
+            await expire(hub, int(time.time() * 1000))
+
+
+async def expire(hub: Hub, now_ms: int) -> int:
+    """Propose deletions until no archived message is past retention; returns events proposed."""
+    proposed = 0
+    for domain, days in retention_days(hub).items():
+        before = now_ms - int(days * 86400 * 1000)
+        for _ in range(MAX_BATCHES):
+            with hub.read() as txn:
+                if not archive_view.expiry_pending(hub.store, txn, domain, before):
+                    break
+            try:
+                await hub.log.append(ArchiveExpired(domain, before, BATCH))
+            except (LogUnavailable, ProposalRejected) as exc:
+                log.warning("archive_expiry_not_recorded", domain=domain, error=str(exc))
+                break
+            proposed += 1
+    if proposed:
+        log.info("archive_expired", events=proposed)
+    return proposed
