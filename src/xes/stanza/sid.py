@@ -49,6 +49,16 @@ def with_stanza_id(stanza: Element, by: str, id_: str, domain: str) -> Element:
     return strip_ours(stanza, domain).append(E(STANZA_ID, {"by": by, "id": id_}))
 
 
+def strip_by(stanza: Element, by: str) -> Element:
+    """``stanza`` without the ``stanza-id`` that archive ``by`` gave it."""
+    kept = tuple(
+        c
+        for c in stanza.children
+        if not (isinstance(c, Element) and c.tag == STANZA_ID and c.get("by") == by)
+    )
+    return stanza.replace(children=kept)
+
+
 def origin_id(stanza: Element) -> str | None:
     """The client's ``origin-id`` (XEP-0359 §3.2), if present and of a sane length."""
     el = stanza.find(ORIGIN_ID)

@@ -1,0 +1,393 @@
+"""History on every device: MAM (XEP-0313) with stanza ids (XEP-0359), carbons (XEP-0280) and
+delayed delivery (XEP-0203), checked with slixmpp clients against the real server."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from slixmpp import JID
+from slixmpp.exceptions import IqError
+from slixmpp.xmlstream import ET
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatchXPath
+
+from tests.integration.clients import Client, drain
+from tests.integration.conftest import run
+from tests.integration.server import XesServer
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+MAM = "urn:xmpp:mam:2"
+PLUGINS = ("xep_0313", "xep_0280", "xep_0359", "xep_0334")
+
+
+def body_of(msg: Any) -> str:
+    return str(msg["mam_result"]["forwarded"]["stanza"]["body"])
+
+
+async def mam(
+    client: Client,
+    *,
+    with_: str | None = None,
+    start: str | None = None,
+    end: str | None = None,
+    after_id: str | None = None,
+    before_id: str | None = None,
+    ids: list[str] | None = None,
+    rsm: dict[str, Any] | None = None,
+    flip: bool = False,
+) -> tuple[Any, list[Any]]:
+    """One archive query through slixmpp's XEP-0313 stanzas; returns (iq result, results)."""
+    iq = client.make_iq_set()
+    qid = iq["id"]
+    iq["mam"]["queryid"] = qid
+    if with_ is not None:
+        iq["mam"]["with"] = JID(with_)
+    if start is not None:
+        iq["mam"]["start"] = start
+    if end is not None:
+        iq["mam"]["end"] = end
+    if after_id is not None:
+        iq["mam"]["after_id"] = after_id
+    if before_id is not None:
+        iq["mam"]["before_id"] = before_id
+    if ids is not None:
+        iq["mam"]["ids"] = ids
+    for key, value in (rsm or {}).items():
+        iq["mam"]["rsm"][key] = value if isinstance(value, bool) else str(value)
+    if flip:
+        iq["mam"].xml.append(ET.Element(f"{{{MAM}}}flip-page"))
+    results: list[Any] = []
+
+    def collect(msg: Any) -> None:
+        if msg["mam_result"]["queryid"] == qid:
+            results.append(msg)
+
+    name = f"mam-{qid}"
+    client.register_handler(
+        Callback(name, MatchXPath(f"{{jabber:client}}message/{{{MAM}}}result"), collect)
+    )
+    try:
+        reply = await iq.send(timeout=10)
+    finally:
+        client.remove_handler(name)
+    return reply, results
+
+
+def fin(reply: Any) -> tuple[bool, str, str, str]:
+    f = reply["mam_fin"]
+    return (
+        f["complete"] in (True, "true"),
+        str(f["rsm"]["first"]),
+        str(f["rsm"]["last"]),
+        str(f["rsm"]["count"]),
+    )
+
+
+async def chat(client: Client, to: str, bodies: list[str], **extra: Any) -> None:
+    for body in bodies:
+        msg = client.make_message(mto=to, mbody=body, mtype="chat")
+        for key, value in extra.items():
+            msg[key] = value
+        msg.send()
+
+
+async def received(client: Client, count: int, timeout: float = 10.0) -> list[Any]:
+    out = []
+    while len(out) < count:
+        msg = await asyncio.wait_for(client.messages.get(), timeout)
+        if msg["body"]:
+            out.append(msg)
+    return out
+
+
+def test_paging_forwards_backwards_by_peer_date_and_id(shared_server: XesServer) -> None:
+    srv = shared_server
+    for user in ("mina", "olaf", "pia"):
+        srv.add_user(user, f"pw-{user}")
+    d = srv.domain
+
+    async def scenario() -> None:
+        mina = Client(f"mina@{d}/phone", "pw-mina", plugins=PLUGINS)
+        olaf = Client(f"olaf@{d}/pc", "pw-olaf", plugins=PLUGINS)
+        pia = Client(f"pia@{d}/pc", "pw-pia", plugins=PLUGINS)
+        for c in (mina, olaf, pia):
+            await c.login(srv.c2s)
+        first = [f"olaf {i}" for i in range(12)]
+        await chat(olaf, f"mina@{d}", first)
+        await received(mina, 12)
+        await chat(pia, f"mina@{d}", ["pia 0", "pia 1", "pia 2"])
+        await received(mina, 3)
+        await asyncio.sleep(1.2)  # a second batch, later in time
+        second = [f"olaf late {i}" for i in range(8)]
+        await chat(olaf, f"mina@{d}", second)
+        live = await received(mina, 8)
+
+        # Forward through the whole archive, 10 at a time (RSM after).
+        seen: list[str] = []
+        after = None
+        for _ in range(5):
+            rsm: dict[str, Any] = {"max": 10}
+            if after:
+                rsm["after"] = after
+            reply, results = await mam(mina, rsm=rsm)
+            seen += [body_of(m) for m in results]
+            complete, first_id, last_id, count = fin(reply)
+            assert count == "23"
+            assert not results or first_id == results[0]["mam_result"]["id"]
+            if complete:
+                break
+            after = last_id
+        assert len(seen) == 23
+        assert seen == first + ["pia 0", "pia 1", "pia 2"] + second
+
+        # Backwards from the end: the empty <before/> is the last page.
+        reply, results = await mam(mina, rsm={"max": 5, "before": True})
+        assert [body_of(m) for m in results] == second[-5:]
+        complete, first_id, _, _ = fin(reply)
+        assert not complete
+        reply, results = await mam(mina, rsm={"max": 5, "before": first_id})
+        assert [body_of(m) for m in results] == seen[13:18]
+        # flip-page: the same page, newest first.
+        reply, flipped = await mam(mina, rsm={"max": 5, "before": True}, flip=True)
+        assert [body_of(m) for m in flipped] == list(reversed(second[-5:]))
+
+        # By peer: only pia's messages; by full JID too.
+        _, results = await mam(mina, with_=f"pia@{d}")
+        assert [body_of(m) for m in results] == ["pia 0", "pia 1", "pia 2"]
+        _, results = await mam(mina, with_=f"olaf@{d}/pc", rsm={"max": 3})
+        assert [body_of(m) for m in results] == first[:3]
+
+        # By date: from the first to the last of the second batch (stamps from the archive).
+        _, everything = await mam(mina, rsm={"max": 50})
+        stamps = [m["mam_result"]["forwarded"]["delay"]["stamp"] for m in everything]
+        assert all(stamps), "every archived message carries its time (XEP-0203)"
+        start = everything[15]["mam_result"]["forwarded"].xml.find(
+            "{urn:xmpp:delay}delay"
+        ).get("stamp")
+        _, results = await mam(mina, start=start)
+        assert [body_of(m) for m in results] == second
+        end = everything[14]["mam_result"]["forwarded"].xml.find(
+            "{urn:xmpp:delay}delay"
+        ).get("stamp")
+        _, results = await mam(mina, end=end, with_=f"olaf@{d}")
+        assert [body_of(m) for m in results] == first
+
+        # By id (extended fields): after-id, before-id, ids.
+        ids = [m["mam_result"]["id"] for m in everything]
+        _, results = await mam(mina, after_id=ids[19])
+        assert [body_of(m) for m in results] == second[-3:]
+        _, results = await mam(mina, before_id=ids[2])
+        assert [body_of(m) for m in results] == first[:2]
+        _, results = await mam(mina, ids=[ids[5], ids[1]])
+        assert [body_of(m) for m in results] == [first[1], first[5]]
+
+        # The live copies carried the archive ids (XEP-0359), by the recipient's bare JID.
+        for msg, archived in zip(live, everything[15:], strict=True):
+            assert msg["stanza_id"]["by"] == f"mina@{d}"
+            assert msg["stanza_id"]["id"] == archived["mam_result"]["id"]
+
+        # The sender's own archive has the same conversation, outgoing.
+        _, results = await mam(olaf, with_=f"mina@{d}", rsm={"max": 50})
+        assert [body_of(m) for m in results] == first + second
+
+        # An id the archive does not hold is an error, not an empty page.
+        for bad in ({"rsm": {"after": "no-such-id"}}, {"after_id": "nope"}):
+            with pytest.raises(IqError) as err:
+                await mam(mina, **bad)
+            assert err.value.iq["error"]["condition"] == "item-not-found"
+        # Another user's archive is not readable.
+        iq = pia.make_iq_set(ito=f"mina@{d}")
+        iq["mam"]["queryid"] = "x"
+        with pytest.raises(IqError) as err:
+            await iq.send(timeout=10)
+        assert err.value.iq["error"]["condition"] == "forbidden"
+
+        # slixmpp's own paging helper walks the archive too.
+        walked = [body_of(m) async for m in mina.plugin["xep_0313"].iterate(rsm={"max": 7})]
+        assert walked == seen
+        for c in (mina, olaf, pia):
+            await c.logout()
+
+    run(scenario())
+
+
+def test_carbons_and_live_copies_carry_the_archive_id(shared_server: XesServer) -> None:
+    srv = shared_server
+    for user in ("quin", "rhea"):
+        srv.add_user(user, f"pw-{user}")
+    d = srv.domain
+
+    async def scenario() -> None:
+        q_phone = Client(f"quin@{d}/phone", "pw-quin", plugins=PLUGINS)
+        q_desk = Client(f"quin@{d}/desk", "pw-quin", plugins=PLUGINS)
+        r_phone = Client(f"rhea@{d}/phone", "pw-rhea", plugins=PLUGINS)
+        r_desk = Client(f"rhea@{d}/desk", "pw-rhea", plugins=PLUGINS)
+        sent: asyncio.Queue[Any] = asyncio.Queue()
+        got: asyncio.Queue[Any] = asyncio.Queue()
+        q_desk.add_event_handler("carbon_sent", sent.put_nowait)
+        r_desk.add_event_handler("carbon_received", got.put_nowait)
+        for c in (q_phone, q_desk, r_phone, r_desk):
+            await c.login(srv.c2s)
+        await q_desk.plugin["xep_0280"].enable()
+        await r_desk.plugin["xep_0280"].enable()
+
+        # To rhea's phone (full JID): her desk gets a received carbon, quin's desk a sent one.
+        msg = q_phone.make_message(mto=f"rhea@{d}/phone", mbody="to your phone", mtype="chat")
+        msg.send()
+        live = (await received(r_phone, 1))[0]
+        carbon_in = await asyncio.wait_for(got.get(), 10)
+        carbon_out = await asyncio.wait_for(sent.get(), 10)
+        inner_in = carbon_in["carbon_received"]
+        inner_out = carbon_out["carbon_sent"]
+        assert carbon_in["from"] == JID(f"rhea@{d}") and carbon_out["from"] == JID(f"quin@{d}")
+        assert str(inner_in["body"]) == str(inner_out["body"]) == "to your phone"
+        _, rhea_archive = await mam(r_desk, with_=f"quin@{d}")
+        _, quin_archive = await mam(q_desk, with_=f"rhea@{d}")
+        rhea_id = rhea_archive[-1]["mam_result"]["id"]
+        quin_id = quin_archive[-1]["mam_result"]["id"]
+        assert live["stanza_id"]["id"] == rhea_id and live["stanza_id"]["by"] == f"rhea@{d}"
+        assert inner_in["stanza_id"]["id"] == rhea_id
+        assert inner_out["stanza_id"]["id"] == quin_id
+        assert inner_out["stanza_id"]["by"] == f"quin@{d}"
+        assert inner_out["origin_id"]["id"] == msg["origin_id"]["id"]
+
+        # <private/> (XEP-0280) and <no-copy/> (XEP-0334): no carbons, still delivered.
+        private = q_phone.make_message(mto=f"rhea@{d}/phone", mbody="private", mtype="chat")
+        private.append(ET.Element("{urn:xmpp:carbons:2}private"))
+        private.send()
+        nocopy = q_phone.make_message(mto=f"rhea@{d}/phone", mbody="no copy", mtype="chat")
+        nocopy.append(ET.Element("{urn:xmpp:hints}no-copy"))
+        nocopy.send()
+        assert [str(m["body"]) for m in await received(r_phone, 2)] == ["private", "no copy"]
+        await asyncio.sleep(0.5)
+        assert sent.empty() and got.empty()
+
+        # Disabled: no more copies.
+        await r_desk.plugin["xep_0280"].disable()
+        q_phone.make_message(mto=f"rhea@{d}/phone", mbody="after disable", mtype="chat").send()
+        await received(r_phone, 1)
+        await asyncio.wait_for(sent.get(), 10)  # quin's desk still has carbons on
+        await asyncio.sleep(0.5)
+        assert got.empty()
+        for c in (q_phone, q_desk, r_phone, r_desk):
+            await c.logout()
+
+    run(scenario())
+
+
+def test_origin_id_resend_is_not_archived_or_delivered_twice(shared_server: XesServer) -> None:
+    srv = shared_server
+    for user in ("sven", "tara"):
+        srv.add_user(user, f"pw-{user}")
+    d = srv.domain
+
+    async def scenario() -> None:
+        sven = Client(f"sven@{d}/pc", "pw-sven", plugins=PLUGINS)
+        tara = Client(f"tara@{d}/pc", "pw-tara", plugins=PLUGINS)
+        await sven.login(srv.c2s)
+        await tara.login(srv.c2s)
+        for attempt in range(2):
+            msg = sven.make_message(mto=f"tara@{d}", mbody="exactly once", mtype="chat")
+            msg["origin_id"]["id"] = "origin-4711"
+            msg.send()
+            if attempt == 0:
+                await received(tara, 1)
+                # The client lost its connection before the server's ack and sends it again.
+                await sven.logout()
+                sven = Client(f"sven@{d}/pc", "pw-sven", plugins=PLUGINS)
+                await sven.login(srv.c2s)
+        sven.make_message(mto=f"tara@{d}", mbody="next", mtype="chat").send()
+        later = await received(tara, 1)
+        assert str(later[0]["body"]) == "next", "the re-sent message was delivered again"
+        for client in (sven, tara):
+            _, results = await mam(client)
+            assert [body_of(m) for m in results] == ["exactly once", "next"]
+        await sven.logout()
+        await tara.logout()
+
+    run(scenario())
+
+
+def test_catch_up_after_offline_and_preferences(shared_server: XesServer) -> None:
+    srv = shared_server
+    for user in ("ugo", "vera", "walt"):
+        srv.add_user(user, f"pw-{user}")
+    d = srv.domain
+
+    async def scenario() -> None:
+        ugo = Client(f"ugo@{d}/pc", "pw-ugo", plugins=PLUGINS)
+        vera_phone = Client(f"vera@{d}/phone", "pw-vera", plugins=PLUGINS)
+        vera_desk = Client(f"vera@{d}/desk", "pw-vera", plugins=PLUGINS)
+        await ugo.login(srv.c2s)
+        await vera_phone.login(srv.c2s)
+        await vera_desk.login(srv.c2s)
+        await chat(ugo, f"vera@{d}", ["before 0", "before 1"])
+        have = await received(vera_desk, 2)
+        last_known = have[-1]["stanza_id"]["id"]
+        await vera_desk.logout()
+        # While the desk is away, the phone gets these live.
+        await chat(ugo, f"vera@{d}", [f"missed {i}" for i in range(4)])
+        await received(vera_phone, 6)
+        # The desk comes back and catches up from the id of the last message it has.
+        vera_desk = Client(f"vera@{d}/desk", "pw-vera", plugins=PLUGINS)
+        await vera_desk.login(srv.c2s)
+        reply, results = await mam(vera_desk, rsm={"max": 50, "after": last_known})
+        assert [body_of(m) for m in results] == [f"missed {i}" for i in range(4)]
+        assert fin(reply)[0], "complete: nothing further"
+        # Metadata: the archive's first and last ids.
+        meta = vera_desk.make_iq_get()
+        meta.append(ET.Element(f"{{{MAM}}}metadata"))
+        answer = await meta.send(timeout=10)
+        end = answer.xml.find(f"{{{MAM}}}metadata/{{{MAM}}}end")
+        assert end is not None and end.get("id") == results[-1]["mam_result"]["id"]
+
+        # Preferences: never archive walt; default roster (ugo is not in vera's roster).
+        walt = Client(f"walt@{d}/pc", "pw-walt", plugins=PLUGINS)
+        await walt.login(srv.c2s)
+        prefs = vera_desk.make_iq_set()
+        el = ET.SubElement(prefs.xml, f"{{{MAM}}}prefs", {"default": "roster"})
+        never = ET.SubElement(el, f"{{{MAM}}}never")
+        ET.SubElement(never, f"{{{MAM}}}jid").text = f"walt@{d}"
+        answer = await prefs.send(timeout=10)
+        assert answer.xml.find(f"{{{MAM}}}prefs").get("default") == "roster"
+        await chat(walt, f"vera@{d}", ["not archived"])
+        await chat(ugo, f"vera@{d}", ["not in roster"])
+        live = await received(vera_phone, 2)
+        assert all(not m["stanza_id"]["id"] for m in live), "no id for what is not archived"
+        _, results = await mam(vera_desk, rsm={"max": 50, "after": last_known})
+        assert [body_of(m) for m in results] == [f"missed {i}" for i in range(4)]
+        # The sender's archive (default always) still has it.
+        _, results = await mam(walt)
+        assert [body_of(m) for m in results] == ["not archived"]
+        for c in (ugo, vera_phone, vera_desk, walt):
+            await c.logout()
+        drain(vera_phone.messages)
+
+    run(scenario())
+
+
+def test_offline_messages_carry_stanza_id_and_delay(shared_server: XesServer) -> None:
+    srv = shared_server
+    for user in ("xena", "yuri"):
+        srv.add_user(user, f"pw-{user}")
+    d = srv.domain
+
+    async def scenario() -> None:
+        xena = Client(f"xena@{d}/pc", "pw-xena", plugins=PLUGINS)
+        await xena.login(srv.c2s)
+        await chat(xena, f"yuri@{d}", ["while offline"])
+        await asyncio.sleep(0.5)
+        yuri = Client(f"yuri@{d}/pc", "pw-yuri", plugins=(*PLUGINS, "xep_0198"))
+        await yuri.login(srv.c2s)
+        msg = (await received(yuri, 1))[0]
+        assert msg["delay"]["stamp"] is not None
+        _, results = await mam(yuri)  # answered through the stream-management outbox
+        assert [body_of(m) for m in results] == ["while offline"]
+        assert msg["stanza_id"]["id"] == results[0]["mam_result"]["id"]
+        await xena.logout()
+        await yuri.logout()
+
+    run(scenario())
