@@ -141,7 +141,7 @@ def test_paging_forwards_backwards_by_peer_date_and_id(shared_server: XesServer)
                 break
             after = last_id
         assert len(seen) == 23
-        assert seen == first + ["pia 0", "pia 1", "pia 2"] + second
+        assert seen == [*first, "pia 0", "pia 1", "pia 2", *second]
 
         # Backwards from the end: the empty <before/> is the last page.
         reply, results = await mam(mina, rsm={"max": 5, "before": True})
@@ -164,14 +164,14 @@ def test_paging_forwards_backwards_by_peer_date_and_id(shared_server: XesServer)
         _, everything = await mam(mina, rsm={"max": 50})
         stamps = [m["mam_result"]["forwarded"]["delay"]["stamp"] for m in everything]
         assert all(stamps), "every archived message carries its time (XEP-0203)"
-        start = everything[15]["mam_result"]["forwarded"].xml.find(
-            "{urn:xmpp:delay}delay"
-        ).get("stamp")
+        start = (
+            everything[15]["mam_result"]["forwarded"].xml.find("{urn:xmpp:delay}delay").get("stamp")
+        )
         _, results = await mam(mina, start=start)
         assert [body_of(m) for m in results] == second
-        end = everything[14]["mam_result"]["forwarded"].xml.find(
-            "{urn:xmpp:delay}delay"
-        ).get("stamp")
+        end = (
+            everything[14]["mam_result"]["forwarded"].xml.find("{urn:xmpp:delay}delay").get("stamp")
+        )
         _, results = await mam(mina, end=end, with_=f"olaf@{d}")
         assert [body_of(m) for m in results] == first
 
