@@ -190,5 +190,16 @@ def _undelivered(hub: Hub, ending: set[str], after: int) -> list[MessageRouted]:
                 and msg.type in ("normal", "chat")
             ):
                 bare = msg.targets[0].split("/", 1)[0]
-                copies.append(replace(msg, targets=[], offline_for=bare))
+                # A copy: archived and carbon-copied the first time (ADR 0009), not again.
+                copy = replace(
+                    msg,
+                    targets=[],
+                    offline_for=bare,
+                    received_at=msg.received_at or committed.envelope.at,
+                    archived_by=[],
+                    origin_id=None,
+                    sent_carbons=[],
+                    received_carbons=[],
+                )
+                copies.append(copy)
     return copies

@@ -145,6 +145,8 @@ class Archive(Projection):
     ) -> None:
         assert ev.stanza_id is not None
         prefix = _owner(owner)
+        if txn.get(prefix + ev.stanza_id.encode(), db=self.db(IDS)) is not None:
+            return  # this archive holds the message already (a copy routed again)
         meta = load(txn.get(owner.encode(), db=self.db(META))) or {"count": 0, "last_at": 0}
         at = max(ev.received_at or c.envelope.at, meta["last_at"])
         seq = u64(c.seq)
