@@ -75,6 +75,8 @@ class SmClient(RawClient):
         self.buffer = b""
         self.open_stream(server.domain)
         self._start(self.buffer)
+        # XEP-0198 §5: the resumed stream goes on counting from what we said we handled.
+        self.handled = h
         self.send(f"<resume xmlns='{SM}' previd='{previd}' h='{h % 2**32}'/>")
         return self.wait_for(lambda e: e.tag in (f"{{{SM}}}resumed", f"{{{SM}}}failed"))
 

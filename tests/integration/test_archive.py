@@ -222,7 +222,7 @@ def test_carbons_and_live_copies_carry_the_archive_id(shared_server: XesServer) 
 
     async def scenario() -> None:
         q_phone = Client(f"quin@{d}/phone", "pw-quin", plugins=PLUGINS)
-        q_desk = Client(f"quin@{d}/desk", "pw-quin", plugins=PLUGINS)
+        q_desk = Client(f"quin@{d}/desk", "pw-quin", plugins=(*PLUGINS, "xep_0198"))
         r_phone = Client(f"rhea@{d}/phone", "pw-rhea", plugins=PLUGINS)
         r_desk = Client(f"rhea@{d}/desk", "pw-rhea", plugins=PLUGINS)
         sent: asyncio.Queue[Any] = asyncio.Queue()
@@ -391,3 +391,44 @@ def test_offline_messages_carry_stanza_id_and_delay(shared_server: XesServer) ->
         await yuri.logout()
 
     run(scenario())
+
+
+def test_retention_deletes_old_messages(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    srv = XesServer(tmp_path / "node")
+    # 0.00003 days = 2.6 s; the leader checks every 0.5 s.
+    srv.extra = "\n[archive]\nretention_days = 0.00003\nretention_check_interval = 0.5\n"
+    srv.write_config()
+    srv.start()
+    try:
+        srv.add_user("zoe", "pw-zoe")
+        srv.add_user("abe", "pw-abe")
+        d = srv.domain
+
+        async def scenario() -> None:
+            zoe = Client(f"zoe@{d}/pc", "pw-zoe", plugins=PLUGINS)
+            abe = Client(f"abe@{d}/pc", "pw-abe", plugins=PLUGINS)
+            await zoe.login(srv.c2s)
+            await abe.login(srv.c2s)
+            await chat(abe, f"zoe@{d}", ["old 0", "old 1"])
+            await received(zoe, 2)
+            _, results = await mam(zoe)
+            assert [body_of(m) for m in results] == ["old 0", "old 1"]
+            for _ in range(40):
+                await asyncio.sleep(0.25)
+                _, results = await mam(zoe)
+                if not results:
+                    break
+            assert results == [], "messages past retention are deleted"
+            await chat(abe, f"zoe@{d}", ["new"])
+            await received(zoe, 1)
+            _, results = await mam(zoe)
+            assert [body_of(m) for m in results] == ["new"]
+            _, results = await mam(abe)
+            assert [body_of(m) for m in results] == ["new"]
+            await zoe.logout()
+            await abe.logout()
+
+        run(scenario())
+        assert "archive_expired" in srv.log_text()
+    finally:
+        srv.stop()

@@ -39,7 +39,7 @@ from xes.events import Envelope  # noqa: E402
 from xes.events.catalog import MessageRouted  # noqa: E402
 from xes.events.envelope import canonical_json  # noqa: E402
 from xes.events.registry import to_data  # noqa: E402
-from xes.features.mam import parse_query, render_page  # noqa: E402
+from xes.features.mam import fit_page, parse_query, render_page  # noqa: E402
 from xes.projections import archive as archive_view  # noqa: E402
 from xes.projections.projector import Projector, all_db_names  # noqa: E402
 from xes.stanza.delay import stamp  # noqa: E402
@@ -137,7 +137,7 @@ def measure(store, kind: str, queries: int, ids: list[str], span: int, peers: in
         element = parse_fragment(raw)
         q = parse_query(element, 50, 250)
         with store.env.begin(buffers=False) as txn:
-            page = archive_view.query(store, txn, OWNER, q)
+            page = fit_page(archive_view.query(store, txn, OWNER, q), q.before is not None)
         messages, fin = render_page(page, OWNER, OWNER + "/pc", "q", False)
         wire = b"".join(messages) + serialize(fin)
         latencies.append((time.perf_counter() - t) * 1000)

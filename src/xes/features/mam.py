@@ -26,6 +26,10 @@ from xes.stanza.delay import stamp
 from xes.stanza.forward import forwarded
 from xes.xml import E, Element, escape_attr, ns
 
+PAGE_BYTES = 128 * 1024
+"""Most result bytes in one page: a page for a stream-management session is one log proposal
+(ADR 0008), which must stay well under the log's command size; the page ends early
+(``complete`` not set) and the client continues from its ``<last/>`` or ``<first/>``."""
 MAM_FIELDS = ("with", "start", "end", "after-id", "before-id", "ids")
 _X = "{%s}x" % ns.DATA_FORMS
 _FIELD = "{%s}field" % ns.DATA_FORMS
@@ -119,6 +123,24 @@ def parse_query(query: Element, page_size: int, max_page_size: int) -> ArchiveQu
     )
 
 
+def fit_page(page: Page, backwards: bool, budget: int = PAGE_BYTES) -> Page:
+    """``page`` cut to ``budget`` bytes of stored stanzas, keeping the end the client pages from
+    (the newest items of a backwards page, the oldest of a forwards one); at least one item."""
+    total, kept = 0, 0
+    ordered = list(reversed(page.items)) if backwards else page.items
+    for item in ordered:
+        total += len(item.xml) + 256  # the result wrapper
+        if kept and total > budget:
+            break
+        kept += 1
+    if kept == len(page.items):
+        return page
+    items = ordered[:kept]
+    if backwards:
+        items.reverse()
+    return Page(items, complete=False, count=page.count)
+
+
 def render_page(
     page: Page, owner: str, to: str, queryid: str | None, flip: bool
 ) -> tuple[list[bytes], Element]:
@@ -165,7 +187,7 @@ async def query(hub: Hub, session: LocalSession, iq: Element, child: Element) ->
     q = parse_query(child, cfg.page_size, cfg.max_page_size)
     try:
         with hub.read() as txn:
-            page = archive_view.query(hub.store, txn, owner, q)
+            page = fit_page(archive_view.query(hub.store, txn, owner, q), q.before is not None)
     except ItemNotFound as exc:
         raise StanzaError("item-not-found", f"no message with id {exc} in the archive") from exc
     flip = child.find("{%s}flip-page" % ns.MAM) is not None

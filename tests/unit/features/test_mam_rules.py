@@ -150,3 +150,19 @@ def test_stanza_ids_cannot_be_forged_and_carbons_get_the_right_one() -> None:
         sent_inner = sent_inner.find(step)  # type: ignore[assignment]
     assert sid.stanza_id_of(sent_inner, "b@x") == "real"
     assert sid.stanza_id_of(sent_inner, "a@x") is None
+
+
+def test_pages_are_cut_to_a_byte_budget_at_the_far_end() -> None:
+    from xes.features.mam import fit_page
+
+    items = [
+        ArchivedMessage(i, f"id{i}", 0, "b@x", False, "<message>" + "x" * 1000 + "</message>")
+        for i in range(10)
+    ]
+    page = Page(items, True, 10)
+    forwards = fit_page(page, backwards=False, budget=4000)
+    assert [m.id for m in forwards.items] == ["id0", "id1", "id2"] and not forwards.complete
+    backwards = fit_page(page, backwards=True, budget=4000)
+    assert [m.id for m in backwards.items] == ["id7", "id8", "id9"] and not backwards.complete
+    assert fit_page(page, backwards=False) is page
+    assert len(fit_page(page, backwards=False, budget=10).items) == 1
