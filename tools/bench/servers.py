@@ -225,7 +225,7 @@ class Xes(Server):
     def __post_init__(self) -> None:
         self.name = "xes" if self.nodes == 1 else f"xes{self.nodes}"
         self.label = "xes" if self.nodes == 1 else f"xes {self.nodes} nodes"
-        self.supports = frozenset({"logins", "messages", "idle"})  # no MUC, no MAM yet
+        self.supports = frozenset({"logins", "messages", "idle", "archive"})  # no MUC yet
 
     def write_configs(self) -> None:
         secret = secrets.token_urlsafe(24)
