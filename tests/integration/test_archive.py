@@ -23,6 +23,22 @@ MAM = "urn:xmpp:mam:2"
 PLUGINS = ("xep_0313", "xep_0280", "xep_0359", "xep_0334")
 
 
+def accounts(srv: XesServer, *users: str) -> str:
+    """Create ``users`` (password ``pw-<user>``); returns the domain."""
+    for user in users:
+        srv.add_user(user, f"pw-{user}")
+    return srv.domain
+
+
+def client(srv: XesServer, user: str, resource: str, *plugins: str) -> Client:
+    return Client(f"{user}@{srv.domain}/{resource}", f"pw-{user}", plugins=(*PLUGINS, *plugins))
+
+
+async def logout_all(*clients: Client) -> None:
+    for c in clients:
+        await c.logout()
+
+
 def body_of(msg: Any) -> str:
     return str(msg["mam_result"]["forwarded"]["stanza"]["body"])
 
@@ -105,14 +121,12 @@ async def received(client: Client, count: int, timeout: float = 10.0) -> list[An
 
 def test_paging_forwards_backwards_by_peer_date_and_id(shared_server: XesServer) -> None:
     srv = shared_server
-    for user in ("mina", "olaf", "pia"):
-        srv.add_user(user, f"pw-{user}")
-    d = srv.domain
+    d = accounts(srv, "mina", "olaf", "pia")
 
     async def scenario() -> None:
-        mina = Client(f"mina@{d}/phone", "pw-mina", plugins=PLUGINS)
-        olaf = Client(f"olaf@{d}/pc", "pw-olaf", plugins=PLUGINS)
-        pia = Client(f"pia@{d}/pc", "pw-pia", plugins=PLUGINS)
+        mina = client(srv, "mina", "phone")
+        olaf = client(srv, "olaf", "pc")
+        pia = client(srv, "pia", "pc")
         for c in (mina, olaf, pia):
             await c.login(srv.c2s)
         first = [f"olaf {i}" for i in range(12)]
@@ -208,23 +222,20 @@ def test_paging_forwards_backwards_by_peer_date_and_id(shared_server: XesServer)
         # slixmpp's own paging helper walks the archive too.
         walked = [body_of(m) async for m in mina.plugin["xep_0313"].iterate(rsm={"max": 7})]
         assert walked == seen
-        for c in (mina, olaf, pia):
-            await c.logout()
+        await logout_all(mina, olaf, pia)
 
     run(scenario())
 
 
 def test_carbons_and_live_copies_carry_the_archive_id(shared_server: XesServer) -> None:
     srv = shared_server
-    for user in ("quin", "rhea"):
-        srv.add_user(user, f"pw-{user}")
-    d = srv.domain
+    d = accounts(srv, "quin", "rhea")
 
     async def scenario() -> None:
-        q_phone = Client(f"quin@{d}/phone", "pw-quin", plugins=PLUGINS)
-        q_desk = Client(f"quin@{d}/desk", "pw-quin", plugins=(*PLUGINS, "xep_0198"))
-        r_phone = Client(f"rhea@{d}/phone", "pw-rhea", plugins=PLUGINS)
-        r_desk = Client(f"rhea@{d}/desk", "pw-rhea", plugins=PLUGINS)
+        q_phone = client(srv, "quin", "phone")
+        q_desk = client(srv, "quin", "desk", "xep_0198")
+        r_phone = client(srv, "rhea", "phone")
+        r_desk = client(srv, "rhea", "desk")
         sent: asyncio.Queue[Any] = asyncio.Queue()
         got: asyncio.Queue[Any] = asyncio.Queue()
         q_desk.add_event_handler("carbon_sent", sent.put_nowait)
@@ -272,21 +283,18 @@ def test_carbons_and_live_copies_carry_the_archive_id(shared_server: XesServer) 
         await asyncio.wait_for(sent.get(), 10)  # quin's desk still has carbons on
         await asyncio.sleep(0.5)
         assert got.empty()
-        for c in (q_phone, q_desk, r_phone, r_desk):
-            await c.logout()
+        await logout_all(q_phone, q_desk, r_phone, r_desk)
 
     run(scenario())
 
 
 def test_origin_id_resend_is_not_archived_or_delivered_twice(shared_server: XesServer) -> None:
     srv = shared_server
-    for user in ("sven", "tara"):
-        srv.add_user(user, f"pw-{user}")
-    d = srv.domain
+    d = accounts(srv, "sven", "tara")
 
     async def scenario() -> None:
-        sven = Client(f"sven@{d}/pc", "pw-sven", plugins=PLUGINS)
-        tara = Client(f"tara@{d}/pc", "pw-tara", plugins=PLUGINS)
+        sven = client(srv, "sven", "pc")
+        tara = client(srv, "tara", "pc")
         await sven.login(srv.c2s)
         await tara.login(srv.c2s)
         for attempt in range(2):
@@ -297,13 +305,13 @@ def test_origin_id_resend_is_not_archived_or_delivered_twice(shared_server: XesS
                 await received(tara, 1)
                 # The client lost its connection before the server's ack and sends it again.
                 await sven.logout()
-                sven = Client(f"sven@{d}/pc", "pw-sven", plugins=PLUGINS)
+                sven = client(srv, "sven", "pc")
                 await sven.login(srv.c2s)
         sven.make_message(mto=f"tara@{d}", mbody="next", mtype="chat").send()
         later = await received(tara, 1)
         assert str(later[0]["body"]) == "next", "the re-sent message was delivered again"
-        for client in (sven, tara):
-            _, results = await mam(client)
+        for who in (sven, tara):
+            _, results = await mam(who)
             assert [body_of(m) for m in results] == ["exactly once", "next"]
         await sven.logout()
         await tara.logout()
@@ -313,14 +321,12 @@ def test_origin_id_resend_is_not_archived_or_delivered_twice(shared_server: XesS
 
 def test_catch_up_after_offline_and_preferences(shared_server: XesServer) -> None:
     srv = shared_server
-    for user in ("ugo", "vera", "walt"):
-        srv.add_user(user, f"pw-{user}")
-    d = srv.domain
+    d = accounts(srv, "ugo", "vera", "walt")
 
     async def scenario() -> None:
-        ugo = Client(f"ugo@{d}/pc", "pw-ugo", plugins=PLUGINS)
-        vera_phone = Client(f"vera@{d}/phone", "pw-vera", plugins=PLUGINS)
-        vera_desk = Client(f"vera@{d}/desk", "pw-vera", plugins=PLUGINS)
+        ugo = client(srv, "ugo", "pc")
+        vera_phone = client(srv, "vera", "phone")
+        vera_desk = client(srv, "vera", "desk")
         await ugo.login(srv.c2s)
         await vera_phone.login(srv.c2s)
         await vera_desk.login(srv.c2s)
@@ -332,7 +338,7 @@ def test_catch_up_after_offline_and_preferences(shared_server: XesServer) -> Non
         await chat(ugo, f"vera@{d}", [f"missed {i}" for i in range(4)])
         await received(vera_phone, 6)
         # The desk comes back and catches up from the id of the last message it has.
-        vera_desk = Client(f"vera@{d}/desk", "pw-vera", plugins=PLUGINS)
+        vera_desk = client(srv, "vera", "desk")
         await vera_desk.login(srv.c2s)
         reply, results = await mam(vera_desk, rsm={"max": 50, "after": last_known})
         assert [body_of(m) for m in results] == [f"missed {i}" for i in range(4)]
@@ -345,7 +351,7 @@ def test_catch_up_after_offline_and_preferences(shared_server: XesServer) -> Non
         assert end is not None and end.get("id") == results[-1]["mam_result"]["id"]
 
         # Preferences: never archive walt; default roster (ugo is not in vera's roster).
-        walt = Client(f"walt@{d}/pc", "pw-walt", plugins=PLUGINS)
+        walt = client(srv, "walt", "pc")
         await walt.login(srv.c2s)
         prefs = vera_desk.make_iq_set()
         el = ET.SubElement(prefs.xml, f"{{{MAM}}}prefs", {"default": "roster"})
@@ -362,8 +368,7 @@ def test_catch_up_after_offline_and_preferences(shared_server: XesServer) -> Non
         # The sender's archive (default always) still has it.
         _, results = await mam(walt)
         assert [body_of(m) for m in results] == ["not archived"]
-        for c in (ugo, vera_phone, vera_desk, walt):
-            await c.logout()
+        await logout_all(ugo, vera_phone, vera_desk, walt)
         drain(vera_phone.messages)
 
     run(scenario())
@@ -371,16 +376,14 @@ def test_catch_up_after_offline_and_preferences(shared_server: XesServer) -> Non
 
 def test_offline_messages_carry_stanza_id_and_delay(shared_server: XesServer) -> None:
     srv = shared_server
-    for user in ("xena", "yuri"):
-        srv.add_user(user, f"pw-{user}")
-    d = srv.domain
+    d = accounts(srv, "xena", "yuri")
 
     async def scenario() -> None:
-        xena = Client(f"xena@{d}/pc", "pw-xena", plugins=PLUGINS)
+        xena = client(srv, "xena", "pc")
         await xena.login(srv.c2s)
         await chat(xena, f"yuri@{d}", ["while offline"])
         await asyncio.sleep(0.5)
-        yuri = Client(f"yuri@{d}/pc", "pw-yuri", plugins=(*PLUGINS, "xep_0198"))
+        yuri = client(srv, "yuri", "pc", "xep_0198")
         await yuri.login(srv.c2s)
         msg = (await received(yuri, 1))[0]
         assert msg["delay"]["stamp"] is not None
@@ -405,8 +408,8 @@ def test_retention_deletes_old_messages(tmp_path) -> None:  # type: ignore[no-un
         d = srv.domain
 
         async def scenario() -> None:
-            zoe = Client(f"zoe@{d}/pc", "pw-zoe", plugins=PLUGINS)
-            abe = Client(f"abe@{d}/pc", "pw-abe", plugins=PLUGINS)
+            zoe = client(srv, "zoe", "pc")
+            abe = client(srv, "abe", "pc")
             await zoe.login(srv.c2s)
             await abe.login(srv.c2s)
             await chat(abe, f"zoe@{d}", ["old 0", "old 1"])
