@@ -27,6 +27,7 @@ from xes.events import decode_event
 from xes.events.catalog import MessageRouted, NodeDown
 from xes.features import session_end
 from xes.hub import Hub
+from xes.jid import bare_of
 from xes.projections import sessions as sessions_view
 from xes.projections import stream_mgmt as sm_view
 from xes.projections.projector import stream_version
@@ -189,7 +190,7 @@ def _undelivered(hub: Hub, ending: set[str], after: int) -> list[MessageRouted]:
                 and set(msg.targets) <= ending
                 and msg.type in ("normal", "chat")
             ):
-                bare = msg.targets[0].split("/", 1)[0]
+                bare = bare_of(msg.targets[0])
                 # A copy: archived and carbon-copied the first time (ADR 0009), not again.
                 copy = replace(
                     msg,

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from xes.stanza.archiving import PREF_DEFAULTS
 from xes.xml import XmlLimits
 
 
@@ -269,7 +270,7 @@ def parse_config(
             if not isinstance(raw[name], dict):
                 raise ConfigError(f"[{name}] must be a table")
             config = replace(config, **{name: _section(cls, raw[name], name)})
-    if config.archive.default not in ("always", "never", "roster"):
+    if config.archive.default not in PREF_DEFAULTS:
         raise ConfigError("[archive] default must be always, never or roster")
     if not 0 < config.archive.page_size <= config.archive.max_page_size:
         raise ConfigError("[archive] needs 0 < page_size <= max_page_size")

@@ -104,6 +104,11 @@ class JID:
         return text if self.resource is None else f"{text}/{self.resource}"
 
 
+def bare_of(jid: str) -> str:
+    """The bare part of an already normalised JID string (no parsing: stored JIDs are valid)."""
+    return jid.split("/", 1)[0]
+
+
 def normalize_localpart(username: str) -> str:
     """A SASL username prepared as a localpart (RFC 6120 §6.3.8); raises :class:`InvalidJID`."""
     return _prepare_local(username)

@@ -20,7 +20,8 @@ from xes.events.catalog import ArchivePrefsSet
 from xes.hub import Hub, LocalSession
 from xes.jid import JID, InvalidJID
 from xes.projections import archive as archive_view
-from xes.projections.archive import ArchiveQuery, ItemNotFound, Page, Prefs
+from xes.projections.archive import ArchiveQuery, ItemNotFound, Page
+from xes.stanza.archiving import PREF_DEFAULTS, Prefs
 from xes.stanza.core import StanzaError, iq_result
 from xes.stanza.delay import stamp
 from xes.stanza.forward import forwarded
@@ -238,7 +239,7 @@ async def prefs(hub: Hub, session: LocalSession, iq: Element, child: Element) ->
     default = hub.config.archive.default
     if iq.get("type") == "set":
         wanted = child.get("default")
-        if wanted not in archive_view.PREF_DEFAULTS:
+        if wanted not in PREF_DEFAULTS:
             raise StanzaError("bad-request", "default must be always, never or roster")
         always, never = _jid_list(child, "always"), _jid_list(child, "never")
         if set(always) & set(never):

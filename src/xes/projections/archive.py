@@ -24,7 +24,9 @@ import lmdb
 
 from xes.events import Committed
 from xes.events.catalog import AccountRemoved, ArchiveExpired, ArchivePrefsSet, MessageRouted
+from xes.jid import bare_of
 from xes.projections.base import Projection, delete_prefix, dump, iter_prefix, load
+from xes.stanza.archiving import Prefs
 from xes.store.env import Store, from_u64, u64
 
 MSGS = "archive.msgs"
@@ -35,8 +37,6 @@ ORIGIN = "archive.origin"
 META = "archive.meta"
 EXPIRY = "archive.expiry"
 PREFS = "archive.prefs"
-
-PREF_DEFAULTS = ("always", "never", "roster")
 
 
 class ItemNotFound(Exception):
@@ -51,21 +51,8 @@ def _peer(owner: str, peer_bare: str) -> bytes:
     return owner.encode() + b"\x00" + peer_bare.encode() + b"\x00"
 
 
-def bare_of(jid: str) -> str:
-    return jid.split("/", 1)[0]
-
-
 def domain_of(jid: str) -> str:
     return bare_of(jid).rsplit("@", 1)[-1]
-
-
-@dataclass(frozen=True, slots=True)
-class Prefs:
-    """Archiving preferences (XEP-0313 §6): the default and the JIDs it does not apply to."""
-
-    default: str
-    always: tuple[str, ...] = ()
-    never: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

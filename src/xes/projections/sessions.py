@@ -31,6 +31,7 @@ from xes.events.catalog import (
     SmDetached,
     SmResumed,
 )
+from xes.jid import bare_of
 from xes.projections.base import (
     Projection,
     Rejected,
@@ -70,7 +71,7 @@ class SessionView:
 
     @property
     def bare(self) -> str:
-        return self.jid.split("/", 1)[0]
+        return bare_of(self.jid)
 
     @classmethod
     def from_json(cls, session: str, obj: dict[str, Any]) -> SessionView:

@@ -6,12 +6,26 @@ Pure rules, applied by the proposer of ``message.routed``: the event then names 
 
 from __future__ import annotations
 
-from xes.projections.archive import Prefs
+from dataclasses import dataclass
+
 from xes.xml import Element, ns
 
 KEPT_PAYLOADS = frozenset({ns.RECEIPTS, ns.MARKERS})
 """Bodyless messages still archived: delivery receipts and chat markers, so every device learns
 what was received and read."""
+
+
+PREF_DEFAULTS = ("always", "never", "roster")
+"""XEP-0313 §6 archiving defaults."""
+
+
+@dataclass(frozen=True, slots=True)
+class Prefs:
+    """Archiving preferences (XEP-0313 §6): the default and the JIDs it does not apply to."""
+
+    default: str
+    always: tuple[str, ...] = ()
+    never: tuple[str, ...] = ()
 
 
 def archivable(stanza: Element, type_: str) -> bool:

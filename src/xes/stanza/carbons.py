@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from xes.events.catalog import MessageRouted
+from xes.jid import bare_of
 from xes.stanza import sid
 from xes.stanza.forward import forwarded
 from xes.xml import E, Element, escape_attr, ns, parse_fragment, serialize
@@ -57,7 +58,7 @@ def sent_copy_xml(xml: str, recipient: str, sender: str, stanza_id: str | None) 
 
 def copies(ev: MessageRouted) -> Iterator[tuple[str, bytes]]:
     """``(full JID, copy)`` for every carbon the committed ``ev`` makes, in a fixed order."""
-    sender, recipient = ev.sender.split("/", 1)[0], ev.to.split("/", 1)[0]
+    sender, recipient = bare_of(ev.sender), bare_of(ev.to)
     if ev.sent_carbons:
         own_id = ev.stanza_id if sender in ev.archived_by else None
         sent = sent_copy_xml(ev.xml, recipient, sender, own_id)

@@ -33,7 +33,7 @@ from xes.events.catalog import (
 )
 from xes.features import presence, session_end, stream_mgmt
 from xes.hub import Hub
-from xes.jid import JID, normalize_localpart
+from xes.jid import JID, bare_of, normalize_localpart
 from xes.projections import accounts as accounts_view
 from xes.projections import sessions as sessions_view
 from xes.projections import stream_mgmt as sm_view
@@ -323,7 +323,7 @@ class ClientConnection:
             tomb = sm_view.ended(self.hub.store, txn, action.previd)
         if state is None or view is None or not state.resume or view.bare != user:
             handled = None
-            if tomb is not None and tomb["jid"].split("/", 1)[0] == user:
+            if tomb is not None and bare_of(tomb["jid"]) == user:
                 handled = tomb["handled"]  # §5: tells the client which stanzas were handled
             await self._execute(self.protocol.resume_failed("item-not-found", handled))
             return

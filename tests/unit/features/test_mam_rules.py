@@ -6,9 +6,9 @@ import pytest
 
 from xes.events.catalog import MessageRouted
 from xes.features.mam import parse_query, parse_time, render_page
-from xes.projections.archive import ArchivedMessage, Page, Prefs
+from xes.projections.archive import ArchivedMessage, Page
 from xes.stanza import carbons, sid
-from xes.stanza.archiving import archivable, wanted
+from xes.stanza.archiving import Prefs, archivable, wanted
 from xes.stanza.core import StanzaError
 from xes.stanza.forward import inner
 from xes.xml import parse_fragment, serialize

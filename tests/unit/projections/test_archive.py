@@ -16,6 +16,7 @@ from xes.events.catalog import (
 )
 from xes.projections import archive
 from xes.projections.archive import ArchiveQuery, ItemNotFound
+from xes.stanza.archiving import Prefs
 
 T0 = 1_700_000_000_000
 
@@ -117,10 +118,8 @@ def test_prefs_retention_and_account_removal(tmp_path: Path) -> None:
     store, apply = setup(tmp_path)
     apply(ArchivePrefsSet("a@x", "roster", ["c@x"], ["d@x"]))
     with store.env.begin() as txn:
-        assert archive.prefs(store, txn, "a@x", "always") == archive.Prefs(
-            "roster", ("c@x",), ("d@x",)
-        )
-        assert archive.prefs(store, txn, "z@x", "never") == archive.Prefs("never")
+        assert archive.prefs(store, txn, "a@x", "always") == Prefs("roster", ("c@x",), ("d@x",))
+        assert archive.prefs(store, txn, "z@x", "never") == Prefs("never")
     for i in range(6):
         apply(routed(i, origin_id=f"o{i}"), at=T0 + i * 1000)
     apply(ArchiveExpired("x", T0 + 3000, 4))  # limit: four rows (two messages, two archives)
