@@ -68,11 +68,8 @@ def deliver(hub: Hub, committed: Committed) -> None:
             session = hub.by_jid.get(target)
             if session is not None:
                 _send(session, data)
-        if any(t in hub.by_jid for t in (*event.sent_carbons, *event.received_carbons)):
-            for target, copy in carbons.copies(event):
-                session = hub.by_jid.get(target)
-                if session is not None:
-                    _send(session, copy)
+        for target, copy in carbons.copies(event, hub.by_jid.__contains__):
+            _send(hub.by_jid[target], copy)
         if event.offline_for is not None:
             # Stored offline while a session of the user may have come online meanwhile.
             for session in hub.local_of_bare(event.offline_for):

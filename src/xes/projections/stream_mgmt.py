@@ -162,6 +162,10 @@ class StreamManagement(Projection):
         if view is not None:
             self._to_session(txn, view.session, row)
 
+    def _managed(self, txn: lmdb.Transaction, full: str) -> bool:
+        view = sessions_view.by_full_jid(self.store, txn, full)
+        return view is not None and self._state(txn, view.session) is not None
+
     def _to_session(self, txn: lmdb.Transaction, session: str, row: dict[str, Any]) -> None:
         st = self._state(txn, session)
         if st is not None:
@@ -274,7 +278,7 @@ class StreamManagement(Projection):
         for target in ev.targets:
             row = {"xml": ev.xml, "kind": "message", "at": at, "shared": shared}
             self._to_full(txn, target, row)
-        for target, copy in carbons.copies(ev):
+        for target, copy in carbons.copies(ev, lambda full: self._managed(txn, full)):
             # A carbon is a copy: if unacknowledged when the session ends it is dropped, not
             # re-routed (the original is in the archive).
             self._to_full(txn, target, {"xml": copy.decode(), "kind": "other", "at": at})

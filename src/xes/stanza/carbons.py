@@ -8,7 +8,7 @@ every node and every stream-management outbox makes the same copies.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from xes.events.catalog import MessageRouted
 from xes.jid import bare_of
@@ -56,13 +56,17 @@ def sent_copy_xml(xml: str, recipient: str, sender: str, stanza_id: str | None) 
     return serialize(stanza).decode()
 
 
-def copies(ev: MessageRouted) -> Iterator[tuple[str, bytes]]:
-    """``(full JID, copy)`` for every carbon the committed ``ev`` makes, in a fixed order."""
+def copies(ev: MessageRouted, wanted: Callable[[str], bool]) -> Iterator[tuple[str, bytes]]:
+    """``(full JID, copy)`` for the carbons of the committed ``ev`` that ``wanted`` accepts
+    (sessions on this node, managed sessions), in a fixed order. Nothing is built for the
+    others: every node applies every message, most of its carbon targets are elsewhere."""
     sender, recipient = bare_of(ev.sender), bare_of(ev.to)
-    if ev.sent_carbons:
+    sent_to = [to for to in ev.sent_carbons if wanted(to)]
+    if sent_to:
         own_id = ev.stanza_id if sender in ev.archived_by else None
         sent = sent_copy_xml(ev.xml, recipient, sender, own_id)
-        for to in ev.sent_carbons:
+        for to in sent_to:
             yield to, copy("sent", sender, to, sent, ev.type)
     for to in ev.received_carbons:
-        yield to, copy("received", recipient, to, ev.xml, ev.type)
+        if wanted(to):
+            yield to, copy("received", recipient, to, ev.xml, ev.type)

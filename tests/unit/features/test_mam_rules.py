@@ -140,7 +140,10 @@ def test_stanza_ids_cannot_be_forged_and_carbons_get_the_right_one() -> None:
         sent_carbons=["b@x/desk"],
         received_carbons=["a@x/desk"],
     )
-    copies = dict(carbons.copies(ev))
+    copies = dict(carbons.copies(ev, lambda full: True))
+    assert list(carbons.copies(ev, lambda full: full == "a@x/desk")) == [
+        ("a@x/desk", copies["a@x/desk"])
+    ]
     sent = parse_fragment(copies["b@x/desk"])
     got = parse_fragment(copies["a@x/desk"])
     assert sent.get("from") == "b@x" and got.get("from") == "a@x"
