@@ -16,7 +16,6 @@ own clock, so a node is declared down at most ``node_down_after`` after the new 
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from typing import Any
 
 import anyio
@@ -191,16 +190,11 @@ def _undelivered(hub: Hub, ending: set[str], after: int) -> list[MessageRouted]:
                 and msg.type in ("normal", "chat")
             ):
                 bare = bare_of(msg.targets[0])
-                # A copy: archived and carbon-copied the first time (ADR 0009), not again.
-                copy = replace(
-                    msg,
-                    targets=[],
-                    offline_for=bare,
-                    received_at=msg.received_at or committed.envelope.at,
-                    archived_by=[],
-                    origin_id=None,
-                    sent_carbons=[],
-                    received_carbons=[],
+                # A new event, not a changed copy: the original was archived and carbon-copied
+                # (ADR 0009); this one only moves it to offline storage, with its first time.
+                at = msg.received_at or committed.envelope.at
+                copy = MessageRouted(
+                    msg.sender, msg.to, msg.type, msg.xml, [], bare, received_at=at
                 )
                 copies.append(copy)
     return copies
