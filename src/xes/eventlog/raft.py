@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
-from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
+from pysyncobj import FAIL_REASON, SERIALIZER_STATE, SyncObj, SyncObjConf, replicated
 from pysyncobj.node import TCPNode
 from pysyncobj.poller import POLL_EVENT_TYPE
 from pysyncobj.tcp_connection import CONNECTION_STATE, TcpConnection
@@ -85,6 +85,8 @@ BATCH_MARGIN_BYTES = 64 * 1024
 PYSYNCOBJ_DEFAULT_BATCH_BYTES = 2**16
 #: Least time between a failed snapshot and the next attempt.
 SNAPSHOT_RETRY_INTERVAL = 5.0
+#: How long closing waits for a snapshot being written (a copy of the whole store).
+SNAPSHOT_JOIN_TIMEOUT = 300.0
 #: Least time between two compactions forced by journal size.
 FORCED_COMPACTION_INTERVAL = 1.0
 #: Result of an entry skipped because the state machine already has it (journal replay).
@@ -123,15 +125,17 @@ class RaftConfig:
     #: A submit with no outcome after this long is answered UNKNOWN (PySyncObj has no timeout).
     submit_timeout: float = 10.0
     #: Compact the log (snapshot + journal truncation) after this many entries or seconds...
-    compaction_min_entries: int = 5000
-    compaction_min_time: float = 300.0
+    #: Each compaction copies the whole store (in the background), so not too often: 50,000
+    #: entries of a few KB each is the in-RAM log PySyncObj holds at most.
+    compaction_min_entries: int = 50_000
+    compaction_min_time: float = 900.0
     #: ...or once the journal holds this many bytes: pysyncobj keeps the whole log in RAM and
     #: its journal offsets are 32-bit (4 GiB), whatever the entry count.
     compaction_max_bytes: int = 256 * 1024 * 1024
 
 
 class StateMachine(Protocol):
-    """What `RaftLog` drives. All methods are called on the raft thread."""
+    """What `RaftLog` drives. All methods but `snapshot` are called on the raft thread."""
 
     def last_applied(self) -> int:
         """Durable index of the last applied entry (0 when empty)."""
@@ -143,7 +147,11 @@ class StateMachine(Protocol):
         ...
 
     def snapshot(self, path: Path) -> None:
-        """Write a consistent copy of the whole state to `path` (a file or a directory)."""
+        """Write a consistent copy of the whole state to `path` (a file or a directory).
+
+        The exception to the rule above: this runs on a snapshot thread, while `apply` goes on
+        on the raft thread, so the copy must be consistent by itself (an LMDB read transaction
+        is) and may be newer than the index the dump is labelled with."""
         ...
 
     def restore(self, path: Path) -> None:
@@ -247,6 +255,15 @@ class _Snapshots:
     file: the state machine's snapshot (a file, or a directory such as an LMDB `env.copy`) packed
     as its files' bytes, then a pickled header (PySyncObj's two last entries, the members, the
     file list), then a fixed trailer (header length, magic).
+
+    The dump is written on a background thread (ADR 0010). PySyncObj without fork calls the
+    serializer on the raft thread, and a copy of the whole state there stopped commits for as
+    long as the copy took (about 250 ms for a 50 MB store, every 5,000 entries). `write` only
+    starts the thread; `check` (PySyncObj's `serializeChecker`, polled on the raft thread every
+    tick) moves the finished file into place and reports the outcome, after which PySyncObj
+    truncates the journal. The state machine's snapshot may therefore be newer than the index
+    the dump is labelled with; that is safe because a restored state machine skips the entries
+    it already holds (`last_applied`).
     """
 
     MAGIC = b"XESSNAP1"
@@ -258,61 +275,136 @@ class _Snapshots:
         self._node = node
         self._fsync = fsync
         self._retry_after = 0.0
+        self._state: int = SERIALIZER_STATE.NOT_SERIALIZING
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._written: tuple[int, int, float] | None = None  # index, bytes, started
+        #: Bumped by every restore; a dump begun before one is stale and is discarded.
+        self._restores = 0
+        self._restores_at_start = 0
+
+    @property
+    def _writing(self) -> Path:
+        return self._dir / "dump.writing"
 
     def write(self, tmp_file: str, data: tuple[Any, Any, Any]) -> None:
-        """Serializer hook: write the dump to `tmp_file` (PySyncObj renames it into place)."""
-        last, prev, cluster = data
-        started = time.monotonic()
-        if started < self._retry_after:
+        """Serializer hook (raft thread): start writing the dump; never blocks on the copy.
+
+        PySyncObj renames `tmp_file` over its dump after this returns; we never create
+        `tmp_file` (and remove a stale one), so that rename fails, which PySyncObj ignores when a
+        `serializeChecker` is set: `check` renames our own file when it is complete.
+        """
+        _remove(Path(tmp_file))
+        if self._thread is not None:  # PySyncObj waits for check(); this cannot happen
+            self._state = SERIALIZER_STATE.FAILED
+            return
+        if time.monotonic() < self._retry_after:
             # pysyncobj retries a failed compaction on every tick; a full copy each time would
             # only make a full disk worse.
-            raise RuntimeError("snapshot failed recently, waiting before the next attempt")
+            self._state = SERIALIZER_STATE.FAILED
+            return
+        last, prev, cluster = data
+        header = {
+            "last": last,
+            "prev": prev,
+            "members": sorted(node.address for node in cluster),
+        }
+        self._error = None
+        self._written = None
+        self._restores_at_start = self._restores
+        self._state = SERIALIZER_STATE.SERIALIZING
+        self._thread = threading.Thread(
+            target=self._write_dump, args=(header,), name="xes-snapshot", daemon=True
+        )
+        self._thread.start()
+
+    def check(self) -> int:
+        """`serializeChecker` (raft thread): the outcome of the dump being written, if any."""
+        thread = self._thread
+        if thread is not None and not thread.is_alive():
+            self._thread = None
+            self._state = self._finish()
+        state = self._state
+        if state in (SERIALIZER_STATE.SUCCESS, SERIALIZER_STATE.FAILED):
+            self._state = SERIALIZER_STATE.NOT_SERIALIZING
+        return int(state)
+
+    def join(self, timeout: float) -> bool:
+        """Wait for a dump being written (before the state machine is closed under it)."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+            return not thread.is_alive()
+        return True
+
+    def _finish(self) -> int:
+        if self._error is not None or self._written is None:
+            log.error(
+                "raft_snapshot_failed", node=self._node, error=repr(self._error), exc_info=False
+            )
+            self._retry_after = time.monotonic() + SNAPSHOT_RETRY_INTERVAL
+            _remove(self._writing)
+            return SERIALIZER_STATE.FAILED
+        index, size, started = self._written
+        if self._restores != self._restores_at_start:
+            # A snapshot from the leader replaced the state meanwhile; ours is older.
+            _remove(self._writing)
+            log.info("raft_snapshot_discarded", node=self._node, index=index)
+            return SERIALIZER_STATE.FAILED
+        os.replace(self._writing, self._dir / "dump")
+        if self._fsync:
+            fsync_dir(str(self._dir))
+        log.info(
+            "raft_snapshot_written",
+            node=self._node,
+            index=index,
+            bytes=size,
+            seconds=round(time.monotonic() - started, 3),
+        )
+        return SERIALIZER_STATE.SUCCESS
+
+    def _write_dump(self, header: dict[str, Any]) -> None:
+        """The snapshot thread: copy the state and pack it into `dump.writing`."""
+        started = time.monotonic()
         staging = self._dir / "snapshot"
         try:
             _remove(staging)
+            _remove(self._writing)
             self._sm.snapshot(staging)
             files = self._files(staging)
-            with open(tmp_file, "wb") as out:
+            with open(self._writing, "wb") as out:
                 for rel, _size in files:
                     with open(staging / rel if rel else staging, "rb") as src:
                         shutil.copyfileobj(src, out, 1024 * 1024)
-                header = pickle.dumps(
-                    {
-                        "last": last,
-                        "prev": prev,
-                        "members": sorted(node.address for node in cluster),
-                        "kind": "dir" if staging.is_dir() else "file",
-                        "files": files,
-                    },
+                packed = pickle.dumps(
+                    {**header, "kind": "dir" if staging.is_dir() else "file", "files": files},
                     protocol=raft_patches.PICKLE_PROTOCOL,
                 )
-                out.write(header)
-                out.write(self.TRAILER.pack(len(header), self.MAGIC))
+                out.write(packed)
+                out.write(self.TRAILER.pack(len(packed), self.MAGIC))
                 out.flush()
                 if self._fsync:
                     os.fsync(out.fileno())
                 size = out.tell()
-        except Exception:
-            log.exception("raft_snapshot_failed", node=self._node, index=last[1])
-            self._retry_after = time.monotonic() + SNAPSHOT_RETRY_INTERVAL
-            raise
+            self._written = (header["last"][1], size, started)
+        except BaseException as exc:  # reported by check() on the raft thread
+            log.exception("raft_snapshot_failed", node=self._node, index=header["last"][1])
+            self._error = exc
         finally:
-            _remove(staging)
-        log.info(
-            "raft_snapshot_written",
-            node=self._node,
-            index=last[1],
-            bytes=size,
-            seconds=round(time.monotonic() - started, 3),
-        )
+            try:
+                _remove(staging)
+            except OSError:
+                log.exception("raft_snapshot_cleanup_failed", node=self._node)
 
     def read(self, file_name: str) -> tuple[Any, Any, set[TCPNode]]:
         """Deserializer hook: restore the state machine unless it already is at least as new.
 
         Called after every restart (our own dump) and when a leader sent us its dump. LMDB is
         durable and usually ahead of our own dump, so rolling it back to replay the journal
-        would only cost time and make readers see the state go backwards.
+        would only cost time and make readers see the state go backwards. A dump of our own
+        still being written when this runs is discarded (see `check`).
         """
+        self._restores += 1
         with open(file_name, "rb") as f:
             end = f.seek(0, os.SEEK_END)
             f.seek(end - self.TRAILER.size)
@@ -662,6 +754,7 @@ class RaftLog:
         self._ready = threading.Event()
         self._closed = False
         snapshots = _Snapshots(state_machine, self._dir, config.self_addr, config.fsync)
+        self._snapshots = snapshots
         one_node = not _peers(config)
         batch = (
             2 * config.max_command_bytes + BATCH_MARGIN_BYTES
@@ -691,6 +784,7 @@ class RaftLog:
             journalFile=str(self._dir / "journal"),
             fullDumpFile=str(self._dir / "dump"),
             serializer=snapshots.write,
+            serializeChecker=snapshots.check,
             deserializer=snapshots.read,
             useFork=False,
             logCompactionMinEntries=config.compaction_min_entries,
@@ -866,6 +960,9 @@ class RaftLog:
                 time.sleep(0.01)
             if self._node.tick_thread_alive():
                 log.error("raft_thread_did_not_stop", node=self._config.self_addr)
+            # The caller closes the state machine next: not under a copy still reading it.
+            if not self._snapshots.join(SNAPSHOT_JOIN_TIMEOUT):
+                log.error("raft_snapshot_did_not_stop", node=self._config.self_addr)
         for token in list(self._pending):
             self._finish(token, SubmitResult(Outcome.UNKNOWN, None, None, "closed"))
         log.info("raft_stopped", node=self._config.self_addr)

@@ -42,6 +42,9 @@ class LmdbStateMachine:
         self.restores = 0
         self.snapshot_calls = 0
         self.fail_snapshots = False
+        #: When set, `snapshot` waits for it first (a copy that takes long).
+        self.snapshot_gate: threading.Event | None = None
+        self.snapshot_started = threading.Event()
         #: Every (index, command) ever applied, even if a restore later replaced it.
         self.history: list[tuple[int, bytes]] = []
         self._lock = threading.RLock()
@@ -74,6 +77,9 @@ class LmdbStateMachine:
             return b"ok:%d" % index
 
     def snapshot(self, path: Path) -> None:
+        self.snapshot_started.set()
+        if self.snapshot_gate is not None:
+            assert self.snapshot_gate.wait(60), "snapshot gate never opened"
         with self._lock:
             self.snapshot_calls += 1
             if self.fail_snapshots:
