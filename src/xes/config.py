@@ -131,6 +131,54 @@ class ArchiveConfig:
 
 
 @dataclass(frozen=True)
+class MucConfig:
+    """Group chat service (XEP-0045, ADR 0011). Room defaults apply to rooms created later."""
+
+    enabled: bool = True
+    """Run the group chat service."""
+    domain: str = ""
+    """Its domain; default ``conference.<domain>``."""
+    creators: tuple[str, ...] = ()
+    """Bare JIDs that may create rooms; empty: every local account may."""
+    lock_new_rooms: bool = True
+    """A new room refuses others until its owner configures it (XEP-0045 §10.1: instant rooms
+    are configured with an empty form)."""
+    max_rooms_per_user: int = 100
+    """Rooms one user may own; a creation beyond it is refused (``not-allowed``)."""
+    max_occupants: int = 500
+    """Most occupants of any room (a room's own ``max users`` is capped by it)."""
+    max_nick_length: int = 64
+    """Longest nickname, in characters."""
+    max_subject_length: int = 1024
+    """Longest room subject, in characters."""
+    messages_per_second: float = 20.0
+    """Sustained groupchat and private messages per occupant session and room; a faster sender
+    is slowed down (its stream is read later), nobody else is."""
+    message_burst: int = 60
+    """Token-bucket burst for ``messages_per_second``."""
+    joins_per_second: float = 2.0
+    """Sustained joins (and nickname changes) per session."""
+    join_burst: int = 20
+    """Token-bucket burst for ``joins_per_second``."""
+    default_history_length: int = 20
+    """Discussion history kept by a new room (``muc#maxhistoryfetch``)."""
+    max_history_length: int = 100
+    """Largest history length an owner may configure."""
+    default_persistent: bool = False
+    """New rooms outlive their last occupant."""
+    default_public: bool = True
+    """New rooms are listed in disco#items."""
+    default_members_only: bool = False
+    default_moderated: bool = False
+    default_whois: str = "moderators"
+    """Who sees real JIDs in new rooms: moderators | anyone."""
+    default_logging: bool = True
+    """New rooms archive their messages (XEP-0313 on the room JID)."""
+    default_allow_pm: str = "anyone"
+    """Who may send private messages in new rooms: anyone | participants | moderators | none."""
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     node_id: str = "n1"
     """This node's id (unique in the cluster)."""
@@ -179,6 +227,7 @@ class Config:
     stream_management: StreamManagementConfig = field(default_factory=StreamManagementConfig)
     offline: OfflineConfig = field(default_factory=OfflineConfig)
     archive: ArchiveConfig = field(default_factory=ArchiveConfig)
+    muc: MucConfig = field(default_factory=MucConfig)
     log: LogConfig = field(default_factory=LogConfig)
     source: Path | None = None
     """The file this configuration was read from (not a key)."""
@@ -190,6 +239,11 @@ class Config:
             max_depth=self.limits.max_depth,
             max_attributes=self.limits.max_attributes,
         )
+
+    @property
+    def muc_domain(self) -> str:
+        """The group chat service's domain (``[muc] domain``, default ``conference.<domain>``)."""
+        return self.muc.domain or f"conference.{self.domain}"
 
     @property
     def socket_path(self) -> Path:
@@ -213,6 +267,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "stream_management": StreamManagementConfig,
     "offline": OfflineConfig,
     "archive": ArchiveConfig,
+    "muc": MucConfig,
     "log": LogConfig,
 }
 
@@ -228,6 +283,35 @@ def _section(cls: type[Any], raw: dict[str, Any], where: str) -> Any:
             value = tuple(value)
         values[name] = value
     return cls(**values)
+
+
+def _check_muc(config: Config) -> None:
+    muc = config.muc
+    if muc.domain:
+        from xes.jid import JID, InvalidJID
+
+        try:
+            parsed = JID.parse(muc.domain)
+        except InvalidJID as exc:
+            raise ConfigError(f"[muc] domain: {exc}") from exc
+        if parsed.local or parsed.resource or parsed.domain == config.domain:
+            raise ConfigError("[muc] domain must be a bare domain other than the server's")
+        config_domain = parsed.domain
+        if config_domain != muc.domain:
+            raise ConfigError(f"[muc] domain must be written normalised: {config_domain}")
+    if muc.default_whois not in ("moderators", "anyone"):
+        raise ConfigError("[muc] default_whois must be moderators or anyone")
+    if muc.default_allow_pm not in ("anyone", "participants", "moderators", "none"):
+        raise ConfigError("[muc] default_allow_pm must be anyone, participants, moderators or none")
+    for name in ("max_occupants", "max_nick_length", "max_subject_length", "max_rooms_per_user"):
+        if getattr(muc, name) <= 0:
+            raise ConfigError(f"[muc] {name} must be positive")
+    if not 0 <= muc.default_history_length <= muc.max_history_length:
+        raise ConfigError("[muc] needs 0 <= default_history_length <= max_history_length")
+    if muc.messages_per_second <= 0 or muc.joins_per_second <= 0:
+        raise ConfigError("[muc] messages_per_second and joins_per_second must be positive")
+    if muc.message_burst < 1 or muc.join_burst < 1:
+        raise ConfigError("[muc] message_burst and join_burst must be at least 1")
 
 
 def load_config(path: Path | str) -> Config:
@@ -274,6 +358,7 @@ def parse_config(
         raise ConfigError("[archive] default must be always, never or roster")
     if not 0 < config.archive.page_size <= config.archive.max_page_size:
         raise ConfigError("[archive] needs 0 < page_size <= max_page_size")
+    _check_muc(config)
     if config.cluster.peers and not config.cluster_secret:
         raise ConfigError("[cluster] peers require a secret (or secret_file)")
     if config.cluster.node_down_after <= 0:

@@ -28,28 +28,37 @@ from xes.events.catalog import (
     SmResumed,
     SmStanzasQueued,
 )
+from xes.features.muc.mirror import RoomMirror
 from xes.hub import Hub, LocalSession
+from xes.muc.render import addressed
+from xes.muc.transition import Out
 from xes.stanza import carbons
 from xes.stanza.roster import item_element, push_bytes, removed_element
-from xes.store.journal import read_events
+from xes.store.journal import applied_index, read_events
 
 log = structlog.get_logger("xes.delivery")
 
 
-async def run(hub: Hub, start: int) -> None:
-    last = start
+async def run(hub: Hub) -> None:
+    # The room mirror and the starting index come from one read: rooms as of that index.
+    with hub.read() as txn:
+        last = applied_index(hub.store, txn)
+        rooms = RoomMirror(hub.store, txn)
     while True:
         applied = await hub.log.wait_applied_change(last)
         with hub.read() as txn:
             batch = list(read_events(hub.store, txn, last, applied))
-        last = applied
-        for committed in batch:
-            try:
-                deliver(hub, committed)
-            except Exception as exc:
-                log.error(
-                    "delivery_failed", index=committed.index, pos=committed.pos, error=repr(exc)
-                )
+            last = applied
+            for committed in batch:
+                try:
+                    deliver(hub, committed, rooms, txn)
+                except Exception as exc:
+                    log.error(
+                        "delivery_failed",
+                        index=committed.index,
+                        pos=committed.pos,
+                        error=repr(exc),
+                    )
 
 
 def _send(session: LocalSession, data: bytes) -> None:
@@ -60,9 +69,11 @@ def _send(session: LocalSession, data: bytes) -> None:
         session.send_bytes(data)
 
 
-def deliver(hub: Hub, committed: Committed) -> None:
+def deliver(hub: Hub, committed: Committed, rooms: RoomMirror, txn: Any) -> None:
     event: Any = decode_event(committed.envelope)
-    if isinstance(event, MessageRouted):
+    if committed.envelope.type.startswith("muc."):
+        _deliver_room(hub, rooms.apply(txn, committed, event))
+    elif isinstance(event, MessageRouted):
         data = event.xml.encode()
         for target in event.targets:
             session = hub.by_jid.get(target)
@@ -107,6 +118,21 @@ def deliver(hub: Hub, committed: Committed) -> None:
     elif isinstance(event, AccountRemoved):
         for session in hub.local_of_bare(event.jid):
             session.close("not-authorized", "account removed")
+
+
+def _deliver_room(hub: Hub, outs: list[Out]) -> None:
+    """A room's stanzas to the sessions held here; managed ones read their outbox rows."""
+    pulled: set[str] = set()
+    for out in outs:
+        session = hub.sessions.get(out.session)
+        if session is None:
+            continue
+        if session.sm_active:
+            if out.session not in pulled:
+                pulled.add(out.session)
+                session.sm_pull()
+        else:
+            session.send_bytes(addressed(out.xml, out.jid))
 
 
 def _resumed(hub: Hub, event: SmResumed) -> None:

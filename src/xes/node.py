@@ -93,7 +93,7 @@ class Node:
             stale = await self._start_boot("node_restarted")
             if stale:
                 log.info("stale_sessions_ended", count=stale)
-            tg.start_soon(delivery.run, hub, client.applied)
+            tg.start_soon(delivery.run, hub)
             tg.start_soon(
                 functools.partial(cluster_watch.run, hub, down_after=config.cluster.node_down_after)
             )

@@ -15,7 +15,7 @@ import structlog
 
 from xes.eventlog.client import LogUnavailable, ProposalRejected
 from xes.events.catalog import IqRouted
-from xes.features import carbons, mam, message, presence, roster, server_iq
+from xes.features import carbons, mam, message, muc, presence, roster, server_iq
 from xes.hub import Hub, LocalSession
 from xes.jid import JID, InvalidJID
 from xes.projections import accounts as accounts_view
@@ -72,7 +72,9 @@ async def dispatch(hub: Hub, session: LocalSession, stanza: Element) -> None:
     check_from(session, stanza)
     name = stanza.name
     try:
-        if name == "message":
+        if _to_muc(hub, stanza.get("to")):
+            await muc.handle(hub, session, stanza)
+        elif name == "message":
             await message.handle(hub, session, stanza)
         elif name == "presence":
             await presence.handle(hub, session, stanza)
@@ -88,6 +90,14 @@ async def dispatch(hub: Hub, session: LocalSession, stanza: Element) -> None:
     except ProposalRejected as exc:
         log.warning("proposal_rejected", reason=exc.reason, session=session.session_id)
         _reply_error(session, stanza, "internal-server-error", None, None)
+
+
+def _to_muc(hub: Hub, to: str | None) -> bool:
+    """Is the stanza for the group chat service (the service, a room or an occupant)?"""
+    if not to:
+        return False
+    domain = to.split("/", 1)[0].rsplit("@", 1)[-1].lower()
+    return muc.is_muc_domain(hub, domain)
 
 
 def _reply_error(

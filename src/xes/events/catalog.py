@@ -443,3 +443,248 @@ class CarbonsToggled:
 
     def stream(self) -> str:
         return f"session:{self.session}"
+
+
+# --- group chat (XEP-0045, ADR 0011) --------------------------------------------------------
+#
+# A room is the stream ``muc:<room JID>``. Every fact about it is one of these events; the
+# ``muc`` projection folds them on every node with the pure rules of :mod:`xes.muc.model`, and
+# each node's delivery folds the same events into its copy of the room to write what each of
+# its own occupants' sessions receives (:mod:`xes.muc.fanout`). Events name who and what;
+# roles, the presence each occupant sees and the status codes are derived, never carried.
+
+
+@event("muc.room_created")
+@dataclass(frozen=True, slots=True)
+class MucRoomCreated:
+    """A user's join created a room (XEP-0045 §10.1); the creator's join follows in the same
+    proposal. A room created by its owner is locked until configured unless ``locked`` is off
+    (an instant room, or a service that does not lock)."""
+
+    room: str
+    """Bare JID of the room (normalised)."""
+    creator: str
+    """Full JID of the creating occupant; its bare JID becomes the first owner."""
+    config: dict[str, Any]
+    """The room configuration (``xes.muc.model.RoomConfig`` fields), the service defaults."""
+    locked: bool
+    """The room refuses joins (``item-not-found``) until its owner submits a configuration."""
+    secret: str
+    """Random key of the room's XEP-0421 occupant ids, chosen by the proposer."""
+
+    def stream(self) -> str:
+        return f"muc:{self.room}"
+
+
+@event("muc.room_configured")
+@dataclass(frozen=True, slots=True)
+class MucRoomConfigured:
+    """An owner submitted the room configuration form (XEP-0045 §10.2); unlocks the room.
+
+    Occupants who may no longer stay (a room made members-only) leave in the same event."""
+
+    room: str
+    config: dict[str, Any]
+    """The complete new configuration."""
+    by: str
+    """Full JID of the owner who submitted it."""
+
+    def stream(self) -> str:
+        return f"muc:{self.room}"
+
+
+@event("muc.room_destroyed")
+@dataclass(frozen=True, slots=True)
+class MucRoomDestroyed:
+    """An owner (or the operator, or the last occupant of a temporary room leaving) ended the
+    room (XEP-0045 §10.9): every occupant leaves, affiliations, history and the room go."""
+
+    room: str
+    reason: str = ""
+    """Reason given to the occupants."""
+    alternate: str = ""
+    """JID of an alternate venue, if any."""
+    by: str = ""
+    """Full JID of the owner, ``operator`` for ``xes muc destroy``, empty when the last
+    occupant of a temporary room left."""
+
+    def stream(self) -> str:
+        return f"muc:{self.room}"
+
+
+@event("muc.occupant_joined")
+@dataclass(frozen=True, slots=True)
+class MucOccupantJoined:
+    """A session entered the room under ``nick`` (XEP-0045 §7.2), or another session of the same
+    user joined the same occupant, or a joined session sent its join again (a rejoin: the room
+    state is sent to it once more)."""
+
+    room: str
+    nick: str
+    """The nickname as enforced (PRECIS NicknameCasePreserved, RFC 8266)."""
+    jid: str
+    """Full JID of the joining session."""
+    session: str
+    """Its session id: the occupant leaves when that session ends (no ghosts)."""
+    presence: str
+    """The occupant's presence payload as sent (show, status, priority, caps; serialized
+    children only, the MUC ``<x/>`` removed)."""
+    history: dict[str, Any] = field(default_factory=dict)
+    """The ``<history/>`` limits asked for: maxstanzas, maxchars, seconds, since (ms)."""
+    password_ok: bool = False
+    """The proposer checked the room password (apply refuses a join without it)."""
+    nick_modified: bool = False
+    """The service changed the requested nick (status 210)."""
+
+    def stream(self) -> str:
+        return f"muc:{self.room}"
+
+
+@event("muc.occupant_presence")
+@dataclass(frozen=True, slots=True)
+class MucOccupantPresence:
+    """An occupant's session changed its presence in the room (show, status)."""
+
+    room: str
+    session: str
+    presence: str
+    """Serialized presence children as sent (MUC elements removed)."""
+
+    def stream(self) -> str:
+        return f"muc:{self.room}"
+
+
+@event("muc.occupant_left")
+@dataclass(frozen=True, slots=True)
+class MucOccupantLeft:
+    """A session left the room: its own unavailable presence, or its session ended (logout,
+    broken connection without resumption, resume timeout, node declared down), recorded in the
+    same proposal as that end."""
+
+    room: str
+    session: str
+    presence: str = ""
+    """Serialized children of the unavailable presence (a status text), if the client sent one."""
+    reason: str = "left"
+    """left | session_ended (status 333: the connection, not the user, ended it) | shutdown
+    (status 332)."""
+
+    def stream(self) -> str:
+        return f"muc:{self.room}"
+
+
+@event("muc.nick_changed")
+@dataclass(frozen=True, slots=True)
+class MucNickChanged:
+    """An occupant changed its nickname (XEP-0045 §7.6): status 303, then the new presence."""
+
+    room: str
+    session: str
+    nick: str
+    """The new nickname as enforced."""
+    presence: str = ""
+    """Serialized presence children sent with the change."""
+
+    def stream(self) -> str:
+        return f"muc:{self.room}"
+
+
+@event("muc.role_set")
+@dataclass(frozen=True, slots=True)
+class MucRoleSet:
+    """A moderator (or admin) changed an occupant's role (XEP-0045 §8.2-§8.6, §9.6); role
+    ``none`` is a kick (status 307): every session of the occupant leaves."""
+
+    room: str
+    nick: str
+    role: str
+    """moderator | participant | visitor | none."""
+    reason: str = ""
+    by: str = ""
+    """Full JID of the actor (shown to occupants as its nick)."""
+
+    def stream(self) -> str:
+        return f"muc:{self.room}"
+
+
+@event("muc.affiliation_set")
+@dataclass(frozen=True, slots=True)
+class MucAffiliationSet:
+    """An admin or owner changed a user's affiliation (XEP-0045 §9.1-§9.5, §10.3-§10.7).
+
+    Occupants of that user follow: ``outcast`` removes them (301), losing membership of a
+    members-only room removes them (321), otherwise their role follows the new affiliation."""
+
+    room: str
+    jid: str
+    """Bare JID whose affiliation changed."""
+    affiliation: str
+    """owner | admin | member | outcast | none."""
+    reason: str = ""
+    by: str = ""
+    """Full JID of the actor, or ``operator``."""
+    nick: str = ""
+    """A nickname reserved for a member (XEP-0045 §7.10 registration), if any."""
+
+    def stream(self) -> str:
+        return f"muc:{self.room}"
+
+
+@event("muc.subject_set")
+@dataclass(frozen=True, slots=True)
+class MucSubjectSet:
+    """An occupant changed the room subject (XEP-0045 §8.1)."""
+
+    room: str
+    session: str
+    subject: str
+    """The subject text (empty clears it)."""
+
+    def stream(self) -> str:
+        return f"muc:{self.room}"
+
+
+@event("muc.message_sent")
+@dataclass(frozen=True, slots=True)
+class MucMessageSent:
+    """A groupchat message to the room (XEP-0045 §7.4): one event, written by every node to its
+    own occupants' sessions (each copy differs only in ``to``), kept in the room's history and,
+    if the room logs, in its archive (XEP-0313, owner = the room JID)."""
+
+    room: str
+    session: str
+    """Session of the sending occupant (apply refuses a message from a non-occupant)."""
+    nick: str
+    """The sender's nickname when sent (the archive's ``with`` is room/nick)."""
+    xml: str
+    """The message as the room sends it, without ``to``: ``from`` = room/nick, the sender's
+    ``id`` kept (the reflection carries it), ``<stanza-id by=room>`` and ``<occupant-id/>``."""
+    stanza_id: str
+    """The room's archive id of the message (XEP-0359), chosen by the proposer."""
+    archived: bool = True
+    """The room logs its messages (``muc#roomconfig_enablelogging``)."""
+    origin_id: str | None = None
+    """The sender's XEP-0359 ``origin-id``."""
+
+    def stream(self) -> str:
+        return f"muc:{self.room}"
+
+
+@event("muc.private_sent")
+@dataclass(frozen=True, slots=True)
+class MucPrivateSent:
+    """A private message or iq between occupants (XEP-0045 §7.5), through the room: the
+    receiving occupant's sessions get it from room/nick of the sender."""
+
+    room: str
+    session: str
+    """Session of the sending occupant."""
+    to_nick: str
+    """Nickname of the receiving occupant (apply refuses it if that occupant is gone)."""
+    xml: str
+    """The stanza as delivered, without ``to``, ``from`` = room/sender's nick."""
+    to_session: str = ""
+    """For an iq (or an answer to one): only this session of the receiving occupant gets it."""
+
+    def stream(self) -> str:
+        return f"muc:{self.room}"

@@ -183,7 +183,7 @@ async def query(hub: Hub, session: LocalSession, iq: Element, child: Element) ->
     if not hub.config.archive.enabled:
         raise StanzaError("service-unavailable")
     if iq.get("type") == "get":
-        return iq_result(iq, E("{%s}query" % ns.MAM, None, _query_form()))
+        return iq_result(iq, E("{%s}query" % ns.MAM, None, query_form()))
     cfg = hub.config.archive
     q = parse_query(child, cfg.page_size, cfg.max_page_size)
     try:
@@ -198,7 +198,7 @@ async def query(hub: Hub, session: LocalSession, iq: Element, child: Element) ->
     return iq_result(iq, fin)
 
 
-def _query_form() -> Element:
+def query_form() -> Element:
     fields = [
         E(_FIELD, {"type": "hidden", "var": "FORM_TYPE"}, E(_VALUE, None, ns.MAM)),
         E(_FIELD, {"type": "jid-single", "var": "with"}),

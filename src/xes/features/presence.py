@@ -14,6 +14,7 @@ from typing import Any
 
 from xes.events.catalog import OfflineFlushed, PresenceRouted, PresenceUpdated
 from xes.features import subscription
+from xes.features.muc import occupants
 from xes.features.roster import item_event
 from xes.hub import Hub, LocalSession
 from xes.jid import JID, InvalidJID
@@ -164,7 +165,12 @@ async def flush_offline(hub: Hub, session: LocalSession) -> None:
 async def broadcast_unavailable(hub: Hub, session: LocalSession, stanza: Element | None) -> None:
     if not session.available:
         return
-    await hub.log.append(unavailable_event(hub, session, stanza))
+    event = unavailable_event(hub, session, stanza)
+    with hub.read() as txn:
+        # Rooms got the session's presence as directed presence: unavailable ends it there too
+        # (RFC 6121 §4.6.3), so the occupant leaves (XEP-0045 §7.14).
+        leaves = occupants.leave_events(hub, txn, session.session_id, "closed")
+    await hub.log.append(event, *leaves)
 
 
 def unavailable_event(hub: Hub, session: LocalSession, stanza: Element | None) -> PresenceUpdated:

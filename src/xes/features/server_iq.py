@@ -57,7 +57,12 @@ async def disco_items(hub: Hub, session: LocalSession, iq: Element, query: Eleme
         raise StanzaError("bad-request")
     if query.get("node"):
         raise StanzaError("item-not-found")
-    return iq_result(iq, E("{%s}query" % ns.DISCO_ITEMS))
+    to = iq.get("to")
+    items = []
+    if hub.config.muc.enabled and not (to and "@" in to):
+        # XEP-0045 §6.1: the server lists its group chat service.
+        items.append(E("{%s}item" % ns.DISCO_ITEMS, {"jid": hub.config.muc_domain}))
+    return iq_result(iq, E("{%s}query" % ns.DISCO_ITEMS, None, *items))
 
 
 async def ping(hub: Hub, session: LocalSession, iq: Element, query: Element) -> Element:

@@ -2,7 +2,8 @@
 
 A node that restarts after a crash, the leader that gives up on an unreachable node, a managed
 session whose resumption deadline passed and a connection that closes all end sessions the same
-way (RFC 6121 §4.5.2): unavailable presence to everyone who saw the session available (roster
+way (RFC 6121 §4.5.2): its occupants leave the rooms it joined (XEP-0045, ADR 0011: no ghost),
+unavailable presence to everyone who saw the session available (roster
 subscribers and directed-presence targets), what its outbox holds unacknowledged delivered
 elsewhere (XEP-0198, :func:`xes.features.stream_mgmt.reroute_events`), then ``session.ended``.
 A resumable session whose node is gone is *detached* instead (``sm.detached``), so its client
@@ -19,6 +20,7 @@ import lmdb
 
 from xes.events.catalog import PresenceUpdated, SessionEnded, SmDetached, SmHandled
 from xes.features import presence, stream_mgmt
+from xes.features.muc import occupants
 from xes.hub import Hub
 from xes.projections import stream_mgmt as sm_view
 from xes.projections.sessions import SessionView
@@ -55,6 +57,9 @@ def end_events(
             events.append(SmHandled(view.session, state.handled, guard))
             events.append(SmDetached(view.session, deadline, reason))
             continue
+        # The session's occupants leave their rooms first (XEP-0045 §7.14; status 333 unless
+        # the user logged out): the projection refuses an end that leaves one behind.
+        events.extend(occupants.leave_events(hub, txn, view.session, reason))
         if view.available:
             targets = presence.broadcast_targets(hub, txn, view.bare, view.session, view.jid)
             targets = presence.with_directed(hub, txn, view.session, targets)

@@ -23,7 +23,14 @@ from typing import Any
 import lmdb
 
 from xes.events import Committed
-from xes.events.catalog import AccountRemoved, ArchiveExpired, ArchivePrefsSet, MessageRouted
+from xes.events.catalog import (
+    AccountRemoved,
+    ArchiveExpired,
+    ArchivePrefsSet,
+    MessageRouted,
+    MucMessageSent,
+    MucRoomDestroyed,
+)
 from xes.jid import bare_of
 from xes.projections.base import Projection, delete_prefix, dump, iter_prefix, load
 from xes.stanza.archiving import Prefs
@@ -103,7 +110,14 @@ class Page:
 class Archive(Projection):
     name = "archive"
     dbs = (MSGS, IDS, TIME, PEER, ORIGIN, META, EXPIRY, PREFS)
-    handles = ("message.routed", "archive.prefs_set", "archive.expired", "account.removed")
+    handles = (
+        "message.routed",
+        "archive.prefs_set",
+        "archive.expired",
+        "account.removed",
+        "muc.message_sent",
+        "muc.room_destroyed",
+    )
 
     def on_message_routed(self, txn: lmdb.Transaction, c: Committed, ev: MessageRouted) -> None:
         if not ev.archived_by or not ev.stanza_id:
@@ -119,32 +133,49 @@ class Archive(Projection):
         for owner in sorted(set(ev.archived_by)):
             outgoing = owner == sender
             peer = ev.to if outgoing else ev.sender
-            self._insert(txn, c, ev, owner, peer, outgoing)
+            at = ev.received_at or c.envelope.at
+            origin_id = ev.origin_id if outgoing else None
+            self._insert(txn, c, owner, peer, outgoing, ev.stanza_id, ev.xml, at, origin_id)
+
+    def on_muc_message_sent(self, txn: lmdb.Transaction, c: Committed, ev: MucMessageSent) -> None:
+        """A room's archive (XEP-0313 §5.1.? on the room JID): owner is the room, peer the
+        sender's occupant JID as the message is ``from``."""
+        if not ev.archived:
+            return
+        peer = f"{ev.room}/{ev.nick}"
+        self._insert(txn, c, ev.room, peer, False, ev.stanza_id, ev.xml, c.envelope.at, None)
+
+    def on_muc_room_destroyed(
+        self, txn: lmdb.Transaction, c: Committed, ev: MucRoomDestroyed
+    ) -> None:
+        self._drop_owner(txn, ev.room)
 
     def _insert(
         self,
         txn: lmdb.Transaction,
         c: Committed,
-        ev: MessageRouted,
         owner: str,
         peer: str,
         outgoing: bool,
+        stanza_id: str,
+        xml: str,
+        received: int,
+        origin_id: str | None,
     ) -> None:
-        assert ev.stanza_id is not None
         prefix = _owner(owner)
-        if txn.get(prefix + ev.stanza_id.encode(), db=self.db(IDS)) is not None:
+        if txn.get(prefix + stanza_id.encode(), db=self.db(IDS)) is not None:
             return  # this archive holds the message already (a copy routed again)
         meta = load(txn.get(owner.encode(), db=self.db(META))) or {"count": 0, "last_at": 0}
-        at = max(ev.received_at or c.envelope.at, meta["last_at"])
+        at = max(received, meta["last_at"])
         seq = u64(c.seq)
-        row: dict[str, Any] = {"id": ev.stanza_id, "at": at, "peer": peer, "xml": ev.xml}
+        row: dict[str, Any] = {"id": stanza_id, "at": at, "peer": peer, "xml": xml}
         if outgoing:
             row["out"] = True
-            if ev.origin_id:
-                row["origin"] = ev.origin_id
-                txn.put(prefix + ev.origin_id.encode(), seq, db=self.db(ORIGIN))
+            if origin_id:
+                row["origin"] = origin_id
+                txn.put(prefix + origin_id.encode(), seq, db=self.db(ORIGIN))
         txn.put(prefix + seq, dump(row), db=self.db(MSGS))
-        txn.put(prefix + ev.stanza_id.encode(), seq, db=self.db(IDS))
+        txn.put(prefix + stanza_id.encode(), seq, db=self.db(IDS))
         txn.put(prefix + u64(at) + seq, b"", db=self.db(TIME))
         txn.put(_peer(owner, bare_of(peer)) + seq, b"", db=self.db(PEER))
         txn.put(_expiry_key(owner, at, c.seq), b"", db=self.db(EXPIRY))
@@ -190,14 +221,17 @@ class Archive(Projection):
                 txn.delete(k, db=self.db(EXPIRY))  # its row went with its account
 
     def on_account_removed(self, txn: lmdb.Transaction, c: Committed, ev: AccountRemoved) -> None:
-        prefix = _owner(ev.jid)
+        self._drop_owner(txn, ev.jid)
+
+    def _drop_owner(self, txn: lmdb.Transaction, owner: str) -> None:
+        prefix = _owner(owner)
         for k, v in list(iter_prefix(txn, self.db(MSGS), prefix)):
             seq = from_u64(k[len(prefix) :])
-            txn.delete(_expiry_key(ev.jid, load(v)["at"], seq), db=self.db(EXPIRY))
+            txn.delete(_expiry_key(owner, load(v)["at"], seq), db=self.db(EXPIRY))
         for name in (MSGS, IDS, TIME, PEER, ORIGIN):
             delete_prefix(txn, self.db(name), prefix)
-        txn.delete(ev.jid.encode(), db=self.db(META))
-        txn.delete(ev.jid.encode(), db=self.db(PREFS))
+        txn.delete(owner.encode(), db=self.db(META))
+        txn.delete(owner.encode(), db=self.db(PREFS))
 
 
 def _expiry_key(owner: str, at: int, seq: int) -> bytes:

@@ -38,6 +38,7 @@ from xes.events import (
 from xes.projections.accounts import Accounts
 from xes.projections.archive import Archive
 from xes.projections.base import Projection, Rejected
+from xes.projections.muc import Muc
 from xes.projections.offline import Offline
 from xes.projections.roster import Roster
 from xes.projections.sessions import Sessions
@@ -51,12 +52,14 @@ PROJECTIONS: tuple[type[Projection], ...] = (
     Accounts,
     Roster,
     StreamManagement,
+    Muc,
     Sessions,
     Offline,
     Archive,
 )
 """In apply order: ``sm`` reads a replaced session before ``sessions`` forgets it, and offline
-messages a flush delivers before ``offline`` drops them."""
+messages a flush delivers before ``offline`` drops them; ``muc`` sees the sessions a new boot
+ends before ``sessions`` forgets them (it refuses to let an occupant's session end)."""
 STREAMS = "streams.version"
 """Per-stream version counters (part of the replicated state, covered by the digest)."""
 

@@ -364,6 +364,22 @@ def rows(store: Store, txn: lmdb.Transaction, session: str, after: int = 0) -> l
     return out
 
 
+def queue(store: Store, txn: lmdb.Transaction, session: str, stanzas: list[str], at: int) -> None:
+    """Append ``stanzas`` to a managed session's outbox (for other projections' fan-out, e.g.
+    a room's copies: :mod:`xes.projections.muc`). Rows are ``other``: a session that ends
+    without acknowledging them drops them (group chat is caught up from the room archive)."""
+    raw = txn.get(session.encode(), db=store.db(STATE))
+    if raw is None:
+        return
+    st = SmState.from_json(session, load(raw))
+    n = st.next
+    for xml in stanzas:
+        n += 1
+        row = {"xml": xml, "kind": "other", "at": at}
+        txn.put(_row_key(session, n), dump(row), db=store.db(OUTBOX))
+    txn.put(session.encode(), dump(replace(st, next=n).to_json()), db=store.db(STATE))
+
+
 def ended(store: Store, txn: lmdb.Transaction, session: str) -> dict[str, Any] | None:
     """The tombstone of a managed session that ended in the last day: jid, handled, at."""
     return load(txn.get(session.encode(), db=store.db(ENDED)))

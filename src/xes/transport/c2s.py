@@ -35,6 +35,7 @@ from xes.features import presence, session_end, stream_mgmt
 from xes.hub import Hub
 from xes.jid import JID, bare_of, normalize_localpart
 from xes.projections import accounts as accounts_view
+from xes.projections import muc as muc_view
 from xes.projections import sessions as sessions_view
 from xes.projections import stream_mgmt as sm_view
 from xes.session import stream_management as sm
@@ -559,7 +560,11 @@ class ClientConnection:
             # holds unacknowledged: RFC 6120 §7.7.2.2 replaces it, XEP-0198 must not drop it.
             old = sessions_view.by_full_jid(self.hub.store, txn, str(action.jid))
             events: list[Any] = []
-            if old is not None and sm_view.state(self.hub.store, txn, old.session) is not None:
+            if old is not None and (
+                sm_view.state(self.hub.store, txn, old.session) is not None
+                or muc_view.rooms_of_session(self.hub.store, txn, old.session)
+            ):
+                # Its occupants leave their rooms too: a replaced session leaves no ghost.
                 events = session_end.end_events(self.hub, txn, [old], "conflict")
         try:
             await self.hub.log.append(*events, event)

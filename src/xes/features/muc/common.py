@@ -1,0 +1,106 @@
+"""What every MUC handler shares: reading rooms, proposing room events, per-session throttles.
+
+A proposal apply refuses (``muc-<condition>: ...``, see :mod:`xes.projections.muc`) means a
+premise the handler checked changed between its read and the commit (another node's join took
+the nickname, an admin lost the right meanwhile): the client gets that condition, exactly as if
+the handler had seen the new state first.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+
+from xes.eventlog.client import ProposalRejected
+from xes.hub import Hub, LocalSession
+from xes.muc.model import Occupant, Room
+from xes.projections import muc as muc_view
+from xes.stanza.core import ERROR_TYPES, StanzaError
+from xes.xml import Element, ns, serialize
+
+MUC = "http://jabber.org/protocol/muc"
+MUC_USER = "http://jabber.org/protocol/muc#user"
+OCCUPANT_ID = "urn:xmpp:occupant-id:0"
+
+REJECTIONS = {
+    "no-room": "item-not-found",
+    "no-occupant": "item-not-found",
+    "not-occupant": "not-acceptable",
+    "no-session": "not-acceptable",
+    "already-occupant": "conflict",
+}
+
+
+class RoomExists(Exception):
+    """A creation lost the race: another join created the room first (join it instead)."""
+
+
+def is_muc_domain(hub: Hub, domain: str) -> bool:
+    return hub.config.muc.enabled and domain == hub.config.muc_domain
+
+
+def read_room(hub: Hub, room: str) -> Room | None:
+    with hub.read() as txn:
+        return muc_view.get(hub.store, txn, room)
+
+
+def occupant_of(room: Room, session: LocalSession) -> Occupant | None:
+    """The session's occupant in ``room``, if it is joined."""
+    return room.by_session(session.session_id)
+
+
+async def propose(hub: Hub, *events: Any) -> None:
+    """Append room events; a refusal by apply becomes the XEP's error for the client."""
+    try:
+        await hub.log.append(*events)
+    except ProposalRejected as exc:
+        reason = exc.reason
+        if not reason.startswith("muc-"):
+            raise
+        code, _, text = reason[4:].partition(":")
+        if code == "room-exists":
+            raise RoomExists(text) from exc
+        condition = REJECTIONS.get(code, code)
+        if condition not in ERROR_TYPES and condition != "registration-required":
+            condition = "internal-server-error"
+        raise StanzaError(condition, text.strip() or None) from exc
+
+
+def payload_children(stanza: Element, drop: tuple[str, ...] = (MUC, MUC_USER, OCCUPANT_ID)) -> str:
+    """The stanza's children as stored for the room (its MUC elements removed)."""
+    return "".join(
+        serialize(child).decode()
+        for child in stanza.elements()
+        if child.ns not in drop and not (child.ns == ns.SID and child.name == "stanza-id")
+    )
+
+
+@dataclass(slots=True)
+class Bucket:
+    tokens: float
+    at: float
+
+
+_buckets: weakref.WeakKeyDictionary[Any, dict[str, Bucket]] = weakref.WeakKeyDictionary()
+
+
+async def throttle(session: LocalSession, what: str, rate: float, burst: int) -> None:
+    """Slow ``session`` down to ``rate`` per second for ``what`` (a room's messages, joins).
+
+    The session's own stanzas wait (its stream is read later); nothing is dropped, nobody else
+    waits. Node-local on purpose: a limit, not state.
+    """
+    per = _buckets.setdefault(session, {})
+    now = time.monotonic()
+    bucket = per.get(what)
+    if bucket is None:
+        bucket = per[what] = Bucket(float(burst), now)
+    bucket.tokens = min(float(burst), bucket.tokens + (now - bucket.at) * rate)
+    bucket.at = now
+    bucket.tokens -= 1
+    if bucket.tokens < 0:
+        await anyio.sleep(-bucket.tokens / rate)
