@@ -214,6 +214,94 @@ def cmd_events(args: argparse.Namespace) -> int:
     return 0
 
 
+def _room_jid(config: Config, raw: str) -> str:
+    try:
+        jid = JID.parse(raw if "@" in raw else f"{raw}@{config.muc_domain}")
+    except InvalidJID as exc:
+        raise SystemExit(f"invalid room JID {raw!r}: {exc}") from None
+    if jid.domain != config.muc_domain or jid.local is None or jid.resource is not None:
+        raise SystemExit(f"{raw!r} is not a room of the group chat service {config.muc_domain}")
+    return str(jid)
+
+
+def _room_summary(room: Any) -> dict[str, Any]:
+    return {
+        "room": room.jid,
+        "name": room.config.name,
+        "occupants": len(room.occupants),
+        "persistent": room.config.persistent,
+        "public": room.config.public,
+        "members_only": room.config.members_only,
+        "locked": room.locked,
+    }
+
+
+def _room_details(room: Any, history: int, archived: int) -> dict[str, Any]:
+    config = room.config.to_json()
+    config["password_protected"] = bool(config.pop("password_hash"))
+    return {
+        **_room_summary(room),
+        "config": config,
+        "subject": room.subject,
+        "subject_by": room.subject_by,
+        "affiliations": dict(sorted(room.affiliations.items())),
+        "reserved_nicks": dict(sorted(room.reserved.items())),
+        "occupants": [
+            {
+                "nick": o.nick,
+                "user": o.bare,
+                "role": o.role,
+                "affiliation": room.affiliation(o.bare),
+                "sessions": {s.session: s.jid for s in o.sessions.values()},
+            }
+            for _, o in sorted(room.occupants.items())
+        ],
+        "history_messages": history,
+        "archived_messages": archived,
+    }
+
+
+def cmd_muc(args: argparse.Namespace) -> int:
+    """Operators' view of the group chat service: list rooms, inspect one, destroy one."""
+    from xes.events.catalog import MucRoomDestroyed
+    from xes.projections import archive as archive_view
+    from xes.projections import muc as muc_view
+
+    config = _config(args)
+    if args.action == "destroy":
+        room_jid = _room_jid(config, args.room)
+        event = MucRoomDestroyed(room_jid, args.reason or "", args.alternate or "", "operator")
+        result = submit(config, _envelopes([event]))
+        if not result["ok"]:
+            raise SystemExit(f"no such room {room_jid} ({result.get('reason')})")
+        print(f"room {room_jid} destroyed")
+        return 0
+    live = _open_live(config)
+    try:
+        with live.env.begin() as txn:
+            if args.action == "list":
+                rows = [_room_summary(r) for r in muc_view.all_rooms(live, txn)]
+                if args.json:
+                    print(json.dumps(rows, indent=2, sort_keys=True))
+                for row in [] if args.json else rows:
+                    flags = [
+                        k for k in ("persistent", "public", "members_only", "locked") if row[k]
+                    ]
+                    name = f" ({row['name']})" if row["name"] else ""
+                    print(f"{row['room']}{name}: {row['occupants']} occupants; {', '.join(flags)}")
+                return 0
+            room_jid = _room_jid(config, args.room)
+            room = muc_view.get(live, txn, room_jid)
+            if room is None:
+                raise SystemExit(f"no such room {room_jid}")
+            history = len(muc_view.history(live, txn, room_jid, 1 << 62, 1 << 30))
+            details = _room_details(room, history, archive_view.count(live, txn, room_jid))
+    finally:
+        live.close()
+    print(json.dumps(details, indent=2, sort_keys=True, ensure_ascii=False))
+    return 0
+
+
 def cmd_cluster(args: argparse.Namespace) -> int:
     from xes.eventlog.client import SyncClient, socket_alive
 
@@ -351,6 +439,19 @@ def build_parser() -> argparse.ArgumentParser:
             "addr", help="host:port of the Raft endpoint"
         )
     cluster.set_defaults(func=cmd_cluster)
+    muc = with_config(sub.add_parser("muc", help="inspect and destroy group chat rooms"))
+    muc_sub = muc.add_subparsers(dest="action", required=True)
+    with_config(muc_sub.add_parser("list", help="every room, one line each")).add_argument(
+        "--json", action="store_true", help="machine-readable output"
+    )
+    with_config(muc_sub.add_parser("show", help="one room in full, as JSON")).add_argument(
+        "room", help="room JID (or its local part)"
+    )
+    destroy = with_config(muc_sub.add_parser("destroy", help="destroy a room"))
+    destroy.add_argument("room", help="room JID (or its local part)")
+    destroy.add_argument("--reason", help="reason told to the occupants")
+    destroy.add_argument("--alternate", help="JID of a room the occupants may move to")
+    muc.set_defaults(func=cmd_muc)
     return parser
 
 
