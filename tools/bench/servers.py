@@ -225,7 +225,7 @@ class Xes(Server):
     def __post_init__(self) -> None:
         self.name = "xes" if self.nodes == 1 else f"xes{self.nodes}"
         self.label = "xes" if self.nodes == 1 else f"xes {self.nodes} nodes"
-        self.supports = frozenset({"logins", "messages", "idle", "archive"})  # no MUC yet
+        self.supports = frozenset({"logins", "messages", "muc", "idle", "archive"})
 
     def write_configs(self) -> None:
         secret = secrets.token_urlsafe(24)
@@ -247,6 +247,9 @@ class Xes(Server):
                 "[limits]\nstanzas_per_second = 1000000.0\nstanza_burst = 2000000\n"
                 "max_connections = 200000\nidle_timeout = 7200.0\n"
                 f"[cluster]\n{cluster}"
+                # As for the peers: no per-occupant rate limit, no history on join.
+                "[muc]\nmessages_per_second = 1000000.0\nmessage_burst = 2000000\n"
+                "joins_per_second = 100000.0\njoin_burst = 200000\ndefault_history_length = 0\n"
                 '[log]\nlevel = "warning"\nformat = "json"\n'
             )
             self.configs.append(config)
