@@ -505,8 +505,7 @@ class MucRoomDestroyed:
     alternate: str = ""
     """JID of an alternate venue, if any."""
     by: str = ""
-    """Full JID of the owner, ``operator`` for ``xes muc destroy``, empty when the last
-    occupant of a temporary room left."""
+    """Full JID of the owner, or ``operator`` for ``xes muc destroy``."""
 
     def stream(self) -> str:
         return f"muc:{self.room}"
@@ -566,8 +565,9 @@ class MucOccupantLeft:
     presence: str = ""
     """Serialized children of the unavailable presence (a status text), if the client sent one."""
     reason: str = "left"
-    """left | session_ended (status 333: the connection, not the user, ended it) | shutdown
-    (status 332)."""
+    """left (the session's own unavailable presence: it is told) | logout (the session ends at
+    the user's request) | session_ended (status 333: the connection, not the user, ended it) |
+    shutdown (status 332). All but ``left`` are part of the session's end."""
 
     def stream(self) -> str:
         return f"muc:{self.room}"

@@ -169,7 +169,7 @@ async def broadcast_unavailable(hub: Hub, session: LocalSession, stanza: Element
     with hub.read() as txn:
         # Rooms got the session's presence as directed presence: unavailable ends it there too
         # (RFC 6121 §4.6.3), so the occupant leaves (XEP-0045 §7.14).
-        leaves = occupants.leave_events(hub, txn, session.session_id, "closed")
+        leaves = occupants.leave_events(hub, txn, session.session_id, "unavailable")
     await hub.log.append(event, *leaves)
 
 

@@ -140,10 +140,14 @@ class Room:
         return None
 
     def of_user(self, bare: str) -> Occupant | None:
-        for occupant in self.occupants.values():
-            if occupant.bare == bare:
-                return occupant
-        return None
+        """The user's first occupant (by nickname key), if it is in the room at all."""
+        found = self.occupants_of(bare)
+        return found[0] if found else None
+
+    def occupants_of(self, bare: str) -> list[Occupant]:
+        """Every occupant of the user (one per nickname it holds), in nickname-key order: the
+        same order whether the room was folded in place or read back from its row."""
+        return [self.occupants[k] for k in sorted(self.occupants) if self.occupants[k].bare == bare]
 
     def moderators(self) -> list[Occupant]:
         return [o for o in self.occupants.values() if o.role == "moderator"]
@@ -219,7 +223,7 @@ def join_error(room: Room, bare: str, nick_key: str) -> str | None:
         return "conflict"  # §7.2.9
     if reserved_by_other(room, bare, nick_key):
         return "conflict"  # §7.2.9: registered to another user
-    if holder is None and room.of_user(bare) is None:
+    if holder is None:
         limit = room.config.max_users
         if (
             limit
@@ -279,8 +283,10 @@ def role_change_error(
             return "not-allowed"  # §8.2: an admin or owner cannot be kicked or muted
         if target.role == "moderator" and actor_aff < AFFILIATION_RANK["admin"]:
             return "not-allowed"  # §9.7: only admins revoke moderator
-        if role == "visitor" and target_aff > actor_aff:
-            return "not-allowed"
+        if role == "none" and target_aff > actor_aff:
+            return "not-allowed"  # §8.2: not by a moderator of lower affiliation
+        if role == "visitor" and target_aff >= actor_aff:
+            return "not-allowed"  # §8.4: not from a user at or above the moderator's level
         return None
     if role == "moderator":
         return None if actor_aff >= AFFILIATION_RANK["admin"] else "forbidden"  # §9.6
@@ -297,6 +303,8 @@ def affiliation_change_error(
     wanted = AFFILIATION_RANK[affiliation]
     if actor < AFFILIATION_RANK["admin"]:
         return "forbidden"
+    if affiliation == "outcast" and target == actor_bare:
+        return "conflict"  # §9.1: an admin or owner cannot ban himself
     if actor == AFFILIATION_RANK["admin"] and (
         current >= AFFILIATION_RANK["admin"] or wanted >= AFFILIATION_RANK["admin"]
     ):

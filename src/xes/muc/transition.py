@@ -183,9 +183,11 @@ def _history(room: Room, ev: MucOccupantJoined, ctx: Context) -> list[HistoryIte
     if "since" in want:
         items = [i for i in items if i.at > int(want["since"])]
     if "maxchars" in want:
+        # XEP-0045 §7.2.15: characters of the complete stanzas as sent (delay and to included).
         budget, kept = int(want["maxchars"]), []
         for item in reversed(items):
-            budget -= len(item.xml)
+            sent = render.addressed(render.with_history_delay(item.xml, room.jid, item.at), ev.jid)
+            budget -= len(sent.decode())
             if budget < 0:
                 break
             kept.append(item)
@@ -206,7 +208,11 @@ def _presence(room: Room, ev: MucOccupantPresence, ctx: Context) -> tuple[Room |
     )
 
 
-LEAVE_CODES = {"left": (), "session_ended": (333,), "shutdown": (332,)}
+LEAVE_CODES = {"left": (), "logout": (), "session_ended": (333,), "shutdown": (332,)}
+"""Status codes of a departure, by ``muc.occupant_left`` reason. Every reason but ``left`` is
+part of the end of the session itself: its stream is gone (or going), so the session is not sent
+its own departure (a stream-management session would otherwise get an outbox row in the very
+proposal that ends it)."""
 
 
 def _left(room: Room, ev: MucOccupantLeft, ctx: Context) -> tuple[Room | None, list[Out]]:
@@ -215,15 +221,23 @@ def _left(room: Room, ev: MucOccupantLeft, ctx: Context) -> tuple[Room | None, l
         return room, []
     leaving = occupant.sessions.pop(ev.session)
     codes = list(LEAVE_CODES.get(ev.reason, ()))
+    tell_leaver = ev.reason == "left"
     outs: list[Out] = []
     if occupant.sessions:
         # Another session of the user keeps the nickname: only this session is told it left.
         if occupant.primary == ev.session:
             occupant.primary = sorted(occupant.sessions)[0]
         xml = render.presence(
-            room, occupant, show_jid=True, unavailable=True, children=ev.presence, codes=[110]
+            room,
+            occupant,
+            show_jid=True,
+            unavailable=True,
+            children=ev.presence,
+            codes=[110],
+            role="none",
         )
-        outs.append(Out(leaving.session, leaving.jid, xml))
+        if tell_leaver:
+            outs.append(Out(leaving.session, leaving.jid, xml))
         outs += _broadcast(
             room,
             occupant,
@@ -232,20 +246,34 @@ def _left(room: Room, ev: MucOccupantLeft, ctx: Context) -> tuple[Room | None, l
             ),
         )
         return room, outs
-    # The last session: the occupant leaves (§7.14); it is told first, then everyone else.
+    # The last session: the occupant leaves (§7.14); it is told first, then everyone else, with
+    # role none (the occupant has no role any more; clients read that as "left").
     occupant.sessions[ev.session] = leaving
     occupant.primary = ev.session
     xml = render.presence(
-        room, occupant, show_jid=True, unavailable=True, children=ev.presence, codes=[110, *codes]
+        room,
+        occupant,
+        show_jid=True,
+        unavailable=True,
+        children=ev.presence,
+        codes=[110, *codes],
+        role="none",
     )
-    outs.append(Out(leaving.session, leaving.jid, xml))
+    if tell_leaver:
+        outs.append(Out(leaving.session, leaving.jid, xml))
     del room.occupants[key(occupant.nick)]
     variants: dict[bool, str] = {}
     for other in _sorted(room):
         show = room.non_anonymous or other.role == "moderator"
         if show not in variants:
             variants[show] = render.presence(
-                room, occupant, show_jid=show, unavailable=True, children=ev.presence, codes=codes
+                room,
+                occupant,
+                show_jid=show,
+                unavailable=True,
+                children=ev.presence,
+                codes=codes,
+                role="none",
             )
         outs += [Out(s.session, s.jid, variants[show]) for s in _sessions(other)]
     if not room.occupants and (room.locked or not room.config.persistent):
@@ -347,18 +375,18 @@ def _affiliation_set(
     room: Room, ev: MucAffiliationSet, ctx: Context
 ) -> tuple[Room | None, list[Out]]:
     actor = _actor_nick(room, ev.by)
-    occupant = room.of_user(ev.jid)
+    affected = room.occupants_of(ev.jid)
     outs: list[Out] = []
-    if occupant is not None and ev.affiliation == "outcast":
-        outs = _remove(room, occupant, 301, actor, ev.reason, role="none", affiliation="outcast")
-        occupant = None
-    elif (
-        occupant is not None
-        and room.config.members_only
-        and AFFILIATION_RANK[ev.affiliation] < AFFILIATION_RANK["member"]
-    ):
-        outs = _remove(room, occupant, 321, actor, ev.reason, role="none", affiliation="none")
-        occupant = None
+    if ev.affiliation == "outcast":
+        for occupant in affected:
+            outs += _remove(
+                room, occupant, 301, actor, ev.reason, role="none", affiliation="outcast"
+            )
+        affected = []
+    elif room.config.members_only and AFFILIATION_RANK[ev.affiliation] < AFFILIATION_RANK["member"]:
+        for occupant in affected:
+            outs += _remove(room, occupant, 321, actor, ev.reason, role="none", affiliation="none")
+        affected = []
     if ev.affiliation == "none":
         room.affiliations.pop(ev.jid, None)
     else:
@@ -367,13 +395,12 @@ def _affiliation_set(
         room.reserved[ev.jid] = ev.nick
     elif AFFILIATION_RANK[ev.affiliation] < AFFILIATION_RANK["member"]:
         room.reserved.pop(ev.jid, None)
-    if occupant is not None:
-        occupant.role = default_role(room.config, ev.affiliation)
-        found = occupant
-        outs = _broadcast(
+    for found in affected:
+        found.role = default_role(room.config, ev.affiliation)
+        outs += _broadcast(
             room,
             found,
-            lambda show, me: render.presence(
+            lambda show, me, found=found: render.presence(
                 room,
                 found,
                 show_jid=show,

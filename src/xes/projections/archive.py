@@ -224,14 +224,19 @@ class Archive(Projection):
         self._drop_owner(txn, ev.jid)
 
     def _drop_owner(self, txn: lmdb.Transaction, owner: str) -> None:
-        prefix = _owner(owner)
-        for k, v in list(iter_prefix(txn, self.db(MSGS), prefix)):
-            seq = from_u64(k[len(prefix) :])
-            txn.delete(_expiry_key(owner, load(v)["at"], seq), db=self.db(EXPIRY))
-        for name in (MSGS, IDS, TIME, PEER, ORIGIN):
-            delete_prefix(txn, self.db(name), prefix)
-        txn.delete(owner.encode(), db=self.db(META))
-        txn.delete(owner.encode(), db=self.db(PREFS))
+        drop_owner(self.store, txn, owner)
+
+
+def drop_owner(store: Store, txn: lmdb.Transaction, owner: str) -> None:
+    """Delete ``owner``'s whole archive (an account removed, a room that ended)."""
+    prefix = _owner(owner)
+    for k, v in list(iter_prefix(txn, store.db(MSGS), prefix)):
+        seq = from_u64(k[len(prefix) :])
+        txn.delete(_expiry_key(owner, load(v)["at"], seq), db=store.db(EXPIRY))
+    for name in (MSGS, IDS, TIME, PEER, ORIGIN):
+        delete_prefix(txn, store.db(name), prefix)
+    txn.delete(owner.encode(), db=store.db(META))
+    txn.delete(owner.encode(), db=store.db(PREFS))
 
 
 def _expiry_key(owner: str, at: int, seq: int) -> bytes:

@@ -46,6 +46,7 @@ from xes.muc.model import Room
 from xes.muc.nick import key as nick_key
 from xes.muc.render import addressed
 from xes.muc.transition import Context, HistoryItem
+from xes.projections import archive as archive_view
 from xes.projections import sessions as sessions_view
 from xes.projections import stream_mgmt
 from xes.projections.base import Projection, Rejected, delete_prefix, dump, iter_prefix, load
@@ -74,10 +75,30 @@ class Muc(Projection):
     dbs = (ROOMS, SESSIONS, HISTORY, META)
     handles = (*transition.EVENT_TYPES, "session.ended", "session.bound", "node.started")
 
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
+        self._parsed: dict[str, tuple[bytes, Room]] = {}
+
     # -- storage -----------------------------------------------------------------------------
 
-    def _load(self, txn: lmdb.Transaction, room: str) -> Room | None:
-        return get(self.store, txn, room)
+    def _load(self, txn: lmdb.Transaction, room: str, mutates: bool) -> Room | None:
+        """The stored room. Events that leave the room as it is (messages) share one parsed
+        copy per row; the others get their own, since the fold changes it in place (and a
+        refused proposal's changes must not outlive its rolled-back transaction)."""
+        value = txn.get(room.encode(), db=self.db(ROOMS))
+        if value is None:
+            return None
+        value = bytes(value)
+        if mutates:
+            return parse(value)
+        cached = self._parsed.get(room)
+        if cached is not None and cached[0] == value:
+            return cached[1]
+        parsed = parse(value)
+        if len(self._parsed) >= 4096:
+            self._parsed.clear()
+        self._parsed[room] = (value, parsed)
+        return parsed
 
     def _save(self, txn: lmdb.Transaction, jid: str, old: set[str], after: Room | None) -> None:
         new = _sessions_of(after)
@@ -91,6 +112,9 @@ class Muc(Projection):
             txn.delete(jid.encode(), db=self.db(ROOMS))
             delete_prefix(txn, self.db(HISTORY), _hist_prefix(jid))
             txn.delete(b"h\x00" + jid.encode(), db=self.db(META))
+            # However it ended (destroyed, or a temporary room's last occupant gone), a room's
+            # archive goes with it: a later room of the same name must not serve its messages.
+            archive_view.drop_owner(self.store, txn, jid)
 
     # -- sessions may not end while they are occupants ----------------------------------------
 
@@ -110,7 +134,7 @@ class Muc(Projection):
     # -- room events -------------------------------------------------------------------------
 
     def _fold(self, txn: lmdb.Transaction, committed: Committed, event: Any) -> None:
-        room = self._load(txn, event.room)
+        room = self._load(txn, event.room, not isinstance(event, MucMessageSent | MucPrivateSent))
         self._check(txn, room, event)
         before = _sessions_of(room)
         ctx = Context(committed.seq, committed.envelope.at, self._history_reader(txn))
@@ -184,7 +208,7 @@ class Muc(Projection):
             self._check_join(txn, room, ev)
         elif isinstance(ev, MucRoomConfigured | MucRoomDestroyed):
             actor = ev.by
-            if actor not in ("operator", "") and room.affiliation(bare_of(actor)) != "owner":
+            if actor != "operator" and room.affiliation(bare_of(actor)) != "owner":
                 raise Rejected("muc-forbidden: only owners configure or destroy a room")
         elif isinstance(ev, MucRoleSet):
             target = room.occupants.get(nick_key(ev.nick))
@@ -256,6 +280,16 @@ def _occupant_of_jid(room: Room, jid: str) -> model.Occupant | None:
 def get(store: Store, txn: lmdb.Transaction, room: str) -> Room | None:
     raw = txn.get(room.encode(), db=store.db(ROOMS))
     return None if raw is None else Room.from_json(load(raw))
+
+
+def raw(store: Store, txn: lmdb.Transaction, room: str) -> bytes | None:
+    """The room's stored row (for readers that keep a parsed copy, see :func:`parse`)."""
+    value = txn.get(room.encode(), db=store.db(ROOMS))
+    return None if value is None else bytes(value)
+
+
+def parse(raw_row: bytes) -> Room:
+    return Room.from_json(load(raw_row))
 
 
 def all_rooms(store: Store, txn: lmdb.Transaction) -> list[Room]:

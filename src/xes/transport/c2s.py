@@ -54,6 +54,7 @@ from xes.session.c2s import (
 from xes.session.sasl import LoginLimiter, channel_binding_data
 from xes.session.stream_management import SmAck, SmEnable, SmRequest, SmResume
 from xes.stanza.delay import with_delay
+from xes.transport.direct import DirectWriter, direct_writer
 
 log = structlog.get_logger("xes.c2s")
 
@@ -139,6 +140,12 @@ class ClientConnection:
         self._locals: list[bytes] = []
         self._interest_recorded = False
         self._dispatching = False
+        self._direct: DirectWriter | None = None
+        """Writes to the socket from the caller when nothing is queued (see transport.direct)."""
+        self._queued = 0
+        """Stanzas in the outbound queue not yet taken by the writer."""
+        self._writing = False
+        """The writer task is inside a write (the direct path must not overtake it)."""
 
     # -- LocalSession ------------------------------------------------------------------------
 
@@ -155,9 +162,18 @@ class ClientConnection:
     def _enqueue(self, data: bytes) -> None:
         if self.closing:
             return
+        if self._direct is not None and not self._writing and not self._queued:
+            # Nothing ahead of it: write now instead of waking the writer (transport.direct).
+            try:
+                if self._direct.write(data):
+                    return
+            except (OSError, RuntimeError):
+                pass  # the writer task meets the same broken transport and ends the stream
         try:
+            self._queued += 1
             self._send_out.send_nowait(data)
         except anyio.WouldBlock:
+            self._queued -= 1
             log.warning("client_too_slow", session=self.session_id, jid=self.full)
             self.close("policy-violation", "too slow: outbound queue full")
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
@@ -374,10 +390,12 @@ class ClientConnection:
         with contextlib.suppress(
             anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError
         ):
+            self._queued += 1
             self._send_out.send_nowait(tail)
         with contextlib.suppress(
             anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError
         ):
+            self._queued += 1
             self._send_out.send_nowait(None)
         if not self.bound:
             self._cancel.cancel()
@@ -406,6 +424,7 @@ class ClientConnection:
                         with contextlib.suppress(
                             anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError
                         ):
+                            self._queued += 1
                             self._send_out.send_nowait(None)
                         with anyio.move_on_after(CLOSE_TIMEOUT):
                             await self._writer_done.wait()
@@ -584,6 +603,7 @@ class ClientConnection:
         await self._execute(self.protocol.bind_succeeded(action.iq_id, action.jid))
 
     async def _writer(self) -> None:
+        self._direct = direct_writer(self.stream)
         try:
             await self._write_queued()
         finally:
@@ -593,6 +613,7 @@ class ClientConnection:
     async def _write_queued(self) -> None:
         async with self._recv_out:
             async for data in self._recv_out:
+                self._queued -= 1
                 if data is None:
                     break
                 buf = [data]
@@ -602,6 +623,7 @@ class ClientConnection:
                         more = self._recv_out.receive_nowait()
                     except anyio.WouldBlock:
                         break
+                    self._queued -= 1
                     if more is None:
                         await self._write(b"".join(buf))
                         return
@@ -610,12 +632,15 @@ class ClientConnection:
                     return
 
     async def _write(self, data: bytes) -> bool:
+        self._writing = True
         try:
             await self.stream.send(data)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError, ssl.SSLError):
             self.closing = True
             self._close_reason = "disconnected"
             return False
+        finally:
+            self._writing = False
         return True
 
     async def _finish(self) -> None:

@@ -35,6 +35,12 @@ REJECTIONS = {
 }
 
 
+REFUSAL_TYPES = {"registration-required": "auth", "service-unavailable": "wait"}
+"""Error types of refused joins where XEP-0045 differs from RFC 6120's defaults: not being on
+the member list is an auth error (§7.2.7), a full room a temporary one (§7.2.10: wait). Apply
+refuses with these conditions only for joins, so a rejected proposal gets them too."""
+
+
 class RoomExists(Exception):
     """A creation lost the race: another join created the room first (join it instead)."""
 
@@ -43,9 +49,27 @@ def is_muc_domain(hub: Hub, domain: str) -> bool:
     return hub.config.muc.enabled and domain == hub.config.muc_domain
 
 
+_parsed: dict[str, tuple[bytes, Room]] = {}
+"""The last parsed copy of each room read here, with the row it came from: a room's row changes
+on joins and leaves, not on messages, so most reads of a busy room parse nothing."""
+PARSED_ROOMS = 4096
+
+
 def read_room(hub: Hub, room: str) -> Room | None:
+    """The room as this node's projection holds it. Read-only: the copy may be shared."""
     with hub.read() as txn:
-        return muc_view.get(hub.store, txn, room)
+        raw = muc_view.raw(hub.store, txn, room)
+    if raw is None:
+        _parsed.pop(room, None)
+        return None
+    cached = _parsed.get(room)
+    if cached is not None and cached[0] == raw:
+        return cached[1]
+    parsed = muc_view.parse(raw)
+    if len(_parsed) >= PARSED_ROOMS:
+        _parsed.clear()
+    _parsed[room] = (raw, parsed)
+    return parsed
 
 
 def occupant_of(room: Room, session: LocalSession) -> Occupant | None:
@@ -67,7 +91,7 @@ async def propose(hub: Hub, *events: Any) -> None:
         condition = REJECTIONS.get(code, code)
         if condition not in ERROR_TYPES and condition != "registration-required":
             condition = "internal-server-error"
-        raise StanzaError(condition, text.strip() or None) from exc
+        raise StanzaError(condition, text.strip() or None, REFUSAL_TYPES.get(condition)) from exc
 
 
 def payload_children(stanza: Element, drop: tuple[str, ...] = (MUC, MUC_USER, OCCUPANT_ID)) -> str:

@@ -149,7 +149,8 @@ async def iq_to_occupant(hub: Hub, session: LocalSession, iq: Element, to: JID) 
     room = read_room(hub, str(to.bare))
     occupant = None if room is None else occupant_of(room, session)
     if room is None or occupant is None:
-        raise StanzaError("not-acceptable", "not joined (XEP-0410)")
+        # XEP-0410 §3: the client rejoins on this error, which is not worth retrying as is.
+        raise StanzaError("not-acceptable", "not joined (XEP-0410)", "cancel")
     assert to.resource is not None
     target = room.occupants.get(key(to.resource))
     child = iq.elements()[0] if iq.elements() else None

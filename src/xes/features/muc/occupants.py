@@ -30,6 +30,7 @@ from xes.events.catalog import (
 from xes.features.mam import parse_time
 from xes.features.muc.common import (
     MUC,
+    REFUSAL_TYPES,
     RoomExists,
     occupant_of,
     payload_children,
@@ -46,9 +47,15 @@ from xes.projections import muc as muc_view
 from xes.stanza.core import StanzaError
 from xes.xml import Element
 
-LEAVE_REASONS = {"closed": "left", "system-shutdown": "shutdown", "shutdown": "shutdown"}
-"""How a session's end shows in the rooms: the user logging out is a plain leave; everything
-else (a broken connection, a timeout, a node declared down) is status 333."""
+LEAVE_REASONS = {
+    "unavailable": "left",
+    "closed": "logout",
+    "system-shutdown": "shutdown",
+    "shutdown": "shutdown",
+}
+"""How a session's end shows in the rooms: unavailable broadcast presence is a plain leave, the
+user logging out one without status code; everything else (a broken connection, a timeout, a
+node declared down) is status 333, a server shutdown 332."""
 
 
 async def handle(hub: Hub, session: LocalSession, stanza: Element, to: JID) -> None:
@@ -147,21 +154,16 @@ async def _join(
     rejoin = shared and existing is not None and session.session_id in existing.sessions
     password_ok = False
     if not rejoin and not shared:
-        error = model.join_error(room, session.bare, nick_key)
-        if error is not None:
-            texts = {
-                "item-not-found": "the room is locked until its owner configures it",
-                "forbidden": "you are banned from this room",
-                "registration-required": "this room is for members only",
-                "conflict": "that nickname is in use",
-                "service-unavailable": "the room is full",
-            }
-            raise StanzaError(error, texts.get(error))
-        if room.config.password_hash:
-            given = _password(stanza)
-            if given is None or not forms.check_password(room.config.password_hash, given):
-                raise StanzaError("not-authorized", "a password is required (XEP-0045 §7.2.6)")
-            password_ok = True
+        # What this node sees may be a moment behind the log (the owner just unlocked the room
+        # through another node, an admin just made the user a member): a refusal is never
+        # decided here. The join is proposed anyway and apply, in log order, gives the verdict;
+        # the local view only decides what we can vouch for, the password.
+        given = _password(stanza)
+        password_ok = (
+            given is not None
+            and bool(room.config.password_hash)
+            and forms.check_password(room.config.password_hash, given)
+        )
     event = MucOccupantJoined(
         room.jid,
         nick,
@@ -172,7 +174,25 @@ async def _join(
         password_ok=password_ok,
         nick_modified=nick != raw_nick,
     )
-    await propose(hub, event)
+    try:
+        await propose(hub, event)
+    except StanzaError as exc:
+        raise StanzaError(
+            exc.condition,
+            JOIN_REFUSALS.get(exc.condition, exc.text),
+            REFUSAL_TYPES.get(exc.condition),
+        ) from exc
+
+
+JOIN_REFUSALS = {
+    "item-not-found": "the room is locked until its owner configures it",
+    "forbidden": "you are banned from this room",
+    "registration-required": "this room is for members only",
+    "conflict": "that nickname is in use or registered to another user",
+    "service-unavailable": "the room is full",
+    "not-authorized": "a password is required (XEP-0045 §7.2.6)",
+}
+"""What a refused join is told, per XEP-0045 §7.2 condition."""
 
 
 def default_config(hub: Hub) -> RoomConfig:

@@ -22,6 +22,8 @@ from xes.stanza.core import StanzaError, iq_result
 from xes.xml import E, Element, ns
 
 SELF_PING = "http://jabber.org/protocol/muc#self-ping-optimization"
+STABLE_ID = "http://jabber.org/protocol/muc#stable_id"
+"""Groupchat reflections keep the sender's ``id`` (XEP-0045 §7.4, advertised since 1.31)."""
 REGISTER = "jabber:iq:register"
 REGISTER_FORM = "http://jabber.org/protocol/muc#register"
 UNIQUE = "http://jabber.org/protocol/muc#unique"
@@ -38,7 +40,7 @@ async def service_iq(hub: Hub, session: LocalSession, iq: Element, child: Elemen
     if child.tag == "{%s}query" % ns.DISCO_INFO and type_ == "get":
         if child.get("node"):
             raise StanzaError("item-not-found")
-        features = [ns.DISCO_INFO, ns.DISCO_ITEMS, MUC, OCCUPANT_ID, SELF_PING, ns.PING]
+        features = [ns.DISCO_INFO, ns.DISCO_ITEMS, MUC, OCCUPANT_ID, SELF_PING, STABLE_ID, ns.PING]
         if hub.config.archive.enabled:
             features += [ns.MAM, ns.SID]
         identity = E(
@@ -129,7 +131,7 @@ def _room_info(hub: Hub, room: model.Room, query: Element) -> Element:
         "{%s}identity" % ns.DISCO_INFO,
         {"category": "conference", "type": "text", "name": room.config.name or None},
     )
-    features = [ns.DISCO_INFO, MUC, OCCUPANT_ID, SELF_PING, ns.PING, REGISTER]
+    features = [ns.DISCO_INFO, MUC, OCCUPANT_ID, SELF_PING, STABLE_ID, ns.PING, REGISTER]
     features += forms.room_features(room.config, room.locked)
     if room.config.logging and hub.config.archive.enabled:
         features += [ns.MAM, ns.SID]
@@ -195,7 +197,7 @@ async def _register(
     if affiliation == "outcast":
         raise StanzaError("forbidden", "you are banned from this room")
     if room.config.members_only and model.AFFILIATION_RANK[affiliation] < 1:
-        raise StanzaError("registration-required", "only members register in this room")
+        raise StanzaError("registration-required", "only members register in this room", "auth")
     registered = room.reserved.get(session.bare)
     if iq.get("type") == "get":
         if registered is not None:
