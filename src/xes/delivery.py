@@ -49,9 +49,10 @@ async def run(hub: Hub) -> None:
         with hub.read() as txn:
             batch = list(read_events(hub.store, txn, last, applied))
             last = applied
+            writes = RoomWrites()
             for committed in batch:
                 try:
-                    deliver(hub, committed, rooms, txn)
+                    deliver(hub, committed, rooms, txn, writes)
                 except Exception as exc:
                     log.error(
                         "delivery_failed",
@@ -59,6 +60,7 @@ async def run(hub: Hub) -> None:
                         pos=committed.pos,
                         error=repr(exc),
                     )
+            writes.flush(hub)
 
 
 def _send(session: LocalSession, data: bytes) -> None:
@@ -69,11 +71,17 @@ def _send(session: LocalSession, data: bytes) -> None:
         session.send_bytes(data)
 
 
-def deliver(hub: Hub, committed: Committed, rooms: RoomMirror, txn: Any) -> None:
+def deliver(
+    hub: Hub, committed: Committed, rooms: RoomMirror, txn: Any, writes: RoomWrites | None = None
+) -> None:
     event: Any = decode_event(committed.envelope)
     if committed.envelope.type.startswith("muc."):
-        _deliver_room(hub, rooms.apply(txn, committed, event))
-    elif isinstance(event, MessageRouted):
+        writes = writes if writes is not None else RoomWrites()
+        writes.add(hub, rooms.apply(txn, committed, event))
+        return
+    if writes is not None:
+        writes.flush(hub)  # what rooms sent so far goes out before anything else does
+    if isinstance(event, MessageRouted):
         data = event.xml.encode()
         for target in event.targets:
             session = hub.by_jid.get(target)
@@ -120,19 +128,40 @@ def deliver(hub: Hub, committed: Committed, rooms: RoomMirror, txn: Any) -> None
             session.close("not-authorized", "account removed")
 
 
-def _deliver_room(hub: Hub, outs: list[Out]) -> None:
-    """A room's stanzas to the sessions held here; managed ones read their outbox rows."""
-    pulled: set[str] = set()
-    for out in outs:
-        session = hub.sessions.get(out.session)
-        if session is None:
-            continue
-        if session.sm_active:
-            if out.session not in pulled:
-                pulled.add(out.session)
+class RoomWrites:
+    """What rooms send to the sessions held here, gathered over consecutive room events and
+    written once per session: a run of messages costs each occupant one write, not one each.
+    Flushed before any other kind of event is delivered, so nothing overtakes anything."""
+
+    __slots__ = ("pending", "pull")
+
+    def __init__(self) -> None:
+        self.pending: dict[str, list[bytes]] = {}
+        self.pull: set[str] = set()
+
+    def add(self, hub: Hub, outs: list[Out]) -> None:
+        for out in outs:
+            session = hub.sessions.get(out.session)
+            if session is None:
+                continue
+            if session.sm_active:
+                self.pull.add(out.session)  # its outbox rows are the stream (ADR 0008)
+            else:
+                self.pending.setdefault(out.session, []).append(addressed(out.xml, out.jid))
+
+    def flush(self, hub: Hub) -> None:
+        pending, pull = self.pending, self.pull
+        if not pending and not pull:
+            return
+        self.pending, self.pull = {}, set()
+        for session_id, parts in pending.items():
+            session = hub.sessions.get(session_id)
+            if session is not None:
+                session.send_bytes(parts[0] if len(parts) == 1 else b"".join(parts))
+        for session_id in pull:
+            session = hub.sessions.get(session_id)
+            if session is not None and session.sm_active:
                 session.sm_pull()
-        else:
-            session.send_bytes(addressed(out.xml, out.jid))
 
 
 def _resumed(hub: Hub, event: SmResumed) -> None:

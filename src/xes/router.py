@@ -16,6 +16,7 @@ import structlog
 from xes.eventlog.client import LogUnavailable, ProposalRejected
 from xes.events.catalog import IqRouted
 from xes.features import carbons, mam, message, muc, presence, roster, server_iq
+from xes.features.muc import messages as muc_messages
 from xes.hub import Hub, LocalSession
 from xes.jid import JID, InvalidJID
 from xes.projections import accounts as accounts_view
@@ -90,6 +91,24 @@ async def dispatch(hub: Hub, session: LocalSession, stanza: Element) -> None:
     except ProposalRejected as exc:
         log.warning("proposal_rejected", reason=exc.reason, session=session.session_id)
         _reply_error(session, stanza, "internal-server-error", None, None)
+
+
+async def dispatch_groupchat_run(hub: Hub, session: LocalSession, stanzas: list[Element]) -> None:
+    """Consecutive groupchat messages of one session to one room, read together: proposed
+    together (:func:`xes.features.muc.messages.groupchat_run`), each refused one answered."""
+    for stanza in stanzas:
+        check_from(session, stanza)
+    if not hub.config.muc.enabled:
+        for stanza in stanzas:
+            _reply_error(session, stanza, "service-unavailable", None, None)
+        return
+    for stanza, error in await muc_messages.groupchat_run(hub, session, stanzas):
+        _reply_error(session, stanza, error.condition, error.text, error.type)
+
+
+def groupchat_room(hub: Hub, stanza: Element) -> str | None:
+    """The room of a plain groupchat message (one that may be proposed with its neighbours)."""
+    return muc_messages.plain_groupchat_room(hub, stanza)
 
 
 def _to_muc(hub: Hub, to: str | None) -> bool:

@@ -54,11 +54,13 @@ from xes.session.c2s import (
 from xes.session.sasl import LoginLimiter, channel_binding_data
 from xes.session.stream_management import SmAck, SmEnable, SmRequest, SmResume
 from xes.stanza.delay import with_delay
-from xes.transport.direct import DirectWriter, direct_writer
+from xes.transport.direct import DirectWriter, buffered_plaintext, direct_writer
 
 log = structlog.get_logger("xes.c2s")
 
 READ_SIZE = 65536
+MAX_GROUPCHAT_RUN = 32
+"""Most groupchat messages of one read proposed together (well inside a log command)."""
 TLS_HANDSHAKE_TIMEOUT = 15.0
 CLOSE_TIMEOUT = 5.0
 LINGER_SECONDS = 1.0
@@ -454,6 +456,8 @@ class ClientConnection:
             with anyio.move_on_after(max(timeout, 0)) as scope:
                 try:
                     data = await self.stream.receive(READ_SIZE)
+                    if self.bound:
+                        data += buffered_plaintext(self.stream, READ_SIZE)
                 except (
                     anyio.EndOfStream,
                     anyio.BrokenResourceError,
@@ -480,13 +484,21 @@ class ClientConnection:
 
     async def _execute(self, actions: list[Action]) -> bool:
         """Carry out protocol actions; True when the stream is finished."""
-        for action in actions:
+        i = 0
+        while i < len(actions):
+            action = actions[i]
+            i += 1
             if isinstance(action, Send):
                 await self._out(action.data)
             elif isinstance(action, StanzaReceived):
-                await self._throttle()
+                run = self._groupchat_run(action, actions, i)
+                i += len(run) - 1
+                for _ in run:
+                    await self._throttle()
                 try:
-                    if action.sm_n:
+                    if len(run) > 1:
+                        await self._dispatch_run(run)
+                    elif action.sm_n:
                         await self._dispatch_managed(action)
                     else:
                         await router.dispatch(self.hub, self, action.stanza)
@@ -525,6 +537,39 @@ class ClientConnection:
                 self._close_reason = action.condition or "closed"
                 return True
         return False
+
+    def _groupchat_run(
+        self, first: StanzaReceived, actions: list[Action], after: int
+    ) -> list[StanzaReceived]:
+        """``first`` and the groupchat messages to the same room right after it in this read:
+        they are proposed together, in order (one commit, one write per occupant)."""
+        run = [first]
+        if not self.bound:
+            return run
+        room = router.groupchat_room(self.hub, first.stanza)
+        if room is None:
+            return run
+        for action in actions[after : after + MAX_GROUPCHAT_RUN - 1]:
+            if not isinstance(action, StanzaReceived):
+                break
+            if router.groupchat_room(self.hub, action.stanza) != room:
+                break
+            run.append(action)
+        return run
+
+    async def _dispatch_run(self, run: list[StanzaReceived]) -> None:
+        stanzas = [action.stanza for action in run]
+        if not run[-1].sm_n:
+            await router.dispatch_groupchat_run(self.hub, self, stanzas)
+            return
+        # One proposal for all of them: it carries the handled count of the last (ADR 0008).
+        self._dispatching = True
+        try:
+            with stream_mgmt.handling(self.session_id, run[-1].sm_n, self.epoch):
+                await router.dispatch_groupchat_run(self.hub, self, stanzas)
+                await self._queue_locals()
+        finally:
+            self._dispatching = False
 
     async def _dispatch_managed(self, action: StanzaReceived) -> None:
         """Handle client stanza number ``sm_n``: its effects and answers carry the count."""

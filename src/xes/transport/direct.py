@@ -89,3 +89,25 @@ def direct_writer(stream: Any) -> DirectWriter | None:
     ):
         return None
     return DirectWriter(transport, protocol, ssl_object, write_bio)
+
+
+def buffered_plaintext(stream: Any, limit: int) -> bytes:
+    """Plaintext the TLS layer can give now without reading the socket: the records after the
+    first of what the last socket read brought (``SSLObject.read`` returns one record a call).
+    A client that sends ten stanzas at once is then read as ten stanzas at once, so they can be
+    handled together. Empty for anything but anyio's ``TLSStream``."""
+    ssl_object = getattr(stream, "_ssl_object", None)
+    if not isinstance(stream, TLSStream) or not isinstance(ssl_object, ssl.SSLObject):
+        return b""
+    parts: list[bytes] = []
+    size = 0
+    while size < limit:
+        try:
+            chunk = ssl_object.read(limit - size)
+        except ssl.SSLError:
+            break  # want-read (an incomplete record: the next receive waits for it), or EOF
+        if not chunk:
+            break
+        parts.append(chunk)
+        size += len(chunk)
+    return b"".join(parts)

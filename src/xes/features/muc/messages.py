@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from xes.eventlog.client import LogUnavailable, ProposalRejected
 from xes.events.catalog import (
     MessageRouted,
     MucAffiliationSet,
@@ -25,6 +26,7 @@ from xes.events.catalog import (
 from xes.features.muc.common import (
     MUC_USER,
     OCCUPANT_ID,
+    is_muc_domain,
     occupant_of,
     propose,
     read_room,
@@ -98,6 +100,13 @@ async def _groupchat(hub: Hub, session: LocalSession, room: model.Room, stanza: 
             raise StanzaError("not-acceptable", f"subjects are at most {cfg.max_subject_length}")
         await propose(hub, MucSubjectSet(room.jid, session.session_id, subject.text))
         return
+    await propose(hub, _message_event(hub, session, room, occupant, stanza))
+
+
+def _message_event(
+    hub: Hub, session: LocalSession, room: model.Room, occupant: model.Occupant, stanza: Element
+) -> MucMessageSent:
+    """The ``muc.message_sent`` of one groupchat message, the room's copy built once."""
     if not model.may_speak(room, occupant):
         raise StanzaError("forbidden", "visitors may not speak in a moderated room (XEP-0045 §7.4)")
     stanza_id = sid.new_id()
@@ -108,7 +117,7 @@ async def _groupchat(hub: Hub, session: LocalSession, room: model.Room, stanza: 
     )
     xml = _room_copy(stanza, frm, room.jid, *extra)
     archived = room.config.logging and hub.config.archive.enabled
-    event = MucMessageSent(
+    return MucMessageSent(
         room.jid,
         session.session_id,
         occupant.nick,
@@ -117,7 +126,61 @@ async def _groupchat(hub: Hub, session: LocalSession, room: model.Room, stanza: 
         archived=archived,
         origin_id=sid.origin_id(stanza),
     )
-    await propose(hub, event)
+
+
+def plain_groupchat_room(hub: Hub, stanza: Element) -> str | None:
+    """The room a groupchat message without a subject change goes to, if it is one: such
+    messages from one session, read together, are proposed together (:func:`groupchat_run`)."""
+    if stanza.name != "message" or stanza.get("type") != "groupchat":
+        return None
+    to = stanza.get("to") or ""
+    if "/" in to or "@" not in to or not is_muc_domain(hub, to.rsplit("@", 1)[1].lower()):
+        return None
+    if stanza.find("{%s}subject" % ns.CLIENT) is not None:
+        return None
+    return to
+
+
+async def groupchat_run(
+    hub: Hub, session: LocalSession, stanzas: list[Element]
+) -> list[tuple[Element, StanzaError]]:
+    """Several groupchat messages of one session to one room, read in one go, as one proposal.
+
+    One proposal keeps them in the order sent (they commit together or not at all) and lets
+    every node write them to each occupant in one go; a sender with many messages in flight
+    pays one commit for them instead of one each. Returns the messages refused, each with its
+    error; if the proposal itself fails, every message in it gets that error."""
+    room_jid = str(JID.parse(stanzas[0].get("to") or ""))
+    refused: list[tuple[Element, StanzaError]] = []
+    room = read_room(hub, room_jid)
+    if room is None or (room.locked and room.affiliation(session.bare) != "owner"):
+        error = StanzaError("item-not-found", "no such room")
+        return [(stanza, error) for stanza in stanzas]
+    occupant = occupant_of(room, session)
+    if occupant is None:
+        error = StanzaError("not-acceptable", "join the room before sending to it (XEP-0045 §7.4)")
+        return [(stanza, error) for stanza in stanzas]
+    cfg = hub.config.muc
+    events: list[MucMessageSent] = []
+    sent: list[Element] = []
+    for stanza in stanzas:
+        await throttle(session, "msg:" + room.jid, cfg.messages_per_second, cfg.message_burst)
+        try:
+            events.append(_message_event(hub, session, room, occupant, stanza))
+            sent.append(stanza)
+        except StanzaError as exc:
+            refused.append((stanza, exc))
+    if events:
+        try:
+            await propose(hub, *events)
+        except StanzaError as exc:
+            refused += [(stanza, exc) for stanza in sent]
+        except LogUnavailable:
+            error = StanzaError("resource-constraint", "the cluster cannot record this now", "wait")
+            refused += [(stanza, error) for stanza in sent]
+        except ProposalRejected:
+            refused += [(stanza, StanzaError("internal-server-error")) for stanza in sent]
+    return refused
 
 
 async def _private(
