@@ -275,8 +275,10 @@ def _history_room() -> Fold:
 
 
 LENGTH = len(said("sb", "Bob", "m0").xml)
-SENT = LENGTH + len(" to='c@x/1'") + len(
-    "<delay xmlns='urn:xmpp:delay' from='room@conf.x' stamp='2023-11-14T22:13:20.000Z'/>"
+SENT = (
+    LENGTH
+    + len(" to='c@x/1'")
+    + len("<delay xmlns='urn:xmpp:delay' from='room@conf.x' stamp='2023-11-14T22:13:20.000Z'/>")
 )
 """A stored history message's length as sent to Carol (``to`` and ``<delay/>`` added)."""
 
