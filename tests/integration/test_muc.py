@@ -1143,3 +1143,56 @@ def test_persistent_room_survives_a_restart(own_server: XesServer) -> None:
     run(second_life())
     srv.start()
     run(third_life())
+
+
+def test_a_burst_of_groupchat_messages_arrives_whole_and_in_order(srv: XesServer) -> None:
+    """Messages a client writes in one go are read, proposed and delivered together (one commit,
+    one write per occupant): each still gets its reflection with its own ``id``, its own
+    stanza-id, in the order sent, to every occupant; a refused burst gets an error for each."""
+    room = room_jid(srv, "burst")
+    other = room_jid(srv, "burst-other")
+
+    async def scenario() -> None:
+        async with online(srv, PASSWORD, "alice/burst", "bob/burst") as (alice, bob):
+            await create(alice, room, "Alice", {"muc#roomconfig_moderatedroom": "1"})
+            await create(alice, other, "Alice")
+            await join(bob, room, "Bob")
+            texts = [f"burst {i}" for i in range(12)]
+            burst = "".join(
+                f"<message to='{room}' type='groupchat' id='b{i}'><body>{t}</body></message>"
+                for i, t in enumerate(texts[:6])
+            )
+            # A message to another room in the middle ends one run and starts the next.
+            burst += (
+                f"<message to='{other}' type='groupchat' id='x'><body>elsewhere</body></message>"
+            )
+            burst += "".join(
+                f"<message to='{room}' type='groupchat' id='b{i + 6}'><body>{t}</body></message>"
+                for i, t in enumerate(texts[6:])
+            )
+            alice.send_raw(burst)
+            for client in (alice, bob):
+                got = [
+                    await client.inbox.take(message_from(f"{room}/Alice", text=t)) for t in texts
+                ]
+                assert [m.get("id") for m in got] == [f"b{i}" for i in range(12)]
+                ids = [stanza_id(m, room) for m in got]
+                assert all(ids) and len(set(ids)) == 12
+            await alice.inbox.take(message_from(f"{other}/Alice", text="elsewhere"))
+            _fin, results = await mam_query(bob, room)
+            archived = [body(r.find(FORWARDED)) for r in results]
+            assert [a for a in archived if a and a.startswith("burst")] == texts
+            # Bob is a visitor in this moderated room: every message of his burst is refused.
+            bob.send_raw(
+                "".join(
+                    f"<message to='{room}' type='groupchat' id='v{i}'><body>no</body></message>"
+                    for i in range(5)
+                )
+            )
+            for i in range(5):
+                error = await bob.inbox.take(
+                    lambda e, i=i: e.get("id") == f"v{i}" and e.get("type") == "error"
+                )
+                assert error_of(error) == ("forbidden", "auth")
+
+    run(scenario())

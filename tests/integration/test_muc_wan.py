@@ -93,11 +93,12 @@ def _scenario(cluster: XesCluster, wan: WanEmulator) -> None:
         speakers = [clients[i] for i in majority_index]
         during = []
         for n, speaker in enumerate(speakers * 2):
+            # One at a time: two senders on two nodes have no order between them but the log's.
             text = f"g during the cut {n}"
             await say(speaker, text)
             during.append(text)
-        for speaker in speakers:
-            await wait_bodies(speaker, want + during)
+            for listener in speakers:
+                await wait_bodies(listener, want + during)
         for speaker in speakers:
             pres = await asyncio.wait_for(speaker.left.get(), 40)
             assert pres["from"].resource == f"w{cut_index + 1}", pres

@@ -728,8 +728,18 @@ async def w_muc(spec: Spec, ctl: Control) -> dict[str, Any]:
         end = t0 + spec.duration
         seq = 0
         stalls = 0
+        paced = spec.mode == "rate"
+        due, interval = t0, 1.0 / spec.rate
         while time.monotonic() < end:
-            if echo.sent - len(echo.received) >= spec.window:
+            if paced:
+                # Fixed rate: latency counts from when the message was due, so a server that
+                # falls behind shows it in p99 rather than in a slower sender.
+                now = time.monotonic()
+                if due > now:
+                    await asyncio.sleep(due - now)
+                sent_at = due
+                due += interval
+            elif echo.sent - len(echo.received) >= spec.window:
                 echo.progress.clear()
                 try:
                     await asyncio.wait_for(echo.progress.wait(), 10.0)
@@ -737,11 +747,13 @@ async def w_muc(spec: Spec, ctl: Control) -> dict[str, Any]:
                     stalls += 1
                     break
                 continue
+            else:
+                sent_at = time.monotonic()
             seq += 1
             echo.sent = seq
             sender.send(
                 f"<message to='{room}' type='groupchat' id='g{seq}'>"
-                f"<body>G 0 {seq} {time.monotonic():.6f} {PAD}</body></message>"
+                f"<body>G 0 {seq} {sent_at:.6f} {PAD}</body></message>"
             )
             if sender.writer.transport.get_write_buffer_size() > 1 << 16:
                 await sender.writer.drain()
@@ -755,6 +767,7 @@ async def w_muc(spec: Spec, ctl: Control) -> dict[str, Any]:
         errors = [e for c in counters for e in c.errors]
         return {
             "occupants": len(conns),
+            "offered_rate": spec.rate if spec.mode == "rate" else None,
             "sent": seq,
             "delivered": delivered,
             "lost": expected - delivered,

@@ -58,6 +58,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "rates": [250],
         "login_concurrency": 10,
         "occupants": 50,
+        "muc_rates": [20],
         "idle": 1000,
         "archives": [2000],
         "queries": 20,
@@ -70,6 +71,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "rates": [250, 500, 1000],
         "login_concurrency": 10,
         "occupants": 50,
+        "muc_rates": [20, 100],
         "idle": 5000,
         "archives": [5500, 20000],
         "queries": 100,
@@ -395,6 +397,14 @@ def run_workload(
         spec = dict(common, workload="muc", occupants=occupants)
         phase = run_loadgen(server, spec, timeout=prof["duration"] + 600)
         out["muc"] = with_cpu(phase, phase.result["delivered"])
+        capacity = out["muc"]["rate"] / max(occupants, 1)  # messages per second
+        for rate in prof.get("muc_rates", []):
+            if rate > 0.9 * capacity:
+                out[f"muc_rate{rate}"] = {"skipped": f"over capacity ({capacity:.0f} msgs/s)"}
+                continue
+            spec = dict(common, workload="muc", occupants=occupants, mode="rate", rate=rate)
+            phase = run_loadgen(server, spec, timeout=prof["duration"] + 600)
+            out[f"muc_rate{rate}"] = with_cpu(phase, phase.result["delivered"])
     elif workload == "archive":
         already = 0
         for size in prof["archives"]:
@@ -450,7 +460,15 @@ def rows(prof: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     out += [
         (f"MUC stanzas delivered/s ({prof['occupants']} occupants)", "muc", "rate", "higher"),
         ("  stanzas per server CPU-s", "muc", "per_cpu", "higher"),
+        ("  latency p50 / p99 ms at saturation", "muc", "p50_ms/p99_ms", "lower"),
         ("  generator CPU busy %", "muc", "gen_busy", ""),
+    ]
+    for rate in prof.get("muc_rates", []):
+        out.append((f"MUC at {rate} msgs/s: latency p50 / p99 ms", f"muc_rate{rate}",
+                    "p50_ms/p99_ms", "lower"))  # fmt: skip
+        out.append(("  delivered stanzas/s", f"muc_rate{rate}", "rate", "higher"))
+        out.append(("  stanzas per server CPU-s", f"muc_rate{rate}", "per_cpu", "higher"))
+    out += [
         (f"idle connection KiB, PSS ({prof['idle']} connections)", "idle", "pss_kib", "lower"),
         ("  RSS KiB per connection", "idle", "rss_kib", "lower"),
     ]

@@ -10,7 +10,7 @@ import pytest
 from anyio.streams.tls import TLSStream
 
 from xes import tlsutil
-from xes.transport.direct import MAX_BUFFERED, direct_writer
+from xes.transport.direct import MAX_BUFFERED, buffered_plaintext, direct_writer
 
 pytestmark = pytest.mark.anyio
 
@@ -117,3 +117,33 @@ def test_unknown_streams_get_no_direct_writer() -> None:
         pass
 
     assert direct_writer(Other()) is None
+
+
+async def test_buffered_plaintext_gives_the_records_already_read(
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    server, client = await _pair(contexts, True)
+    chunks = [f"<message id='{i}'/>".encode() for i in range(10)]
+    for chunk in chunks:  # one TLS record each, as a client writing stanza by stanza does
+        await client.send(chunk)
+    await anyio.sleep(0.2)  # all ten records are in the server's socket buffer
+    first = await server.receive()
+    assert first == chunks[0]  # SSLObject.read gives one record per call
+    rest = buffered_plaintext(server, 65536)
+    assert first + rest == b"".join(chunks)
+    assert buffered_plaintext(server, 65536) == b""  # nothing more without reading the socket
+    await client.send(b"<late/>")
+    assert await server.receive() == b"<late/>"
+    await server.aclose()
+    await client.aclose()
+
+
+async def test_buffered_plaintext_of_a_plain_stream_is_empty(
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    server, client = await _pair(contexts, False)
+    await client.send(b"<a/><b/>")
+    assert await server.receive() == b"<a/><b/>"
+    assert buffered_plaintext(server, 65536) == b""
+    await server.aclose()
+    await client.aclose()
