@@ -1196,3 +1196,31 @@ def test_a_burst_of_groupchat_messages_arrives_whole_and_in_order(srv: XesServer
                 assert error_of(error) == ("forbidden", "auth")
 
     run(scenario())
+
+
+def test_operator_lists_shows_and_destroys_a_room(srv: XesServer) -> None:
+    """``xes muc list|show|destroy`` against the running server: the destruction is a logged
+    event like an owner's, and the occupants are told."""
+    room = room_jid(srv, "operated")
+
+    async def scenario() -> None:
+        async with online(srv, PASSWORD, "alice/op", "bob/op") as (alice, bob):
+            await create(alice, room, "Alice", {"muc#roomconfig_roomname": "Ward 7"})
+            await join(bob, room, "Bob")
+            listed = await asyncio.to_thread(srv.xes, "muc", "list")
+            assert f"{room} (Ward 7): 2 occupants" in listed.stdout, listed.stdout
+            shown = (await asyncio.to_thread(srv.xes, "muc", "show", room.split("@")[0])).stdout
+            assert '"nick": "Bob"' in shown and f'"{bare_of(alice)}": "owner"' in shown, shown
+            assert "password_hash" not in shown
+            await asyncio.to_thread(srv.xes, "muc", "destroy", room, "--reason", "ward closed")
+            for client, nick in ((alice, "Alice"), (bob, "Bob")):
+                gone = await client.inbox.take(presence_from(f"{room}/{nick}", unavailable=True))
+                found = gone.find(f"{{{MUC_USER}}}x/{{{MUC_USER}}}destroy")
+                assert found is not None
+                assert found.findtext(f"{{{MUC_USER}}}reason") == "ward closed"
+            missing = await asyncio.to_thread(srv.xes, "muc", "show", room, check=False)
+            assert missing.returncode != 0 and "no such room" in missing.stderr
+            bad = await asyncio.to_thread(srv.xes, "muc", "show", "x@elsewhere.test", check=False)
+            assert bad.returncode != 0 and "not a room" in bad.stderr
+
+    run(scenario())
