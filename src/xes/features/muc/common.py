@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import structlog
 
 from xes.eventlog.client import ProposalRejected
 from xes.hub import Hub, LocalSession
@@ -21,6 +22,8 @@ from xes.muc.model import Occupant, Room
 from xes.projections import muc as muc_view
 from xes.stanza.core import ERROR_TYPES, StanzaError
 from xes.xml import Element, ns, serialize
+
+log = structlog.get_logger("xes.muc")
 
 MUC = "http://jabber.org/protocol/muc"
 MUC_USER = "http://jabber.org/protocol/muc#user"
@@ -85,6 +88,7 @@ async def propose(hub: Hub, *events: Any) -> None:
         reason = exc.reason
         if not reason.startswith("muc-"):
             raise
+        log.info("muc_refused_at_commit", reason=reason)
         code, _, text = reason[4:].partition(":")
         if code == "room-exists":
             raise RoomExists(text) from exc
