@@ -1224,3 +1224,49 @@ def test_operator_lists_shows_and_destroys_a_room(srv: XesServer) -> None:
             assert bad.returncode != 0 and "not a room" in bad.stderr
 
     run(scenario())
+
+
+def test_an_absent_user_is_told_of_its_new_affiliation(srv: XesServer) -> None:
+    """XEP-0045 §9.3: a user made a member while not in the room gets status 101 from it."""
+    room = room_jid(srv, "absent")
+
+    async def scenario() -> None:
+        async with online(srv, PASSWORD, "alice/abs", "bob/abs") as (alice, bob):
+            await create(alice, room, "Alice", {"muc#roomconfig_membersonly": "1"})
+            await alice.iq("set", room, admin_item(affiliation="member", jid=bare_of(bob)))
+            notice = await bob.inbox.take(
+                lambda e: e.tag == MESSAGE and e.get("from") == room and 101 in status_codes(e)
+            )
+            assert item(notice) == {"affiliation": "member", "jid": bare_of(bob)}
+            await join(bob, room, "Bob")  # and may now enter the members-only room
+            # Someone in the room is told by presence, not by a 101 message.
+            await alice.iq("set", room, admin_item(affiliation="admin", jid=bare_of(bob)))
+            await bob.inbox.take(presence_from(f"{room}/Bob"))
+            assert not [e for e in bob.inbox.items if 101 in status_codes(e)]
+
+    run(scenario())
+
+
+def test_a_flooder_is_slowed_down_and_the_room_is_not(srv: XesServer) -> None:
+    """``[muc] messages_per_second`` (20, burst 60 by default) holds back one sender's flood:
+    another occupant's message goes through while the flood is still being read, and none of
+    the flood is lost."""
+    room = room_jid(srv, "flood")
+    count = 160
+
+    async def scenario() -> None:
+        async with online(srv, PASSWORD, "alice/fl", "bob/fl", "carol/fl") as (alice, bob, carol):
+            await create(alice, room, "Alice")
+            await join(bob, room, "Bob")
+            await join(carol, room, "Carol")
+            for i in range(count):
+                send_message(bob, room, f"flood {i}", id_=f"f{i}")
+            await alice.inbox.take(message_from(f"{room}/Bob", text="flood 0"))
+            send_message(carol, room, "meanwhile", id_="calm")
+            await alice.inbox.take(message_from(f"{room}/Carol", text="meanwhile"), timeout=10)
+            # Carol got through before the flood was over: it is still coming in.
+            assert not alice.inbox.matching(message_from(f"{room}/Bob", text=f"flood {count - 1}"))
+            for i in range(1, count):  # flood 0 was taken above
+                await alice.inbox.take(message_from(f"{room}/Bob", text=f"flood {i}"), timeout=20)
+
+    run(scenario())

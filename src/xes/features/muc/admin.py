@@ -11,14 +11,15 @@ from __future__ import annotations
 from typing import Any
 
 from xes.events.catalog import MucAffiliationSet, MucRoleSet
-from xes.features.muc.common import occupant_of, propose
+from xes.features.muc.common import MUC_USER, occupant_of, propose
+from xes.features.muc.messages import deliver_to_user
 from xes.features.muc.service import visible_room
 from xes.hub import Hub, LocalSession
 from xes.jid import JID, InvalidJID
 from xes.muc import model
 from xes.muc.nick import key
 from xes.stanza.core import StanzaError, iq_result
-from xes.xml import E, Element
+from xes.xml import E, Element, ns
 
 MUC_ADMIN = "http://jabber.org/protocol/muc#admin"
 _ITEM = "{%s}item" % MUC_ADMIN
@@ -43,9 +44,31 @@ async def handle(
         raise StanzaError("bad-request", "a muc#admin query needs an item")
     if iq.get("type") == "get":
         return iq_result(iq, _list(room, session, items[0]))
-    events = [_change(room, session, item) for item in items]
+    events: list[Any] = [_change(room, session, item) for item in items]
+    events += _absent_notices(hub, room, events)
     await propose(hub, *events)
     return iq_result(iq)
+
+
+def _absent_notices(hub: Hub, room: model.Room, events: list[Any]) -> list[Any]:
+    """XEP-0045 §9.3-§9.5: a user whose affiliation changed while not in the room is told by a
+    message from the room with status 101 (members learn they may now enter, and so on)."""
+    notices: list[Any] = []
+    for event in events:
+        if not isinstance(event, MucAffiliationSet) or room.occupants_of(event.jid):
+            continue
+        if room.affiliation(event.jid) == event.affiliation:
+            continue
+        x = E(
+            "{%s}x" % MUC_USER,
+            None,
+            E("{%s}item" % MUC_USER, {"affiliation": event.affiliation, "jid": event.jid}),
+            E("{%s}status" % MUC_USER, {"code": "101"}),
+        )
+        notice = deliver_to_user(hub, room.jid, event.jid, E("{%s}message" % ns.CLIENT, None, x))
+        if notice is not None:
+            notices.append(notice)
+    return notices
 
 
 def _list(room: model.Room, session: LocalSession, item: Element) -> Element:

@@ -260,7 +260,7 @@ async def _to_room(hub: Hub, session: LocalSession, room: model.Room, stanza: El
         await propose(hub, *events)
 
 
-def _deliver_to_user(hub: Hub, frm: str, to_bare: str, stanza: Element) -> MessageRouted | None:
+def deliver_to_user(hub: Hub, frm: str, to_bare: str, stanza: Element) -> MessageRouted | None:
     """A message from the room to a local user: to its available resources, else offline."""
     xml = serialize(stanza.with_attrs(**{"from": frm, "to": to_bare})).decode()
     with hub.read() as txn:
@@ -306,7 +306,7 @@ def _invitations(hub: Hub, session: LocalSession, room: model.Room, x: Element) 
         )
         if room.config.members_only and room.affiliation(bare) in ("none",):
             events.append(MucAffiliationSet(room.jid, bare, "member", "invited", session.full))
-        routed = _deliver_to_user(hub, room.jid, bare, message)
+        routed = deliver_to_user(hub, room.jid, bare, message)
         if routed is None:
             raise StanzaError("item-not-found", f"{bare} cannot be invited")
         events.append(routed)
@@ -330,7 +330,7 @@ def _decline(hub: Hub, session: LocalSession, room: model.Room, x: Element) -> l
         E("{%s}reason" % MUC_USER, None, reason.text) if reason is not None else None,
     )
     message = E("{%s}message" % ns.CLIENT, None, E("{%s}x" % MUC_USER, None, inner))
-    routed = _deliver_to_user(hub, room.jid, str(inviter.bare), message)
+    routed = deliver_to_user(hub, room.jid, str(inviter.bare), message)
     return [] if routed is None else [routed]
 
 
