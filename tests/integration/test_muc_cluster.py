@@ -235,6 +235,9 @@ def test_room_survives_kill_of_a_node_with_a_third_of_its_occupants(tmp_path: Pa
             state["subject"] = "night shift"
             for client in [*occupants[:4], back]:
                 client.disconnect()
+            # The resumed session ends cleanly (its own goodbye): its occupant leaves with it.
+            resumer.send("</stream:stream>")
+            await asyncio.to_thread(resumer.recv_all_until_closed, 10.0)
             resumer.close()
             await asyncio.sleep(1.0)
             with contextlib.suppress(Exception):
@@ -251,5 +254,14 @@ def test_room_survives_kill_of_a_node_with_a_third_of_its_occupants(tmp_path: Pa
         assert len({digest for digest, _ in results}) == 1, results
         for node in cluster.nodes:
             assert '"name": "Operations"' in node.xes("muc", "show", "ops").stdout
+        # A full cluster restart: the persistent room comes back whole on every node.
+        cluster.stop()
+        cluster.start()
+        settle(cluster, 60)
+        for node in cluster.nodes:
+            shown = node.xes("muc", "show", "ops").stdout
+            assert '"name": "Operations"' in shown and '"subject": "night shift"' in shown, shown
+            assert '"o1@xes.test": "owner"' in shown and '"occupants": []' in shown, shown
+            assert f'"archived_messages": {BEFORE_KILL + AFTER_KILL}' in shown, shown
     finally:
         cluster.stop()
