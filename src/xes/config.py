@@ -97,7 +97,8 @@ class StreamManagementConfig:
     ack_record_every: int = 50
     """Record the acknowledged count earlier once this many acknowledged stanzas are unrecorded."""
     max_unacked: int = 1000
-    """Unacknowledged stanzas a session may hold; beyond it the client is too slow (closed)."""
+    """Acknowledgement window: at most half of this (and of the outbound queue) is sent ahead of
+    the client's acks; a session with more than ten times this unacknowledged is closed."""
 
 
 @dataclass(frozen=True)

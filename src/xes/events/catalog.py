@@ -625,6 +625,9 @@ class MucAffiliationSet:
     """Full JID of the actor, or ``operator``."""
     nick: str = ""
     """A nickname reserved for a member (XEP-0045 §7.10 registration), if any."""
+    registration: bool = False
+    """The user itself registered (or dropped) its nickname: apply checks it as a registration
+    (``xes.muc.model.registration_error``), not as an admin's change."""
 
     def stream(self) -> str:
         return f"muc:{self.room}"

@@ -314,6 +314,26 @@ def affiliation_change_error(
     return None
 
 
+def registration_error(room: Room, bare: str, affiliation: str, nick: str) -> str | None:
+    """Why ``bare`` may not register (or drop) its nickname itself (XEP-0045 §7.10), or None:
+    open rooms make a registering user a member, members-only rooms register members only, an
+    outcast registers nothing, and a nickname held or registered by another user is taken."""
+    current = room.affiliation(bare)
+    if current == "outcast":
+        return "forbidden"
+    if affiliation == "none":
+        return None if current == "member" else "not-allowed"  # dropping a registration
+    if affiliation != ("member" if current == "none" else current):
+        return "not-allowed"  # nothing but member, or one's own affiliation with a nickname
+    if current == "none" and room.config.members_only:
+        return "registration-required"
+    k = key(nick)
+    holder = room.occupants.get(k)
+    if not nick or reserved_by_other(room, bare, k) or (holder is not None and holder.bare != bare):
+        return "conflict"
+    return None
+
+
 def occupant_id(secret: str, bare: str) -> str:
     """XEP-0421: stable per user and room, and not revealing the real JID."""
     digest = hmac.new(secret.encode(), bare.encode(), hashlib.sha256).digest()

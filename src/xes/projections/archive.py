@@ -89,6 +89,9 @@ class ArchiveQuery:
     """RSM ``<after>``: the page following this id."""
     before: str | None = None
     """RSM ``<before>``: the page preceding this id; ``""`` for the last page."""
+    min_seq: int = 0
+    """Only rows logged after this position: a room's archive as the room of that name now
+    sees it (an earlier room with the same JID kept its messages, this one does not show them)."""
 
     @property
     def filtered(self) -> bool:
@@ -280,12 +283,13 @@ def seq_of(store: Store, txn: lmdb.Transaction, owner: str, id_: str) -> int:
 
 
 def edges(
-    store: Store, txn: lmdb.Transaction, owner: str
+    store: Store, txn: lmdb.Transaction, owner: str, min_seq: int = 0
 ) -> tuple[ArchivedMessage, ArchivedMessage] | None:
-    """The first and the last message of the archive (XEP-0313 metadata), or None if empty."""
+    """The first and the last message of the archive (XEP-0313 metadata), or None if empty
+    (only rows after ``min_seq``: see :attr:`ArchiveQuery.min_seq`)."""
     prefix = _owner(owner)
     cur = txn.cursor(db=store.db(MSGS))
-    if not cur.set_range(prefix) or not cur.key().startswith(prefix):
+    if not cur.set_range(prefix + u64(min_seq + 1)) or not cur.key().startswith(prefix):
         return None
     first = from_u64(cur.key()[len(prefix) :])
     last = _last_below(txn, store.db(MSGS), prefix, None)
@@ -316,9 +320,11 @@ def query(store: Store, txn: lmdb.Transaction, owner: str, q: ArchiveQuery) -> P
     """One page of ``owner``'s archive. Raises :class:`ItemNotFound` for an unknown id."""
     if q.ids is not None:
         seqs = sorted({seq_of(store, txn, owner, id_) for id_ in q.ids})
+        if any(seq <= q.min_seq for seq in seqs):
+            raise ItemNotFound("an earlier room's message")
         items = [m for s in seqs if (m := _row(store, txn, owner, s)) is not None]
         return Page(items[: q.max], complete=len(items) <= q.max)
-    lo, hi = 0, (1 << 64) - 1  # inclusive sequence bounds
+    lo, hi = q.min_seq + 1 if q.min_seq else 0, (1 << 64) - 1  # inclusive sequence bounds
     if q.after_id is not None:
         lo = max(lo, seq_of(store, txn, owner, q.after_id) + 1)
     if q.before_id is not None:
@@ -355,7 +361,7 @@ def query(store: Store, txn: lmdb.Transaction, owner: str, q: ArchiveQuery) -> P
         items.append(row)
     if backwards:
         items.reverse()
-    total = None if q.filtered else count(store, txn, owner)
+    total = None if q.filtered or q.min_seq else count(store, txn, owner)
     return Page(items, complete=not more, count=total)
 
 

@@ -30,6 +30,7 @@ from xes.events.catalog import (
     MucMessageSent,
     MucNickChanged,
     MucOccupantJoined,
+    MucOccupantLeft,
     MucPrivateSent,
     MucRoleSet,
     MucRoomConfigured,
@@ -46,7 +47,6 @@ from xes.muc.model import Room
 from xes.muc.nick import key as nick_key
 from xes.muc.render import addressed
 from xes.muc.transition import Context, HistoryItem
-from xes.projections import archive as archive_view
 from xes.projections import sessions as sessions_view
 from xes.projections import stream_mgmt
 from xes.projections.base import Projection, Rejected, delete_prefix, dump, iter_prefix, load
@@ -112,9 +112,6 @@ class Muc(Projection):
             txn.delete(jid.encode(), db=self.db(ROOMS))
             delete_prefix(txn, self.db(HISTORY), _hist_prefix(jid))
             txn.delete(b"h\x00" + jid.encode(), db=self.db(META))
-            # However it ended (destroyed, or a temporary room's last occupant gone), a room's
-            # archive goes with it: a later room of the same name must not serve its messages.
-            archive_view.drop_owner(self.store, txn, jid)
 
     # -- sessions may not end while they are occupants ----------------------------------------
 
@@ -220,15 +217,28 @@ class Muc(Projection):
                 raise Rejected(f"muc-{error}: role {ev.role} for {ev.nick}")
         elif isinstance(ev, MucAffiliationSet):
             actor_bare = "operator" if ev.by == "operator" else bare_of(ev.by)
-            error = model.affiliation_change_error(room, actor_bare, ev.jid, ev.affiliation)
+            if ev.registration:
+                error = (
+                    model.registration_error(room, ev.jid, ev.affiliation, ev.nick)
+                    if actor_bare == ev.jid
+                    else "forbidden"
+                )
+            else:
+                error = model.affiliation_change_error(room, actor_bare, ev.jid, ev.affiliation)
             if error is not None:
                 raise Rejected(f"muc-{error}: affiliation {ev.affiliation} for {ev.jid}")
+        elif isinstance(ev, MucOccupantLeft):
+            return  # leaving a room one is not in (kicked meanwhile) changes nothing: no refusal
         else:
             occupant = room.by_session(ev.session)
             if occupant is None:
                 raise Rejected(f"muc-not-occupant: {ev.session}")
             if isinstance(ev, MucMessageSent) and not model.may_speak(room, occupant):
                 raise Rejected("muc-forbidden: no voice")
+            if isinstance(ev, MucMessageSent) and ev.nick != occupant.nick:
+                # Sent before a nickname change committed: it must not go out under a nickname
+                # someone else may hold by now. The client sends it again.
+                raise Rejected("muc-not-acceptable: the nickname changed meanwhile")
             if isinstance(ev, MucSubjectSet) and not model.may_change_subject(room, occupant):
                 raise Rejected("muc-forbidden: subject")
             if isinstance(ev, MucPrivateSent) and nick_key(ev.to_nick) not in room.occupants:

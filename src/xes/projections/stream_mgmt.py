@@ -249,9 +249,16 @@ class StreamManagement(Projection):
         if st is None:
             return
         if st.next > st.acked and ev.outbox_upto != st.next:
-            raise Rejected(
-                f"sm-outbox-changed: rows up to {st.next}, end re-routed {ev.outbox_upto}"
-            )
+            # Only rows the end would have re-routed (messages, iq) must not arrive unseen; the
+            # others (presence, the server's answers, room traffic) are dropped at an end anyway.
+            # Refusing for those would let every busy room, or another session of the same
+            # proposal leaving a room, block the end for good.
+            seen = ev.outbox_upto if ev.outbox_upto is not None else st.acked
+            late = [r for r in rows(self.store, txn, ev.session, seen) if r.kind != "other"]
+            if late:
+                raise Rejected(
+                    f"sm-outbox-changed: rows up to {st.next}, end re-routed {ev.outbox_upto}"
+                )
         self._forget(txn, c, st)
 
     def _forget(self, txn: lmdb.Transaction, c: Committed, st: SmState) -> None:

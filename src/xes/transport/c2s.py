@@ -137,6 +137,8 @@ class ClientConnection:
         self._sm_requested = 0.0
         self._sm_asked = False
         self._sm_resend_upto = 0
+        self._sm_held = False
+        """Outbox rows beyond the acknowledgement window wait for the next ``<a/>``."""
         self._sm_ready = anyio.Event()
         self._sm_wake = anyio.Event()
         self._locals: list[bytes] = []
@@ -204,8 +206,16 @@ class ClientConnection:
     def sm_pull(self) -> None:
         if not self.sm_active or self.closing:
             return
+        cfg = self.hub.config.stream_management
         with self.hub.read() as txn:
             rows = sm_view.rows(self.hub.store, txn, self.session_id, self._sm_sent)
+        # Rows go out at most a window ahead of the client's acknowledgements, the rest when it
+        # acknowledges: a session resumed after a long absence in a busy room may find
+        # thousands waiting, more than its outbound queue holds.
+        window = max(1, min(cfg.max_unacked, self.hub.config.limits.outbound_queue) // 2)
+        pending = rows[-1].n - self._sm_acked if rows else 0
+        held = [row for row in rows if row.n > self._sm_acked + window]
+        rows = rows[: len(rows) - len(held)]
         was_idle = self._sm_sent == self._sm_acked
         for row in rows:
             data = row.xml.encode()
@@ -213,12 +223,12 @@ class ClientConnection:
                 data = with_delay(row.xml, row.at, self.hub.domain, "Resent")
             self._enqueue(data)
             self._sm_sent = row.n
-        cfg = self.hub.config.stream_management
+        self._sm_held = bool(held)
         unacked = self._sm_sent - self._sm_acked
-        if unacked > cfg.max_unacked:
-            log.warning("client_not_acking", session=self.session_id, unacked=unacked)
+        if pending > 10 * cfg.max_unacked:
+            log.warning("client_not_acking", session=self.session_id, unacked=pending)
             self.close("policy-violation", "too many unacknowledged stanzas")
-        elif rows and unacked >= cfg.ack_request_every and not self._sm_asked:
+        elif (held or (rows and unacked >= cfg.ack_request_every)) and not self._sm_asked:
             self._request_ack()
         elif rows and was_idle:
             self._sm_wake.set()  # the keeper asks later if no ack comes
@@ -287,6 +297,8 @@ class ClientConnection:
             return False
         self._sm_acked = h
         self._sm_asked = False
+        if self._sm_held:
+            self.sm_pull()  # the window moved: the rows held back can go
         if h - self._sm_recorded >= self.hub.config.stream_management.ack_record_every:
             self._sm_wake.set()
         return True
@@ -717,7 +729,7 @@ class ClientConnection:
         detach = self.resumable and self._close_reason in DETACH_REASONS
         reason = self._close_reason
         with anyio.move_on_after(CLOSE_TIMEOUT):
-            for _ in range(3):
+            for _ in range(20):  # each refusal re-reads what changed; bounded by CLOSE_TIMEOUT
                 with self.hub.read() as txn:
                     view = sessions_view.get(self.hub.store, txn, self.session_id)
                     state = sm_view.state(self.hub.store, txn, self.session_id)

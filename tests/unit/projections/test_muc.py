@@ -385,19 +385,29 @@ def test_a_temporary_room_ending_with_its_last_occupant_drops_its_history(tmp_pa
     assert entries(store, muc.META) == 0 and entries(store, muc.SESSIONS) == 0
 
 
-def test_a_temporary_room_ending_with_its_last_occupant_drops_its_archive(
+def test_a_temporary_room_ending_keeps_its_archive_from_a_later_room_of_its_name(
     tmp_path: Path,
 ) -> None:
-    """The room is gone as if destroyed (catalogue: ``muc.room_destroyed`` "every occupant
-    leaves, affiliations, history and the room go"); a room created later under the same name
-    must not serve the old room's messages to its new occupants."""
+    """A temporary room whose occupants all left (say, with their node) keeps its messages in
+    the archive, for retention and audit; a room created later under the same name does not
+    serve them to its new occupants (its queries start after its own creation)."""
     store, apply = setup(tmp_path)
     opened(apply)
     assert ok(apply(said("sa", "Alice", "secret plans")))
     assert ok(apply(MucOccupantLeft(ROOM, "sa")))
     assert room_of(store) is None
+    assert [id_ for id_, _ in archived(store)] == ["sid-secret plans"]
     opened(apply)
-    assert archived(store) == []
+    room = room_of(store)
+    assert room is not None
+    with store.env.begin() as txn:
+        page = archive.query(store, txn, ROOM, ArchiveQuery(min_seq=room.created_seq))
+        assert page.items == []
+        assert archive.edges(store, txn, ROOM, room.created_seq) is None
+    assert ok(apply(said("sa", "Alice", "new plans")))
+    with store.env.begin() as txn:
+        page = archive.query(store, txn, ROOM, ArchiveQuery(min_seq=room.created_seq))
+    assert [m.id for m in page.items] == ["sid-new plans"]
 
 
 # -- replay ------------------------------------------------------------------------------------

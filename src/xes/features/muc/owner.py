@@ -46,26 +46,46 @@ async def handle(
     submitted = forms.parse_config_form(
         form, room.config, cfg.max_occupants, cfg.max_history_length
     )
-    events: list[Any] = [MucRoomConfigured(room.jid, submitted.config.to_json(), session.full)]
-    events += _list_changes(room, submitted, session.full)
+    # Promotions first (an admin added by the form that makes the room members-only stays),
+    # then the configuration, then demotions (an owner may hand the room over in the form).
+    changes = _list_changes(room, submitted, session.full)
+    rank = model.AFFILIATION_RANK
+    ups = [e for e in changes if rank[e.affiliation] > rank[room.affiliation(e.jid)]]
+    downs = [e for e in changes if e not in ups]
+    events: list[Any] = [
+        *ups,
+        MucRoomConfigured(room.jid, submitted.config.to_json(), session.full),
+        *downs,
+    ]
     await propose(hub, *events)
     return iq_result(iq)
 
 
 def _list_changes(room: model.Room, submitted: forms.SubmittedConfig, by: str) -> list[Any]:
-    """Affiliation changes the form's owner and admin lists make (§10.2 roomowners/admins)."""
-    events: list[Any] = []
-    for wanted, affiliation in ((submitted.owners, "owner"), (submitted.admins, "admin")):
-        if wanted is None:
-            continue
-        current = {b for b, a in room.affiliations.items() if a == affiliation}
-        for bare in sorted(set(wanted) - current):
-            events.append(MucAffiliationSet(room.jid, bare, affiliation, "", by))
-        for bare in sorted(current - set(wanted)):
-            if affiliation == "owner" and submitted.owners is not None and not submitted.owners:
-                raise StanzaError("conflict", "a room keeps at least one owner")
-            events.append(MucAffiliationSet(room.jid, bare, "none", "", by))
-    return events
+    """Affiliation changes the form's owner and admin lists make (§10.2 roomowners/admins):
+    one final affiliation per JID (owner over admin), one event for each that changes."""
+    owners = {b for b, a in room.affiliations.items() if a == "owner"}
+    admins = {b for b, a in room.affiliations.items() if a == "admin"}
+    final = {b: room.affiliation(b) for b in owners | admins}
+    if submitted.owners is not None:
+        for bare in owners - set(submitted.owners):
+            final[bare] = "none"
+        for bare in submitted.owners:
+            final[bare] = "owner"
+    if submitted.admins is not None:
+        for bare in admins - set(submitted.admins):
+            if final.get(bare) == "admin":
+                final[bare] = "none"
+        for bare in submitted.admins:
+            if final.get(bare) != "owner":
+                final[bare] = "admin"
+    if "owner" not in final.values():
+        raise StanzaError("conflict", "a room keeps at least one owner")
+    return [
+        MucAffiliationSet(room.jid, bare, affiliation, "", by)
+        for bare, affiliation in sorted(final.items())
+        if affiliation != room.affiliation(bare)
+    ]
 
 
 def destroy_event(room: str, destroy: Element, by: str) -> MucRoomDestroyed:

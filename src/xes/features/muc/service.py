@@ -9,6 +9,8 @@ for anyone but its owner (XEP-0045 §10.1.1). The room archive is read like a us
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from xes.events.catalog import MucAffiliationSet
 from xes.features import mam
 from xes.features.muc.common import MUC, OCCUPANT_ID, propose, read_room
@@ -19,6 +21,7 @@ from xes.projections import archive as archive_view
 from xes.projections import muc as muc_view
 from xes.projections.archive import ItemNotFound
 from xes.stanza.core import StanzaError, iq_result
+from xes.stanza.delay import stamp
 from xes.xml import E, Element, ns
 
 SELF_PING = "http://jabber.org/protocol/muc#self-ping-optimization"
@@ -118,7 +121,7 @@ async def room_iq(
         return await _archive_query(hub, session, iq, child, room)
     if child.tag == "{%s}metadata" % ns.MAM and type_ == "get":
         _archive_access(hub, session, room)
-        return await mam_metadata(hub, iq, room.jid)
+        return await mam_metadata(hub, iq, room.jid, room.created_seq)
     if child.tag == "{%s}query" % REGISTER:
         return await _register(hub, session, iq, child, room)
     raise StanzaError("service-unavailable")
@@ -145,8 +148,13 @@ def _archive_access(hub: Hub, session: LocalSession, room: model.Room) -> None:
     affiliation = room.affiliation(session.bare)
     if affiliation == "outcast":
         raise StanzaError("forbidden", "you are banned from this room")
-    if room.config.members_only and model.AFFILIATION_RANK[affiliation] < 1:
+    member = model.AFFILIATION_RANK[affiliation] >= 1
+    if room.config.members_only and not member:
         raise StanzaError("forbidden", "the archive of a members-only room is for its members")
+    closed = room.config.password_hash or not room.config.public
+    if closed and not member and room.by_session(session.session_id) is None:
+        # A hidden or password-protected room shows its archive to its members and occupants.
+        raise StanzaError("forbidden", "join the room to read its archive")
 
 
 async def _archive_query(
@@ -157,7 +165,9 @@ async def _archive_query(
     if iq.get("type") == "get":
         return iq_result(iq, E("{%s}query" % ns.MAM, None, mam.query_form()))
     cfg = hub.config.archive
-    q = mam.parse_query(child, cfg.page_size, cfg.max_page_size)
+    # A room keeps the archive of an earlier room of the same name; this room shows only its
+    # own messages (those logged after its creation).
+    q = replace(mam.parse_query(child, cfg.page_size, cfg.max_page_size), min_seq=room.created_seq)
     try:
         with hub.read() as txn:
             page = mam.fit_page(
@@ -172,11 +182,9 @@ async def _archive_query(
     return iq_result(iq, fin)
 
 
-async def mam_metadata(hub: Hub, iq: Element, owner: str) -> Element:
-    from xes.stanza.delay import stamp
-
+async def mam_metadata(hub: Hub, iq: Element, owner: str, min_seq: int = 0) -> Element:
     with hub.read() as txn:
-        edges = archive_view.edges(hub.store, txn, owner)
+        edges = archive_view.edges(hub.store, txn, owner, min_seq)
     children = []
     if edges is not None:
         for tag, item in zip(("start", "end"), edges, strict=True):
@@ -229,8 +237,12 @@ async def _register(
     if child.find("{%s}remove" % REGISTER) is not None:
         if registered is None:
             raise StanzaError("item-not-found", "no nickname registered")
-        keep = affiliation if affiliation in ("owner", "admin") else "none"
-        await propose(hub, MucAffiliationSet(room.jid, session.bare, keep, "", "operator"))
+        if affiliation != "member":
+            raise StanzaError("not-allowed", "only a member's registration can be dropped")
+        await propose(
+            hub,
+            MucAffiliationSet(room.jid, session.bare, "none", "", session.full, registration=True),
+        )
         return iq_result(iq)
     form = child.find("{%s}x" % ns.DATA_FORMS)
     raw = ""
@@ -251,6 +263,10 @@ async def _register(
     ):
         raise StanzaError("conflict", "that nickname is taken")
     new = affiliation if model.AFFILIATION_RANK[affiliation] >= 1 else "member"
-    # The user acts on its own affiliation: recorded as the service's decision.
-    await propose(hub, MucAffiliationSet(room.jid, session.bare, new, "", "operator", nick))
+    # The user acts on its own affiliation; apply checks it as a registration (model.
+    # registration_error), against the room as it is then, not as this node saw it.
+    event = MucAffiliationSet(
+        room.jid, session.bare, new, "", session.full, nick, registration=True
+    )
+    await propose(hub, event)
     return iq_result(iq)
