@@ -522,7 +522,10 @@ class ClientConnection:
             elif isinstance(action, SmResume):
                 await self._resume(action)
             elif isinstance(action, SmRequest):
-                self._enqueue(sm.ack(self.protocol.sm_in))
+                # The protocol counted every stanza of this read, also those after the <r/>
+                # that are not handled yet: the answer must not acknowledge those (XEP-0198 §4).
+                later = sum(1 for a in actions[i:] if isinstance(a, StanzaReceived) and a.sm_n)
+                self._enqueue(sm.ack(self.protocol.sm_in - later))
             elif isinstance(action, SmAck):
                 if not self._on_ack(action):
                     await self._execute(

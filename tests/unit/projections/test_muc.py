@@ -472,3 +472,71 @@ def test_replay_of_a_muc_scenario_gives_the_same_digest(tmp_path_factory, split:
         proj.apply(again, command(*proposals[start : start + split]))
     with store.env.begin() as txn:
         assert digest(store, txn) == before
+
+
+# -- review findings ---------------------------------------------------------------------------
+
+
+def _end(store, session: str, leave_reason: str = "session_ended") -> list[Any]:  # type: ignore[no-untyped-def]
+    """What ``session_end.end_events`` proposes for one session in ROOM (its state read now)."""
+    with store.env.begin() as txn:
+        st = sm.state(store, txn, session)
+    events: list[Any] = [MucOccupantLeft(ROOM, session, "", leave_reason)]
+    if st is not None:
+        events.append(SmHandled(session, st.handled, st.epoch))
+    events.append(SessionEnded(session, SESSIONS[session], "node_restarted", st and st.next))
+    return events
+
+
+def test_several_sessions_of_one_room_end_in_one_proposal(tmp_path: Path) -> None:
+    """A restarting node ends all its sessions in one proposal: the first one's leave gives the
+    managed second one an outbox row, which must not refuse the second's end (it re-routes
+    nothing: room presence is dropped at an end anyway)."""
+    store, apply = setup(tmp_path)
+    assert ok(apply(SmEnabled("sb", False, 0)))
+    opened(apply)
+    assert ok(apply(joined("sb", "Bob")))
+    assert ok(apply(*_end(store, "sa"), *_end(store, "sb")))
+    assert room_of(store) is None
+
+
+def test_room_traffic_racing_an_end_does_not_refuse_it(tmp_path: Path) -> None:
+    """The end was read before a room message was committed: the message's outbox row is room
+    traffic, not something the end should have re-routed."""
+    store, apply = setup(tmp_path)
+    assert ok(apply(SmEnabled("sb", False, 0)))
+    opened(apply)
+    assert ok(apply(joined("sb", "Bob")))
+    end = _end(store, "sb")
+    assert ok(apply(said("sa", "Alice", "meanwhile")))
+    assert ok(apply(*end))
+    assert [o.nick for o in room_of(store).occupants.values()] == ["Alice"]
+
+
+def test_registration_is_checked_against_the_room_as_applied(tmp_path: Path) -> None:
+    """A registration read before a ban commits after it: refused, not an unban."""
+    store, apply = setup(tmp_path)
+    opened(apply)
+    assert ok(apply(MucAffiliationSet(ROOM, "b@x", "outcast", "", "a@x/1")))
+    register = MucAffiliationSet(ROOM, "b@x", "member", "", "b@x/1", "Bobby", registration=True)
+    assert reason(apply(register)).startswith("muc-forbidden")
+    drop = MucAffiliationSet(ROOM, "b@x", "none", "", "b@x/1", registration=True)
+    assert reason(apply(drop)).startswith("muc-forbidden")
+    # Nobody registers for someone else, and a taken nickname is taken.
+    other = MucAffiliationSet(ROOM, "c@x", "member", "", "b@x/1", "Cee", registration=True)
+    assert reason(apply(other)).startswith("muc-forbidden")
+    assert ok(
+        apply(MucAffiliationSet(ROOM, "c@x", "member", "", "c@x/1", "Cee", registration=True))
+    )
+    clash = MucAffiliationSet(ROOM, "a@x", "owner", "", "a@x/1", "cee", registration=True)
+    assert reason(apply(clash)).startswith("muc-conflict")
+    assert room_of(store).reserved == {"c@x": "Cee"}
+
+
+def test_a_message_under_a_nickname_given_up_meanwhile_is_refused(tmp_path: Path) -> None:
+    _store, apply = setup(tmp_path)
+    opened(apply)
+    stale = said("sa", "Alice", "hello")
+    assert ok(apply(MucNickChanged(ROOM, "sa", "Alicia")))
+    assert reason(apply(stale)).startswith("muc-not-acceptable")
+    assert ok(apply(said("sa", "Alicia", "hello")))

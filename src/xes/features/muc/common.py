@@ -21,7 +21,7 @@ from xes.hub import Hub, LocalSession
 from xes.muc.model import Occupant, Room
 from xes.projections import muc as muc_view
 from xes.stanza.core import ERROR_TYPES, StanzaError
-from xes.xml import Element, ns, serialize
+from xes.xml import Element, serialize
 
 log = structlog.get_logger("xes.muc")
 
@@ -98,13 +98,36 @@ async def propose(hub: Hub, *events: Any) -> None:
         raise StanzaError(condition, text.strip() or None, REFUSAL_TYPES.get(condition)) from exc
 
 
-def payload_children(stanza: Element, drop: tuple[str, ...] = (MUC, MUC_USER, OCCUPANT_ID)) -> str:
-    """The stanza's children as stored for the room (its MUC elements removed)."""
-    return "".join(
-        serialize(child).decode()
-        for child in stanza.elements()
-        if child.ns not in drop and not (child.ns == ns.SID and child.name == "stanza-id")
-    )
+PRESENCE_KEEP = frozenset(
+    {
+        "{jabber:client}show",
+        "{jabber:client}status",
+        "{jabber:client}priority",
+        "{http://jabber.org/protocol/caps}c",
+        "{vcard-temp:x:update}x",
+        "{urn:xmpp:idle:1}idle",
+        "{http://jabber.org/protocol/nick}nick",
+        "{urn:xmpp:hats:0}hats",
+    }
+)
+"""Presence payloads a room keeps and shows for an occupant; anything else a client puts in its
+room presence is not stored (every occupant session's presence lives in the room's row)."""
+MAX_PRESENCE = 4096
+"""Most bytes of an occupant session's kept presence payload; a longer one keeps what fits."""
+
+
+def payload_children(stanza: Element) -> str:
+    """The presence payload a room keeps for an occupant session (see ``PRESENCE_KEEP``)."""
+    out, size = [], 0
+    for child in stanza.elements():
+        if child.tag not in PRESENCE_KEEP:
+            continue
+        data = serialize(child).decode()
+        if size + len(data) > MAX_PRESENCE:
+            break
+        out.append(data)
+        size += len(data)
+    return "".join(out)
 
 
 @dataclass(slots=True)

@@ -48,7 +48,8 @@ REQUEST_FORM = "http://jabber.org/protocol/muc#request"
 
 
 def _room_copy(stanza: Element, frm: str, room: str, *extra: Element) -> str:
-    """``stanza`` as the room sends it: ``from`` rewritten, no ``to``, our ids replaced."""
+    """``stanza`` as the room sends it: ``from`` rewritten, no ``to``, the sender's own claims
+    of ids, delays and room status removed (XEP-0359 §6, XEP-0421 §4, XEP-0203)."""
     kept = tuple(
         c
         for c in stanza.children
@@ -56,7 +57,8 @@ def _room_copy(stanza: Element, frm: str, room: str, *extra: Element) -> str:
             isinstance(c, Element)
             and (
                 c.ns == OCCUPANT_ID
-                or (c.tag == sid.STANZA_ID and c.get("by") == room)
+                or c.tag == sid.STANZA_ID  # only the room says which ids a message has
+                or c.tag == "{urn:xmpp:delay}delay"  # nor may a sender back-date it
                 or (c.ns == MUC_USER and c.name == "x")
             )
         )
@@ -138,7 +140,10 @@ def plain_groupchat_room(hub: Hub, stanza: Element) -> str | None:
         return None
     if stanza.find("{%s}subject" % ns.CLIENT) is not None:
         return None
-    return to
+    try:
+        return str(JID.parse(to))
+    except InvalidJID:
+        return None  # handled alone, answered jid-malformed
 
 
 async def groupchat_run(
@@ -245,7 +250,15 @@ async def iq_answer(hub: Hub, session: LocalSession, iq: Element, to: JID) -> No
 # -- messages to the room itself ---------------------------------------------------------------
 
 
+MAX_INVITES = 20
+"""Most ``<invite/>`` in one message (each becomes a message to a user, maybe stored offline)."""
+
+
 async def _to_room(hub: Hub, session: LocalSession, room: model.Room, stanza: Element) -> None:
+    # Invitations, declines and voice requests reach other users: the same per-room limit as
+    # the room's messages keeps one sender from flooding them.
+    cfg = hub.config.muc
+    await throttle(session, "msg:" + room.jid, cfg.messages_per_second, cfg.message_burst)
     x = stanza.find("{%s}x" % MUC_USER)
     events: list[Any] = []
     if x is not None and x.find("{%s}invite" % MUC_USER) is not None:
@@ -281,7 +294,10 @@ def _invitations(hub: Hub, session: LocalSession, room: model.Room, x: Element) 
     if not model.may_invite(room, session.bare, occupant):
         raise StanzaError("forbidden", "you may not invite to this room")
     events: list[Any] = []
-    for invite in x.find_all("{%s}invite" % MUC_USER):
+    invites = x.find_all("{%s}invite" % MUC_USER)
+    if len(invites) > MAX_INVITES:
+        raise StanzaError("policy-violation", f"at most {MAX_INVITES} invitations per message")
+    for invite in invites:
         try:
             invitee = JID.parse(invite.get("to") or "")
         except InvalidJID as exc:
@@ -317,6 +333,8 @@ def _decline(hub: Hub, session: LocalSession, room: model.Room, x: Element) -> l
     """XEP-0045 §7.8.? declining an invitation: passed on to the inviter, from the room."""
     decline = x.find("{%s}decline" % MUC_USER)
     assert decline is not None
+    if room.affiliation(session.bare) == "outcast":
+        raise StanzaError("forbidden", "you are banned from this room")
     try:
         inviter = JID.parse(decline.get("to") or "")
     except InvalidJID as exc:

@@ -244,10 +244,12 @@ async def _create(
     )
     try:
         await propose(hub, created, joined)
-    except RoomExists:
+    except RoomExists as exc:
         room = read_room(hub, room_jid)  # created meanwhile by someone else: join it
-        if room is None:
-            raise
+        if room is None:  # ... and gone again already
+            raise StanzaError(
+                "resource-constraint", "the room is changing; try again", "wait"
+            ) from exc
         await _join(hub, session, room, nick, raw_nick, stanza, children)
 
 

@@ -112,7 +112,7 @@ async def room_iq(
     room = visible_room(hub, session, room_jid)
     type_ = iq.get("type")
     if child.tag == "{%s}query" % ns.DISCO_INFO and type_ == "get":
-        return iq_result(iq, _room_info(hub, room, child))
+        return iq_result(iq, _room_info(hub, session, room, child))
     if child.tag == "{%s}query" % ns.DISCO_ITEMS and type_ == "get":
         return iq_result(iq, E("{%s}query" % ns.DISCO_ITEMS))
     if child.tag == "{%s}ping" % ns.PING and type_ == "get":
@@ -127,8 +127,25 @@ async def room_iq(
     raise StanzaError("service-unavailable")
 
 
-def _room_info(hub: Hub, room: model.Room, query: Element) -> Element:
-    if query.get("node"):
+ROOMUSER_NODE = "x-roomuser-item"
+"""XEP-0045 §7.12: disco#info with this node asks for the user's reserved nickname."""
+
+
+def _room_info(hub: Hub, session: LocalSession, room: model.Room, query: Element) -> Element:
+    node = query.get("node")
+    if node == ROOMUSER_NODE:
+        # §7.12: the reserved nickname as an identity, or an empty result when there is none.
+        reserved = room.reserved.get(session.bare)
+        identity = (
+            E(
+                "{%s}identity" % ns.DISCO_INFO,
+                {"category": "conference", "type": "text", "name": reserved},
+            )
+            if reserved
+            else None
+        )
+        return E("{%s}query" % ns.DISCO_INFO, {"node": ROOMUSER_NODE}, identity)
+    if node:
         raise StanzaError("item-not-found")
     identity = E(
         "{%s}identity" % ns.DISCO_INFO,
