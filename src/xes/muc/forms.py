@@ -212,10 +212,12 @@ def parse_config_form(
             except ValueError as exc:
                 raise StanzaError("bad-request", f"{var} must be a number") from exc
             config = replace(config, history_length=max(0, min(length, max_history)))
-    protected = config.password_hash != ""
+    secret = " ".join(values.get("muc#roomconfig_roomsecret", [])).strip()
+    # A secret given means a protected room unless the form says otherwise: an owner who set a
+    # password and forgot the box must not get an open room believing it protected.
+    protected = config.password_hash != "" or bool(secret)
     if "muc#roomconfig_passwordprotectedroom" in values:
         protected = _as_bool(values["muc#roomconfig_passwordprotectedroom"], "password")
-    secret = " ".join(values.get("muc#roomconfig_roomsecret", [])).strip()
     if not protected:
         config = replace(config, password_hash="")
     elif secret:

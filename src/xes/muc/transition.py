@@ -356,8 +356,9 @@ def _role_set(room: Room, ev: MucRoleSet, ctx: Context) -> tuple[Room | None, li
     actor = _actor_nick(room, ev.by)
     if ev.role == "none":
         return _ended_if_empty(room, _remove(room, occupant, 307, actor, ev.reason, role="none"))
+    became_moderator = ev.role == "moderator" and occupant.role != "moderator"
     occupant.role = ev.role
-    return room, _broadcast(
+    outs = _broadcast(
         room,
         occupant,
         lambda show, me: render.presence(
@@ -369,6 +370,21 @@ def _role_set(room: Room, ev: MucRoleSet, ctx: Context) -> tuple[Room | None, li
             reason=ev.reason or None,
         ),
     )
+    if became_moderator and not room.non_anonymous:
+        outs += _real_jids_for(room, occupant)
+    return room, outs
+
+
+def _real_jids_for(room: Room, moderator: Occupant) -> list[Out]:
+    """A new moderator of a semi-anonymous room sees the others' real JIDs from now on: their
+    presence once more, with ``jid`` (XEP-0045 §9.6; Prosody does the same)."""
+    outs: list[Out] = []
+    for other in _sorted(room):
+        if other is moderator:
+            continue
+        xml = render.presence(room, other, show_jid=True)
+        outs += [Out(s.session, s.jid, xml) for s in _sessions(moderator)]
+    return outs
 
 
 def _affiliation_set(
@@ -396,7 +412,10 @@ def _affiliation_set(
     elif AFFILIATION_RANK[ev.affiliation] < AFFILIATION_RANK["member"]:
         room.reserved.pop(ev.jid, None)
     for found in affected:
+        was_moderator = found.role == "moderator"
         found.role = default_role(room.config, ev.affiliation)
+        if found.role == "moderator" and not was_moderator and not room.non_anonymous:
+            outs += _real_jids_for(room, found)
         outs += _broadcast(
             room,
             found,

@@ -38,7 +38,17 @@ class RoomMirror:
             committed.envelope.at,
             lambda jid, before, most: muc_view.history(self.store, txn, jid, before, most),
         )
-        after, outs = transition.apply(room, event, ctx)
+        try:
+            after, outs = transition.apply(room, event, ctx)
+        except Exception:
+            # The fold changes the room in place: a failure would leave it half-changed. Take
+            # the projection's copy instead (it may be ahead; better than inconsistent).
+            fresh = muc_view.get(self.store, txn, event.room)
+            if fresh is None:
+                self.rooms.pop(event.room, None)
+            else:
+                self.rooms[event.room] = fresh
+            raise
         if after is None:
             self.rooms.pop(event.room, None)
         else:
