@@ -20,12 +20,14 @@ where the event is in the log; the holding node's delivery writes every other se
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import lmdb
 
 from xes.events import Committed
 from xes.events.catalog import (
+    AccountRemoved,
     MucAffiliationSet,
     MucMessageSent,
     MucNickChanged,
@@ -73,7 +75,13 @@ def _hist_prefix(room: str) -> bytes:
 class Muc(Projection):
     name = "muc"
     dbs = (ROOMS, SESSIONS, HISTORY, META)
-    handles = (*transition.EVENT_TYPES, "session.ended", "session.bound", "node.started")
+    handles = (
+        *transition.EVENT_TYPES,
+        "session.ended",
+        "session.bound",
+        "node.started",
+        "account.removed",
+    )
 
     def __init__(self, store: Store) -> None:
         super().__init__(store)
@@ -100,12 +108,29 @@ class Muc(Projection):
         self._parsed[room] = (value, parsed)
         return parsed
 
-    def _save(self, txn: lmdb.Transaction, jid: str, old: set[str], after: Room | None) -> None:
+    def _save(
+        self,
+        txn: lmdb.Transaction,
+        jid: str,
+        old: set[str],
+        old_index: _Indexed,
+        after: Room | None,
+    ) -> None:
         new = _sessions_of(after)
         for session in old - new:
             txn.delete(_sess_key(session, jid), db=self.db(SESSIONS))
         for session in new - old:
             txn.put(_sess_key(session, jid), b"", db=self.db(SESSIONS))
+        # Indexes kept with the row, so listings and the per-owner cap read no room row.
+        new_index = _indexed(after)
+        for bare in old_index.owners - new_index.owners:
+            txn.delete(_owner_key(bare, jid), db=self.db(META))
+        for bare in new_index.owners - old_index.owners:
+            txn.put(_owner_key(bare, jid), b"", db=self.db(META))
+        if new_index.listed is None:
+            txn.delete(b"p\x00" + jid.encode(), db=self.db(META))
+        elif new_index.listed != old_index.listed:
+            txn.put(b"p\x00" + jid.encode(), new_index.listed.encode(), db=self.db(META))
         if after is not None:
             txn.put(jid.encode(), dump(after.to_json()), db=self.db(ROOMS))
         else:
@@ -128,19 +153,32 @@ class Muc(Projection):
             if view.boot != ev.boot:
                 self._no_occupant(txn, view.session)  # the new boot ends them
 
+    def on_account_removed(self, txn: lmdb.Transaction, c: Committed, ev: AccountRemoved) -> None:
+        """A removed account keeps no affiliation or nickname anywhere: a user registered
+        later under the same name inherits nothing (a room may be left without an owner; the
+        operator can destroy it)."""
+        for room in all_rooms(self.store, txn):
+            if ev.jid not in room.affiliations and ev.jid not in room.reserved:
+                continue
+            sessions, indexed = _sessions_of(room), _indexed(room)
+            room.affiliations.pop(ev.jid, None)
+            room.reserved.pop(ev.jid, None)
+            self._save(txn, room.jid, sessions, indexed, room)
+
     # -- room events -------------------------------------------------------------------------
 
     def _fold(self, txn: lmdb.Transaction, committed: Committed, event: Any) -> None:
         room = self._load(txn, event.room, not isinstance(event, MucMessageSent | MucPrivateSent))
         self._check(txn, room, event)
         before = _sessions_of(room)
+        indexed = _indexed(room)
         ctx = Context(committed.seq, committed.envelope.at, self._history_reader(txn))
         after, outs = transition.apply(room, event, ctx)
         if isinstance(event, MucMessageSent | MucPrivateSent):
             if after is not None and isinstance(event, MucMessageSent):
                 self._keep_history(txn, committed, after, event)
         else:
-            self._save(txn, event.room, before, after)  # messages leave the room as it was
+            self._save(txn, event.room, before, indexed, after)  # messages leave it as it was
         self._queue_managed(txn, committed, outs)
 
     on_muc_room_created = on_muc_room_configured = on_muc_room_destroyed = _fold
@@ -270,6 +308,24 @@ class Muc(Projection):
             raise Rejected("muc-not-authorized: password")
 
 
+@dataclass(frozen=True, slots=True)
+class _Indexed:
+    owners: frozenset[str]
+    listed: str | None
+    """The room's name if it is listed publicly (public and not locked), else None."""
+
+
+def _indexed(room: Room | None) -> _Indexed:
+    if room is None:
+        return _Indexed(frozenset(), None)
+    listed = room.config.name if room.config.public and not room.locked else None
+    return _Indexed(frozenset(room.owners()), listed)
+
+
+def _owner_key(bare: str, room: str) -> bytes:
+    return b"o\x00" + bare.encode() + b"\x00" + room.encode()
+
+
 def _sessions_of(room: Room | None) -> set[str]:
     if room is None:
         return set()
@@ -317,7 +373,12 @@ def rooms_of_session(store: Store, txn: lmdb.Transaction, session: str) -> list[
 
 def owned_by(store: Store, txn: lmdb.Transaction, bare: str) -> int:
     """How many rooms ``bare`` owns (the per-user room cap counts these)."""
-    return sum(1 for room in all_rooms(store, txn) if room.affiliation(bare) == "owner")
+    return sum(1 for _ in iter_prefix(txn, store.db(META), b"o\x00" + bare.encode() + b"\x00"))
+
+
+def listed_rooms(store: Store, txn: lmdb.Transaction) -> list[tuple[str, str]]:
+    """``(room JID, name)`` of every publicly listed room (public, not locked), in JID order."""
+    return [(k[2:].decode(), v.decode()) for k, v in iter_prefix(txn, store.db(META), b"p\x00")]
 
 
 def history(

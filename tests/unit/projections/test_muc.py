@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from tests.unit.projections.test_projector import command, env, fresh
 from xes.events.catalog import (
+    AccountRemoved,
     MucAffiliationSet,
     MucMessageSent,
     MucNickChanged,
@@ -540,3 +541,30 @@ def test_a_message_under_a_nickname_given_up_meanwhile_is_refused(tmp_path: Path
     assert ok(apply(MucNickChanged(ROOM, "sa", "Alicia")))
     assert reason(apply(stale)).startswith("muc-not-acceptable")
     assert ok(apply(said("sa", "Alicia", "hello")))
+
+
+def test_listing_and_owner_indexes_follow_the_rooms(tmp_path: Path) -> None:
+    store, apply = setup(tmp_path)
+
+    def listed() -> list[tuple[str, str]]:
+        with store.env.begin() as txn:
+            return muc.listed_rooms(store, txn)
+
+    def owned(bare: str) -> int:
+        with store.env.begin() as txn:
+            return muc.owned_by(store, txn, bare)
+
+    assert ok(apply(created(locked=True, name="Ward"), joined("sa", "Alice")))
+    assert listed() == [] and owned("a@x") == 1  # locked: not listed yet
+    config = RoomConfig(name="Ward 7", persistent=True).to_json()
+    assert ok(apply(MucRoomConfigured(ROOM, config, "a@x/1")))
+    assert listed() == [(ROOM, "Ward 7")]
+    assert ok(apply(MucAffiliationSet(ROOM, "b@x", "owner", "", "a@x/1")))
+    assert owned("b@x") == 1
+    hidden = RoomConfig(name="Ward 7", persistent=True, public=False).to_json()
+    assert ok(apply(MucRoomConfigured(ROOM, hidden, "a@x/1")))
+    assert listed() == []
+    assert ok(apply(AccountRemoved("b@x")))
+    assert owned("b@x") == 0 and "b@x" not in room_of(store).affiliations
+    assert ok(apply(MucRoomDestroyed(ROOM, "", "", "operator")))
+    assert owned("a@x") == 0 and listed() == []

@@ -9,7 +9,7 @@ for anyone but its owner (XEP-0045 §10.1.1). The room archive is read like a us
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from xes.events.catalog import MucAffiliationSet
 from xes.features import mam
@@ -61,10 +61,16 @@ async def service_iq(hub: Hub, session: LocalSession, iq: Element, child: Elemen
     raise StanzaError("service-unavailable")
 
 
+@dataclass(frozen=True, slots=True)
+class _Listed:
+    jid: str
+    name: str
+
+
 def _room_list(hub: Hub, query: Element) -> Element:
     """Public, unlocked rooms in JID order, a page at a time (XEP-0045 §6.3, XEP-0059)."""
     with hub.read() as txn:
-        rooms = [r for r in muc_view.all_rooms(hub.store, txn) if r.config.public and not r.locked]
+        rooms = [_Listed(jid, name) for jid, name in muc_view.listed_rooms(hub.store, txn)]
     rsm = query.find("{%s}set" % ns.RSM)
     size, after, before = DISCO_PAGE, None, None
     if rsm is not None:
@@ -85,9 +91,7 @@ def _room_list(hub: Hub, query: Element) -> Element:
         page = rooms[-size:] if size else []
     else:
         page = rooms[:size]
-    items = [
-        E("{%s}item" % ns.DISCO_ITEMS, {"jid": r.jid, "name": r.config.name or None}) for r in page
-    ]
+    items = [E("{%s}item" % ns.DISCO_ITEMS, {"jid": r.jid, "name": r.name or None}) for r in page]
     if rsm is not None or total > DISCO_PAGE:
         rsm_out: list[Element] = []
         if page:
