@@ -148,6 +148,9 @@ class MucConfig:
     """Rooms one user may own; a creation beyond it is refused (``not-allowed``)."""
     max_occupants: int = 500
     """Most occupants of any room (a room's own ``max users`` is capped by it)."""
+    max_affiliations: int = 10000
+    """Most users with an affiliation (owner, admin, member, outcast) in one room: the room's
+    row, rewritten at every join and leave, holds them all."""
     max_nick_length: int = 64
     """Longest nickname, in characters."""
     max_subject_length: int = 1024
@@ -304,7 +307,13 @@ def _check_muc(config: Config) -> None:
         raise ConfigError("[muc] default_whois must be moderators or anyone")
     if muc.default_allow_pm not in ("anyone", "participants", "moderators", "none"):
         raise ConfigError("[muc] default_allow_pm must be anyone, participants, moderators or none")
-    for name in ("max_occupants", "max_nick_length", "max_subject_length", "max_rooms_per_user"):
+    for name in (
+        "max_occupants",
+        "max_affiliations",
+        "max_nick_length",
+        "max_subject_length",
+        "max_rooms_per_user",
+    ):
         if getattr(muc, name) <= 0:
             raise ConfigError(f"[muc] {name} must be positive")
     if not 0 <= muc.default_history_length <= muc.max_history_length:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from xes.events.catalog import MucAffiliationSet, MucRoleSet
-from xes.features.muc.common import MUC_USER, occupant_of, propose
+from xes.features.muc.common import MUC_USER, check_affiliations, occupant_of, propose
 from xes.features.muc.messages import deliver_to_user
 from xes.features.muc.service import visible_room
 from xes.hub import Hub, LocalSession
@@ -45,6 +45,7 @@ async def handle(
     if iq.get("type") == "get":
         return iq_result(iq, _list(room, session, items[0]))
     events: list[Any] = [_change(room, session, item) for item in items]
+    check_affiliations(hub, room, events)
     events += _absent_notices(hub, room, events)
     await propose(hub, *events)
     return iq_result(iq)

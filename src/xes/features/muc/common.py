@@ -80,6 +80,23 @@ def occupant_of(room: Room, session: LocalSession) -> Occupant | None:
     return room.by_session(session.session_id)
 
 
+def check_affiliations(hub: Hub, room: Room, events: list[Any]) -> None:
+    """``[muc] max_affiliations``: the affiliation changes in ``events`` keep the room within it."""
+    after = dict(room.affiliations)
+    for event in events:
+        if getattr(event, "TYPE", "") == "muc.affiliation_set" and event.room == room.jid:
+            if event.affiliation == "none":
+                after.pop(event.jid, None)
+            else:
+                after[event.jid] = event.affiliation
+    if len(after) > max(len(room.affiliations), hub.config.muc.max_affiliations):
+        raise StanzaError(
+            "resource-constraint",
+            f"a room has at most {hub.config.muc.max_affiliations} affiliated users",
+            "wait",
+        )
+
+
 async def propose(hub: Hub, *events: Any) -> None:
     """Append room events; a refusal by apply becomes the XEP's error for the client."""
     try:

@@ -26,6 +26,7 @@ from xes.events.catalog import (
 from xes.features.muc.common import (
     MUC_USER,
     OCCUPANT_ID,
+    check_affiliations,
     is_muc_domain,
     occupant_of,
     propose,
@@ -270,6 +271,7 @@ async def _to_room(hub: Hub, session: LocalSession, room: model.Room, stanza: El
     else:
         raise StanzaError("bad-request", "messages to a room are of type groupchat")
     if events:
+        check_affiliations(hub, room, events)
         await propose(hub, *events)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from xes.events.catalog import MucAffiliationSet, MucRoomConfigured, MucRoomDestroyed
-from xes.features.muc.common import propose
+from xes.features.muc.common import check_affiliations, propose
 from xes.features.muc.service import visible_room
 from xes.hub import Hub, LocalSession
 from xes.jid import JID, InvalidJID
@@ -49,6 +49,7 @@ async def handle(
     # Promotions first (an admin added by the form that makes the room members-only stays),
     # then the configuration, then demotions (an owner may hand the room over in the form).
     changes = _list_changes(room, submitted, session.full)
+    check_affiliations(hub, room, changes)
     rank = model.AFFILIATION_RANK
     ups = [e for e in changes if rank[e.affiliation] > rank[room.affiliation(e.jid)]]
     downs = [e for e in changes if e not in ups]
