@@ -1270,3 +1270,43 @@ def test_a_flooder_is_slowed_down_and_the_room_is_not(srv: XesServer) -> None:
                 await alice.inbox.take(message_from(f"{room}/Bob", text=f"flood {i}"), timeout=20)
 
     run(scenario())
+
+
+def test_a_new_moderator_sees_real_jids_and_the_reserved_nick_is_discoverable(
+    srv: XesServer,
+) -> None:
+    """XEP-0045 §9.6: a moderator of a semi-anonymous room sees occupants' real JIDs, so one
+    made moderator gets them; §7.12: disco#info node x-roomuser-item gives the reserved nick."""
+    room = room_jid(srv, "promote")
+
+    async def scenario() -> None:
+        async with online(srv, PASSWORD, "alice/pro", "bob/pro", "carol/pro") as (
+            alice,
+            bob,
+            carol,
+        ):
+            await create(alice, room, "Alice")
+            await join(bob, room, "Bob")
+            c = await join(carol, room, "Carol")
+            assert all("jid" not in item(p) for p in c.occupants)  # semi-anonymous
+            await alice.iq("set", room, admin_item(nick="Carol", role="moderator"))
+            mine = await carol.inbox.take(presence_from(f"{room}/Carol", unavailable=False))
+            assert item(mine)["role"] == "moderator"
+            for nick, user in (("Alice", alice), ("Bob", bob)):
+                seen = await carol.inbox.take(presence_from(f"{room}/{nick}", unavailable=False))
+                assert item(seen)["jid"] == jid_of(user)
+            query = f"<query xmlns='{DISCO_INFO}' node='x-roomuser-item'/>"
+            empty = await bob.iq("get", room, query)
+            assert empty.find(f"{{{DISCO_INFO}}}query/{{{DISCO_INFO}}}identity") is None
+            register = (
+                "<query xmlns='jabber:iq:register'><x xmlns='jabber:x:data' type='submit'>"
+                "<field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#register</value>"
+                "</field><field var='muc#register_roomnick'><value>Bobby</value></field>"
+                "</x></query>"
+            )
+            await bob.iq("set", room, register)
+            found = await bob.iq("get", room, query)
+            identity = found.find(f"{{{DISCO_INFO}}}query/{{{DISCO_INFO}}}identity")
+            assert identity is not None and identity.get("name") == "Bobby"
+
+    run(scenario())
