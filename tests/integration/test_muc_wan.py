@@ -18,7 +18,7 @@ from tests.integration.cluster import XesCluster
 from tests.integration.conftest import run
 from tests.integration.test_cluster import replay, settle
 from tests.integration.test_muc_cluster import ROOM, Occupant
-from tests.integration.test_wan import WAN_SETTINGS
+from tests.integration.test_wan import three_sites
 from tests.integration.wanproxy import WanEmulator
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -36,16 +36,8 @@ async def say(sender: Occupant, text: str) -> None:
 
 
 def test_room_across_three_wan_sites_with_a_partition(tmp_path: Path) -> None:
-    with WanEmulator(seed=11) as wan:
-        cluster = XesCluster(tmp_path, wan=wan, extra=WAN_SETTINGS)
-        wan.set_link("a", "b", delay=0.020)
-        wan.set_link("a", "c", delay=0.080, loss=0.01)
-        wan.set_link("b", "c", delay=0.080, loss=0.01)
-        try:
-            _scenario(cluster, wan)
-        finally:
-            cluster.stop()
-        assert wan.errors == []
+    with three_sites(tmp_path, seed=11) as (cluster, wan):
+        _scenario(cluster, wan)
 
 
 def _scenario(cluster: XesCluster, wan: WanEmulator) -> None:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -33,17 +35,24 @@ election_timeout_max = 2.5
 """
 
 
-def test_three_wan_sites_failover_and_partition(tmp_path: Path) -> None:
-    with WanEmulator(seed=7) as wan:
+@contextmanager
+def three_sites(tmp_path: Path, seed: int) -> Iterator[tuple[XesCluster, WanEmulator]]:
+    """Sites a and b 20 ms apart, c 80 ms from both with 1 % loss; one node at each."""
+    with WanEmulator(seed=seed) as wan:
         cluster = XesCluster(tmp_path, wan=wan, extra=WAN_SETTINGS)
         wan.set_link("a", "b", delay=0.020)
         wan.set_link("a", "c", delay=0.080, loss=0.01)
         wan.set_link("b", "c", delay=0.080, loss=0.01)
         try:
-            _scenario(cluster, wan)
+            yield cluster, wan
         finally:
             cluster.stop()
         assert wan.errors == []
+
+
+def test_three_wan_sites_failover_and_partition(tmp_path: Path) -> None:
+    with three_sites(tmp_path, seed=7) as (cluster, wan):
+        _scenario(cluster, wan)
 
 
 def _scenario(cluster: XesCluster, wan: WanEmulator) -> None:

@@ -102,6 +102,25 @@ def _broadcast(
     return outs
 
 
+def _announce(
+    room: Room,
+    occupant: Occupant,
+    *,
+    codes: tuple[int, ...] = (),
+    skip: frozenset[str] = frozenset(),
+    **presence: Any,
+) -> list[Out]:
+    """``occupant``'s presence to everyone in the room, with 110 added for its own sessions."""
+    return _broadcast(
+        room,
+        occupant,
+        lambda show, me: render.presence(
+            room, occupant, show_jid=show, codes=[*codes, 110] if me else list(codes), **presence
+        ),
+        skip=skip,
+    )
+
+
 def apply(room: Room | None, event: Any, ctx: Context) -> tuple[Room | None, list[Out]]:
     """The room after ``event`` (None: the room is gone) and the stanzas it sends."""
     if isinstance(event, MucRoomCreated):
@@ -159,12 +178,7 @@ def _joined(room: Room, ev: MucOccupantJoined, ctx: Context) -> tuple[Room | Non
         outs.append(Out(ev.session, ev.jid, render.with_history_delay(item.xml, room.jid, item.at)))
     outs.append(Out(ev.session, ev.jid, render.subject_message(room)))
     # To everyone else (and the user's other sessions in this occupant): the new presence.
-    outs += _broadcast(
-        room,
-        occupant,
-        lambda show, me: render.presence(room, occupant, show_jid=show, codes=[110] if me else []),
-        skip=frozenset([ev.session]),
-    )
+    outs += _announce(room, occupant, skip=frozenset([ev.session]))
     return room, outs
 
 
@@ -201,11 +215,7 @@ def _presence(room: Room, ev: MucOccupantPresence, ctx: Context) -> tuple[Room |
         return room, []
     occupant.sessions[ev.session].presence = ev.presence
     occupant.primary = ev.session
-    return room, _broadcast(
-        room,
-        occupant,
-        lambda show, me: render.presence(room, occupant, show_jid=show, codes=[110] if me else []),
-    )
+    return room, _announce(room, occupant)
 
 
 LEAVE_CODES = {"left": (), "logout": (), "session_ended": (333,), "shutdown": (332,)}
@@ -238,13 +248,7 @@ def _left(room: Room, ev: MucOccupantLeft, ctx: Context) -> tuple[Room | None, l
         )
         if tell_leaver:
             outs.append(Out(leaving.session, leaving.jid, xml))
-        outs += _broadcast(
-            room,
-            occupant,
-            lambda show, me: render.presence(
-                room, occupant, show_jid=show, codes=[110] if me else []
-            ),
-        )
+        outs += _announce(room, occupant)
         return room, outs
     # The last session: the occupant leaves (§7.14); it is told first, then everyone else, with
     # role none (the occupant has no role any more; clients read that as "left").
@@ -290,26 +294,11 @@ def _nick_changed(room: Room, ev: MucNickChanged, ctx: Context) -> tuple[Room | 
         occupant.sessions[ev.session].presence = ev.presence
     occupant.primary = ev.session
     # §7.6.3: unavailable from the old nick with 303 and the new one, then the new presence.
-    outs = _broadcast(
-        room,
-        occupant,
-        lambda show, me: render.presence(
-            room,
-            occupant,
-            show_jid=show,
-            unavailable=True,
-            item_nick=ev.nick,
-            codes=[303, 110] if me else [303],
-        ),
-    )
+    outs = _announce(room, occupant, codes=(303,), unavailable=True, item_nick=ev.nick)
     del room.occupants[key(old_nick)]
     occupant.nick = ev.nick
     room.occupants[key(ev.nick)] = occupant
-    outs += _broadcast(
-        room,
-        occupant,
-        lambda show, me: render.presence(room, occupant, show_jid=show, codes=[110] if me else []),
-    )
+    outs += _announce(room, occupant)
     return room, outs
 
 
@@ -325,19 +314,8 @@ def _remove(
     room: Room, occupant: Occupant, code: int, actor: str | None, reason: str, **item: str
 ) -> list[Out]:
     """``occupant`` removed by the room (kick 307, ban 301, 321, 322): told with the others."""
-    outs = _broadcast(
-        room,
-        occupant,
-        lambda show, me: render.presence(
-            room,
-            occupant,
-            show_jid=show,
-            unavailable=True,
-            codes=[code, 110] if me else [code],
-            actor=actor,
-            reason=reason or None,
-            **item,
-        ),
+    outs = _announce(
+        room, occupant, codes=(code,), unavailable=True, actor=actor, reason=reason or None, **item
     )
     del room.occupants[key(occupant.nick)]
     return outs
@@ -358,18 +336,7 @@ def _role_set(room: Room, ev: MucRoleSet, ctx: Context) -> tuple[Room | None, li
         return _ended_if_empty(room, _remove(room, occupant, 307, actor, ev.reason, role="none"))
     became_moderator = ev.role == "moderator" and occupant.role != "moderator"
     occupant.role = ev.role
-    outs = _broadcast(
-        room,
-        occupant,
-        lambda show, me: render.presence(
-            room,
-            occupant,
-            show_jid=show,
-            codes=[110] if me else [],
-            actor=actor,
-            reason=ev.reason or None,
-        ),
-    )
+    outs = _announce(room, occupant, actor=actor, reason=ev.reason or None)
     if became_moderator and not room.non_anonymous:
         outs += _real_jids_for(room, occupant)
     return room, outs
@@ -416,18 +383,7 @@ def _affiliation_set(
         found.role = default_role(room.config, ev.affiliation)
         if found.role == "moderator" and not was_moderator and not room.non_anonymous:
             outs += _real_jids_for(room, found)
-        outs += _broadcast(
-            room,
-            found,
-            lambda show, me, found=found: render.presence(
-                room,
-                found,
-                show_jid=show,
-                codes=[110] if me else [],
-                actor=actor,
-                reason=ev.reason or None,
-            ),
-        )
+        outs += _announce(room, found, actor=actor, reason=ev.reason or None)
     return _ended_if_empty(room, outs) if outs else (room, outs)
 
 
