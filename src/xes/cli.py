@@ -383,9 +383,16 @@ def _num(value: int | None) -> str:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from xes import preflight
     from xes.node import serve
 
-    serve(_config(args))
+    config = _config(args)
+    preflight.check(config)  # a misconfiguration fails here, with the key to change
+    try:
+        serve(config)
+    except* ConfigError as group:
+        # The same kind of problem met while starting (a port taken after the check, say).
+        raise group.exceptions[0] from None
     return 0
 
 

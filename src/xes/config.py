@@ -258,7 +258,13 @@ class Config:
         if self.cluster.secret:
             return self.cluster.secret
         if self.cluster.secret_file:
-            return Path(self.cluster.secret_file).read_text().strip()
+            try:
+                return Path(self.cluster.secret_file).read_text().strip()
+            except OSError as exc:
+                raise ConfigError(
+                    f"[cluster] secret_file {self.cluster.secret_file} cannot be read "
+                    f"({exc.strerror or exc}): fix the path or its permissions"
+                ) from None
         return None
 
 

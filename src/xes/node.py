@@ -13,6 +13,7 @@ import functools
 import os
 import secrets
 import signal
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,8 @@ import anyio
 import structlog
 from anyio.abc import SocketAttribute, SocketStream, TaskGroup
 
-from xes import archive_retention, cluster_watch, delivery, telemetry
-from xes.config import Config
+from xes import archive_retention, cluster_watch, delivery, preflight, telemetry
+from xes.config import Config, ConfigError
 from xes.eventlog import process as log_process
 from xes.eventlog.client import LogClient, LogUnavailable, ProposalRejected
 from xes.events.catalog import NodeStarted
@@ -65,8 +66,14 @@ class Node:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(config.data_dir, 0o700)
         cert, key = tls_paths(config)
-        self.tls_context = server_context(cert, key)
-        self.cert_der = certificate_der(cert)
+        try:
+            self.tls_context = server_context(cert, key)
+            self.cert_der = certificate_der(cert)
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            raise ConfigError(
+                f"the TLS certificate {cert} or its key {key} cannot be loaded ({exc}): "
+                "fix [tls] cert and key (or remove both for a self-signed pair)"
+            ) from None
         proc = log_process.spawn(config)
         try:
             await self._serve(proc)
@@ -121,9 +128,13 @@ class Node:
 
     async def _listen(self, addr: str, direct_tls: bool, *, task_status: Any) -> None:
         host, port = _split(addr)
-        listener = await anyio.create_tcp_listener(
-            local_host=host, local_port=port, reuse_port=False
-        )
+        try:
+            listener = await anyio.create_tcp_listener(
+                local_host=host, local_port=port, reuse_port=False
+            )
+        except OSError as exc:
+            key = "[listen] c2s_tls" if direct_tls else "[listen] c2s"
+            raise ConfigError(preflight.port_error(addr, key, exc)) from None
         log.info("listening", addr=addr, direct_tls=direct_tls)
         task_status.started()
         async with listener:
