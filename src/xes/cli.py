@@ -76,14 +76,19 @@ def submit(config: Config, command: bytes) -> dict[str, Any]:
     return json.loads(body)[0]  # type: ignore[no-any-return]
 
 
-def _user_jid(config: Config, raw: str) -> str:
+def _bare_in(raw: str, domain: str, what: str) -> str:
+    """``raw`` (a bare JID, or its local part) as a bare JID of ``domain``; else exit."""
     try:
-        jid = JID.parse(raw if "@" in raw else f"{raw}@{config.domain}")
+        jid = JID.parse(raw if "@" in raw else f"{raw}@{domain}")
     except InvalidJID as exc:
         raise SystemExit(f"invalid JID {raw!r}: {exc}") from None
-    if jid.domain != config.domain or jid.local is None or jid.resource is not None:
-        raise SystemExit(f"{raw!r} is not a bare JID of this server's domain {config.domain}")
+    if jid.domain != domain or jid.local is None or jid.resource is not None:
+        raise SystemExit(f"{raw!r} is not {what} {domain}")
     return str(jid)
+
+
+def _user_jid(config: Config, raw: str) -> str:
+    return _bare_in(raw, config.domain, "a bare JID of this server's domain")
 
 
 def _password(args: argparse.Namespace) -> str:
@@ -215,13 +220,7 @@ def cmd_events(args: argparse.Namespace) -> int:
 
 
 def _room_jid(config: Config, raw: str) -> str:
-    try:
-        jid = JID.parse(raw if "@" in raw else f"{raw}@{config.muc_domain}")
-    except InvalidJID as exc:
-        raise SystemExit(f"invalid room JID {raw!r}: {exc}") from None
-    if jid.domain != config.muc_domain or jid.local is None or jid.resource is not None:
-        raise SystemExit(f"{raw!r} is not a room of the group chat service {config.muc_domain}")
-    return str(jid)
+    return _bare_in(raw, config.muc_domain, "a room of the group chat service")
 
 
 def _room_summary(room: Any) -> dict[str, Any]:

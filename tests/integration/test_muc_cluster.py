@@ -142,7 +142,6 @@ def test_room_survives_kill_of_a_node_with_a_third_of_its_occupants(tmp_path: Pa
         users = [f"o{i}" for i in range(1, 7)]
         for user in users:
             n1.add_user(user, f"{user}-pw")
-        state: dict[str, object] = {}
 
         async def scenario() -> None:
             # o1, o2 on n1; o3, o4 on n2; o5 (slixmpp) and o6 (raw, stream management) on n3.
@@ -232,7 +231,6 @@ def test_room_survives_kill_of_a_node_with_a_third_of_its_occupants(tmp_path: Pa
             )
             pong = await asyncio.to_thread(resumer.wait_for, lambda e: e.get("id") == "sp1", 10.0)
             assert pong.get("type") == "result"
-            state["subject"] = "night shift"
             for client in [*occupants[:4], back]:
                 client.disconnect()
             # The resumed session ends cleanly (its own goodbye): its occupant leaves with it.

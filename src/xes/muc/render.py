@@ -13,12 +13,7 @@ from collections.abc import Iterable
 from xes.muc.model import Occupant, Room, occupant_id
 from xes.stanza.delay import stamp
 from xes.xml import escape_attr, escape_text
-
-MUC = "http://jabber.org/protocol/muc"
-MUC_USER = "http://jabber.org/protocol/muc#user"
-MUC_ADMIN = "http://jabber.org/protocol/muc#admin"
-MUC_OWNER = "http://jabber.org/protocol/muc#owner"
-OCCUPANT_ID = "urn:xmpp:occupant-id:0"
+from xes.xml.ns import MUC_USER, OCCUPANT_ID
 
 
 def addressed(xml: str, to: str) -> bytes:

@@ -170,15 +170,16 @@ class Muc(Projection):
     def _fold(self, txn: lmdb.Transaction, committed: Committed, event: Any) -> None:
         room = self._load(txn, event.room, not isinstance(event, MucMessageSent | MucPrivateSent))
         self._check(txn, room, event)
-        before = _sessions_of(room)
-        indexed = _indexed(room)
         ctx = Context(committed.seq, committed.envelope.at, self._history_reader(txn))
-        after, outs = transition.apply(room, event, ctx)
         if isinstance(event, MucMessageSent | MucPrivateSent):
+            # Messages leave the room as it was: no row to write, no index to follow.
+            after, outs = transition.apply(room, event, ctx)
             if after is not None and isinstance(event, MucMessageSent):
                 self._keep_history(txn, committed, after, event)
         else:
-            self._save(txn, event.room, before, indexed, after)  # messages leave it as it was
+            before, indexed = _sessions_of(room), _indexed(room)
+            after, outs = transition.apply(room, event, ctx)
+            self._save(txn, event.room, before, indexed, after)
         self._queue_managed(txn, committed, outs)
 
     on_muc_room_created = on_muc_room_configured = on_muc_room_destroyed = _fold

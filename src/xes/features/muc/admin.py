@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from xes.events.catalog import MucAffiliationSet, MucRoleSet
-from xes.features.muc.common import MUC_USER, check_affiliations, occupant_of, propose
+from xes.features.muc.common import check_affiliations, occupant_of, propose
 from xes.features.muc.messages import deliver_to_user
 from xes.features.muc.service import visible_room
 from xes.hub import Hub, LocalSession
@@ -20,8 +20,8 @@ from xes.muc import model
 from xes.muc.nick import key
 from xes.stanza.core import StanzaError, iq_result
 from xes.xml import E, Element, ns
+from xes.xml.ns import MUC_ADMIN, MUC_USER
 
-MUC_ADMIN = "http://jabber.org/protocol/muc#admin"
 _ITEM = "{%s}item" % MUC_ADMIN
 
 LIST_RIGHTS = {

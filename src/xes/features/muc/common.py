@@ -25,9 +25,6 @@ from xes.xml import Element, serialize
 
 log = structlog.get_logger("xes.muc")
 
-MUC = "http://jabber.org/protocol/muc"
-MUC_USER = "http://jabber.org/protocol/muc#user"
-OCCUPANT_ID = "urn:xmpp:occupant-id:0"
 
 REJECTIONS = {
     "no-room": "item-not-found",

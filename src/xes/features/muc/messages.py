@@ -24,8 +24,6 @@ from xes.events.catalog import (
     MucSubjectSet,
 )
 from xes.features.muc.common import (
-    MUC_USER,
-    OCCUPANT_ID,
     check_affiliations,
     is_muc_domain,
     occupant_of,
@@ -44,6 +42,7 @@ from xes.projections import sessions as sessions_view
 from xes.stanza import sid
 from xes.stanza.core import StanzaError, iq_result
 from xes.xml import E, Element, ns, serialize
+from xes.xml.ns import MUC_USER, OCCUPANT_ID
 
 REQUEST_FORM = "http://jabber.org/protocol/muc#request"
 

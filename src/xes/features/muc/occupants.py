@@ -29,7 +29,6 @@ from xes.events.catalog import (
 )
 from xes.features.mam import parse_time
 from xes.features.muc.common import (
-    MUC,
     REFUSAL_TYPES,
     RoomExists,
     occupant_of,
@@ -46,6 +45,7 @@ from xes.muc.nick import InvalidNick, enforce, key
 from xes.projections import muc as muc_view
 from xes.stanza.core import StanzaError
 from xes.xml import Element
+from xes.xml.ns import MUC
 
 LEAVE_REASONS = {
     "unavailable": "left",

@@ -16,8 +16,7 @@ from xes.jid import JID, InvalidJID
 from xes.muc import forms, model
 from xes.stanza.core import StanzaError, iq_result
 from xes.xml import E, Element, ns
-
-MUC_OWNER = "http://jabber.org/protocol/muc#owner"
+from xes.xml.ns import MUC_OWNER
 
 
 async def handle(

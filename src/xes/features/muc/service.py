@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 
 from xes.events.catalog import MucAffiliationSet
 from xes.features import mam
-from xes.features.muc.common import MUC, OCCUPANT_ID, propose, read_room
+from xes.features.muc.common import check_affiliations, propose, read_room
 from xes.hub import Hub, LocalSession
 from xes.muc import forms, model
 from xes.muc.nick import InvalidNick, enforce, key
@@ -23,13 +23,13 @@ from xes.projections.archive import ItemNotFound
 from xes.stanza.core import StanzaError, iq_result
 from xes.stanza.delay import stamp
 from xes.xml import E, Element, ns
+from xes.xml.ns import MUC, OCCUPANT_ID
 
 SELF_PING = "http://jabber.org/protocol/muc#self-ping-optimization"
 STABLE_ID = "http://jabber.org/protocol/muc#stable_id"
 """Groupchat reflections keep the sender's ``id`` (XEP-0045 §7.4, advertised since 1.31)."""
 REGISTER = "jabber:iq:register"
 REGISTER_FORM = "http://jabber.org/protocol/muc#register"
-UNIQUE = "http://jabber.org/protocol/muc#unique"
 DISCO_PAGE = 100
 """Rooms per disco#items page when the client sends no RSM ``max``."""
 
@@ -289,5 +289,6 @@ async def _register(
     event = MucAffiliationSet(
         room.jid, session.bare, new, "", session.full, nick, registration=True
     )
+    check_affiliations(hub, room, [event])
     await propose(hub, event)
     return iq_result(iq)
