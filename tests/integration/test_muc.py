@@ -1310,3 +1310,95 @@ def test_a_new_moderator_sees_real_jids_and_the_reserved_nick_is_discoverable(
             assert identity is not None and identity.get("name") == "Bobby"
 
     run(scenario())
+
+
+def test_service_limits_from_the_configuration(tmp_path: Path) -> None:
+    """``[muc] creators``, ``max_rooms_per_user``, ``max_subject_length`` and the join rate:
+    each refusal with its condition, and joins faster than the rate slowed down, not refused."""
+    node = XesServer(tmp_path / "node")
+    node.extra = (
+        "\n[muc]\n"
+        f'creators = ["alice@{node.domain}"]\n'
+        "max_rooms_per_user = 1\nmax_subject_length = 10\njoins_per_second = 5.0\njoin_burst = 1\n"
+    )
+    node.write_config()
+    node.start()
+    try:
+        for user in ("alice", "bob"):
+            node.add_user(user, PASSWORD)
+
+        async def scenario() -> None:
+            async with online(node, PASSWORD, "alice/lim", "bob/lim") as (alice, bob):
+                room = room_jid(node, "only")
+                # Bob may not create rooms at all (XEP-0045 §10.1.1: not-allowed).
+                assert await refused(bob, room_jid(node, "bobs"), "Bob") == (
+                    "not-allowed",
+                    "cancel",
+                )
+                await create(alice, room, "Alice")
+                # Alice owns one room already: the cap.
+                assert await refused(alice, room_jid(node, "second"), "Alice") == (
+                    "not-allowed",
+                    "cancel",
+                )
+                send_message(alice, room, subject="far too long a subject", id_="subj")
+                error = await alice.inbox.take(error_from(room))
+                assert error.get("id") == "subj" and error_of(error)[0] == "not-acceptable"
+                send_message(alice, room, subject="short", id_="subj2")
+                await alice.inbox.take(lambda e: subject_of(e) == "short")
+                # Five nickname changes at once with a burst of 1: all done, in order.
+                for i in range(5):
+                    bob.send_raw(
+                        join_xml(room, f"b{i}") if i == 0 else f"<presence to='{room}/b{i}'/>"
+                    )
+                for i in range(5):
+                    seen = await alice.inbox.take(
+                        presence_from(f"{room}/b{i}", unavailable=False), timeout=20
+                    )
+                    assert item(seen)["role"] == "participant"
+
+        run(scenario())
+    finally:
+        node.stop()
+
+
+def test_voice_request_and_a_groupchat_1_0_join(srv: XesServer) -> None:
+    """XEP-0045 §7.13: a visitor asks for voice, moderators get the form, approving it grants
+    voice; a join without ``<x xmlns='...muc'/>`` (groupchat 1.0 clients) is a join too."""
+    room = room_jid(srv, "askvoice")
+    request = (
+        "<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'>"
+        "<value>http://jabber.org/protocol/muc#request</value></field>"
+        "<field var='muc#role'><value>participant</value></field></x>"
+    )
+
+    async def scenario() -> None:
+        async with online(srv, PASSWORD, "alice/ask", "bob/ask") as (alice, bob):
+            await create(alice, room, "Alice", {"muc#roomconfig_moderatedroom": "1"})
+            bob.send_raw(f"<presence to='{room}/Bob'/>")  # no <x/>: groupchat 1.0
+            own = await bob.inbox.take(presence_from(f"{room}/Bob", unavailable=False))
+            assert 110 in status_codes(own) and item(own)["role"] == "visitor"
+            await alice.inbox.take(presence_from(f"{room}/Bob", unavailable=False))
+            bob.send_raw(f"<message to='{room}'>{request}</message>")
+            form = await alice.inbox.take(
+                lambda e: (
+                    e.tag == MESSAGE
+                    and e.get("from") == room
+                    and e.find(".//{jabber:x:data}x") is not None
+                )
+            )
+            values = form_values(form)
+            assert values["muc#roomnick"] == ["Bob"] and values["muc#jid"] == [jid_of(bob)]
+            approve = (
+                "<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'>"
+                "<value>http://jabber.org/protocol/muc#request</value></field>"
+                "<field var='muc#roomnick'><value>Bob</value></field>"
+                "<field var='muc#request_allow'><value>true</value></field></x>"
+            )
+            alice.send_raw(f"<message to='{room}'>{approve}</message>")
+            seen = await bob.inbox.take(presence_from(f"{room}/Bob", unavailable=False))
+            assert item(seen)["role"] == "participant"
+            await groupchat(bob, room, "thanks for the voice")
+            await alice.inbox.take(message_from(f"{room}/Bob", text="thanks for the voice"))
+
+    run(scenario())
