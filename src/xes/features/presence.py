@@ -231,6 +231,11 @@ async def _subscription(hub: Hub, session: LocalSession, stanza: Element, type_:
         my_available = [
             s for s in sessions_view.of_user(hub.store, txn, user) if s.available and s.presence
         ]
+        their_available = (
+            [s.jid for s in sessions_view.of_user(hub.store, txn, contact) if s.available]
+            if type_ == "unsubscribe" and contact_exists
+            else []
+        )
     events: list[Any] = []
     # The stanza as the contact sees it: from the user's bare JID (RFC 6121 §3.1.2).
     if type_ == "subscribe":
@@ -276,15 +281,20 @@ async def _subscription(hub: Hub, session: LocalSession, stanza: Element, type_:
             events.append(_route(user, contact, type_, stanza))
             if type_ == "unsubscribed":
                 # §3.2.3: the contact's resources learn the user is now unavailable to them.
-                for view in my_available:
-                    unavailable = E(
-                        "{%s}presence" % ns.CLIENT,
-                        {"from": view.jid, "to": contact, "type": "unavailable"},
-                    )
-                    xml = serialize(unavailable).decode()
-                    events.append(PresenceRouted(sender=view.jid, xml=xml, targets=[contact]))
+                events += [_unavailable(view.jid, contact) for view in my_available]
+            elif mine is not None and mine.subscription in ("to", "both"):
+                # §3.3.3: the user no longer sees the contact: unavailable from each of the
+                # contact's available resources.
+                events += [_unavailable(full, user) for full in their_available]
     if events:
         await hub.log.append(*events)
+
+
+def _unavailable(sender_full: str, to_bare: str) -> PresenceRouted:
+    stanza = E(
+        "{%s}presence" % ns.CLIENT, {"from": sender_full, "to": to_bare, "type": "unavailable"}
+    )
+    return PresenceRouted(sender=sender_full, xml=serialize(stanza).decode(), targets=[to_bare])
 
 
 def _readdress(xml: str, to: str) -> str:

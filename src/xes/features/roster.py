@@ -16,6 +16,7 @@ from xes.features import subscription
 from xes.hub import Hub, LocalSession
 from xes.jid import JID, InvalidJID
 from xes.projections import roster as roster_view
+from xes.projections import sessions as sessions_view
 from xes.projections.projector import stream_version
 from xes.projections.roster import RosterItem
 from xes.stanza.core import StanzaError, iq_result
@@ -133,7 +134,25 @@ def _removal_events(
         events.append(_presence_route(owner, current.contact, "unsubscribed"))
     if new_theirs is not None and new_theirs != theirs:
         events.append(item_event(current.contact, new_theirs))
+    # The contact stops seeing the user's resources and the user the contact's (RFC 6121
+    # §2.5.2 with §3.2.3 and §3.3.3): unavailable presence from each available resource.
+    if current.subscription in ("from", "both"):
+        events += _unavailable_from(hub, txn, owner, current.contact)
+    if current.subscription in ("to", "both"):
+        events += _unavailable_from(hub, txn, current.contact, owner)
     return events
+
+
+def _unavailable_from(hub: Hub, txn: Any, user: str, to_bare: str) -> list[PresenceRouted]:
+    routes = []
+    for view in sessions_view.of_user(hub.store, txn, user):
+        if view.available:
+            stanza = E(
+                "{%s}presence" % ns.CLIENT, {"from": view.jid, "to": to_bare, "type": "unavailable"}
+            )
+            xml = serialize(stanza).decode()
+            routes.append(PresenceRouted(sender=view.jid, xml=xml, targets=[to_bare]))
+    return routes
 
 
 def _presence_route(sender_bare: str, to_bare: str, type_: str) -> PresenceRouted:

@@ -31,13 +31,21 @@ ACCOUNT_FEATURES = (ns.DISCO_INFO, ns.MAM, ns.MAM_EXTENDED, ns.SID)
 """What an account's bare JID offers (XEP-0313 §7: a user's archive is found there)."""
 
 
+def _for_account(iq: Element) -> bool:
+    """Is the query for the sender's account rather than the server?
+
+    RFC 6120 §10.3.3: an iq without ``to`` is processed on behalf of the account that sent it,
+    so it is the account's bare JID that answers, not the server."""
+    to = iq.get("to")
+    return to is None or "@" in to
+
+
 async def disco_info(hub: Hub, session: LocalSession, iq: Element, query: Element) -> Element:
     if iq.get("type") != "get":
         raise StanzaError("bad-request")
-    to = iq.get("to")
     if query.get("node"):
         raise StanzaError("item-not-found")
-    if to and "@" in to:
+    if _for_account(iq):
         # An account: RFC 6121 / XEP-0030 §3.1: identity account/registered.
         children = [
             E("{%s}identity" % ns.DISCO_INFO, {"category": "account", "type": "registered"})
@@ -57,9 +65,8 @@ async def disco_items(hub: Hub, session: LocalSession, iq: Element, query: Eleme
         raise StanzaError("bad-request")
     if query.get("node"):
         raise StanzaError("item-not-found")
-    to = iq.get("to")
     items = []
-    if hub.config.muc.enabled and not (to and "@" in to):
+    if hub.config.muc.enabled and not _for_account(iq):
         # XEP-0045 §6.1: the server lists its group chat service.
         items.append(E("{%s}item" % ns.DISCO_ITEMS, {"jid": hub.config.muc_domain}))
     return iq_result(iq, E("{%s}query" % ns.DISCO_ITEMS, None, *items))

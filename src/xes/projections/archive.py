@@ -33,8 +33,10 @@ from xes.events.catalog import (
 )
 from xes.jid import bare_of
 from xes.projections.base import Projection, delete_prefix, dump, iter_prefix, load
+from xes.stanza import sid
 from xes.stanza.archiving import Prefs
 from xes.store.env import Store, from_u64, u64
+from xes.xml import parse_fragment, serialize
 
 MSGS = "archive.msgs"
 IDS = "archive.ids"
@@ -272,7 +274,19 @@ def _row(store: Store, txn: lmdb.Transaction, owner: str, seq: int) -> ArchivedM
     if raw is None:
         return None
     obj = load(raw)
-    return ArchivedMessage(seq, obj["id"], obj["at"], obj["peer"], bool(obj.get("out")), obj["xml"])
+    outgoing = bool(obj.get("out"))
+    xml = _as_owner_sees(owner, obj["id"], obj["xml"]) if outgoing else obj["xml"]
+    return ArchivedMessage(seq, obj["id"], obj["at"], obj["peer"], outgoing, xml)
+
+
+def _as_owner_sees(owner: str, id_: str, xml: str) -> str:
+    """An outgoing message as its sender's archive returns it: with the ``stanza-id`` of this
+    archive (``by`` = the owner, XEP-0359 §4), not the recipient's.
+
+    The event stores one copy of the stanza, stamped for the recipient; the sender's id is the
+    same value, so it is put in place here, when read, rather than in every node's apply."""
+    stanza = sid.with_stanza_id(parse_fragment(xml.encode()), owner, id_, owner.split("@")[-1])
+    return serialize(stanza).decode()
 
 
 def seq_of(store: Store, txn: lmdb.Transaction, owner: str, id_: str) -> int:

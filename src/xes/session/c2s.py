@@ -36,6 +36,8 @@ from xes.xml import (
     stream_header,
 )
 
+XML_LANG = "{%s}lang" % ns.XML
+
 
 class State(Enum):
     EXPECT_HEADER = auto()
@@ -158,6 +160,8 @@ class C2SProtocol:
         self.sasl_mechanism = ""
         self.auth_attempts = 0
         self.lang = "en"
+        self.declared_lang: str | None = None
+        """The ``xml:lang`` of the client's stream header, if it gave one (RFC 6120 §4.7.4)."""
         self.sm_enabled = False
         self.sm_in = 0
         """Client stanzas received since ``<enable/>`` (XEP-0198 inbound count, not wrapped)."""
@@ -200,7 +204,8 @@ class C2SProtocol:
             return self._stream_error("not-well-formed", "unexpected stream restart")
         attrs = event.attrs
         self.stream_id = secrets.token_urlsafe(12)
-        self.lang = attrs.get("{%s}lang" % ns.XML, "en") or "en"
+        self.declared_lang = attrs.get(XML_LANG) or None
+        self.lang = self.declared_lang or "en"
         out = stream_header(
             {
                 "from": self.policy.domain,
@@ -420,6 +425,14 @@ class C2SProtocol:
         return [Send(serialize(reply, ns.CLIENT))]
 
     def _on_stanza(self, element: Element) -> list[Action]:
+        if (
+            self.declared_lang is not None
+            and element.get(XML_LANG) is None
+            and element.name != "iq"
+        ):
+            # RFC 6120 §4.7.4: the stream's default language travels with the stanza, so a
+            # copy read later from storage (offline, archive, room history) keeps it.
+            element = element.with_attrs(**{XML_LANG: self.declared_lang})
         if self.sm_enabled:
             self.sm_in += 1
             return [StanzaReceived(element, self.sm_in)]
