@@ -183,6 +183,26 @@ class MucConfig:
 
 
 @dataclass(frozen=True)
+class PepConfig:
+    """Personal eventing (XEP-0163): every account's pubsub service (ADR 0013)."""
+
+    enabled: bool = True
+    """Offer PEP (OMEMO, bookmarks, avatars and profiles depend on it)."""
+    max_nodes: int = 256
+    """Nodes one account may have; creating one more is refused (``not-allowed``)."""
+    max_items: int = 1000
+    """Most items a node keeps (what ``pubsub#max_items=max`` means, XEP-0060 §16.4.4)."""
+    max_item_bytes: int = 131072
+    """Largest item payload, serialized; a bigger one is refused (``not-acceptable`` with
+    ``payload-too-big``). Avatars (XEP-0084 data) are the big ones."""
+    publish_per_second: float = 5.0
+    """Sustained publishes (and retracts) per session; a faster client gets ``wait``
+    ``resource-constraint``."""
+    publish_burst: int = 50
+    """Token-bucket burst for ``publish_per_second`` (a client's login publishes several)."""
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     node_id: str = "n1"
     """This node's id (unique in the cluster)."""
@@ -232,6 +252,7 @@ class Config:
     offline: OfflineConfig = field(default_factory=OfflineConfig)
     archive: ArchiveConfig = field(default_factory=ArchiveConfig)
     muc: MucConfig = field(default_factory=MucConfig)
+    pep: PepConfig = field(default_factory=PepConfig)
     log: LogConfig = field(default_factory=LogConfig)
     source: Path | None = None
     """The file this configuration was read from (not a key)."""
@@ -278,6 +299,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "offline": OfflineConfig,
     "archive": ArchiveConfig,
     "muc": MucConfig,
+    "pep": PepConfig,
     "log": LogConfig,
 }
 
@@ -330,6 +352,17 @@ def _check_muc(config: Config) -> None:
         raise ConfigError("[muc] message_burst and join_burst must be at least 1")
 
 
+def _check_pep(config: Config) -> None:
+    pep = config.pep
+    for name in ("max_nodes", "max_items", "max_item_bytes", "publish_burst"):
+        if getattr(pep, name) <= 0:
+            raise ConfigError(f"[pep] {name} must be positive")
+    if pep.publish_per_second <= 0:
+        raise ConfigError("[pep] publish_per_second must be positive")
+    if pep.max_item_bytes >= config.limits.max_stanza_bytes:
+        raise ConfigError("[pep] max_item_bytes must be below [limits] max_stanza_bytes")
+
+
 def load_config(path: Path | str) -> Config:
     """Read and validate ``path``. Relative ``data_dir`` is taken relative to the file."""
     path = Path(path)
@@ -375,6 +408,7 @@ def parse_config(
     if not 0 < config.archive.page_size <= config.archive.max_page_size:
         raise ConfigError("[archive] needs 0 < page_size <= max_page_size")
     _check_muc(config)
+    _check_pep(config)
     if config.cluster.peers and not config.cluster_secret:
         raise ConfigError("[cluster] peers require a secret (or secret_file)")
     if config.cluster.node_down_after <= 0:

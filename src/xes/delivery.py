@@ -30,9 +30,10 @@ from xes.events.catalog import (
 )
 from xes.features.muc.mirror import RoomMirror
 from xes.hub import Hub, LocalSession
-from xes.muc.render import addressed
 from xes.muc.transition import Out
+from xes.projections import pep as pep_view
 from xes.stanza import carbons
+from xes.stanza.core import addressed
 from xes.stanza.roster import item_element, push_bytes, removed_element
 from xes.store.journal import applied_index, read_events
 
@@ -93,6 +94,14 @@ def deliver(
             # Stored offline while a session of the user may have come online meanwhile.
             for session in hub.local_of_bare(event.offline_for):
                 session.offline_stored()
+    elif committed.envelope.type in pep_view.NOTIFYING:
+        if event.notify:
+            xml = pep_view.notification(committed, event)
+            assert xml is not None
+            for target in event.notify:
+                session = hub.by_jid.get(target)
+                if session is not None:
+                    _send(session, addressed(xml, target))
     elif isinstance(event, IqRouted):
         session = hub.sessions.get(event.session)
         if session is not None:

@@ -7,7 +7,9 @@ the event log and the projections.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -18,6 +20,7 @@ from xes.config import Config
 from xes.eventlog.client import LogClient
 from xes.jid import JID
 from xes.store.env import Store
+from xes.xml import Element, serialize
 
 
 class LocalSession(Protocol):
@@ -57,6 +60,14 @@ class LocalSession(Protocol):
         """Close the stream, with a stream error when ``condition`` is set."""
 
 
+@dataclass(slots=True)
+class ServerRequest:
+    to: str
+    """Full JID the request went to: only that client may answer it."""
+    deadline: float
+    on_answer: Callable[[Element], Awaitable[None]]
+
+
 @dataclass
 class Hub:
     config: Config
@@ -72,6 +83,8 @@ class Hub:
     by_jid: dict[str, LocalSession] = field(default_factory=dict)
     resuming: dict[str, LocalSession] = field(default_factory=dict)
     """Connections waiting for their ``sm.resumed`` to be delivered, by session id."""
+    requests: dict[str, ServerRequest] = field(default_factory=dict)
+    """iq requests the server sent to local clients (e.g. XEP-0115 disco#info), by id."""
 
     @property
     def domain(self) -> str:
@@ -94,6 +107,30 @@ class Hub:
             del self.sessions[session.session_id]
         if self.by_jid.get(session.full) is session:
             del self.by_jid[session.full]
+
+    def request(
+        self,
+        session: LocalSession,
+        iq: Element,
+        on_answer: Callable[[Element], Awaitable[None]],
+        timeout: float = 30.0,
+    ) -> None:
+        """Send ``iq`` (a get or set from the server to ``session``) and call ``on_answer`` with
+        the client's result or error. Unanswered requests are forgotten after ``timeout``."""
+        now = time.monotonic()
+        for key in [k for k, r in self.requests.items() if r.deadline < now]:
+            del self.requests[key]
+        iq_id = iq.get("id") or secrets.token_urlsafe(9)
+        self.requests[iq_id] = ServerRequest(session.full, now + timeout, on_answer)
+        session.send_bytes(serialize(iq.with_attrs(id=iq_id, to=session.full)))
+
+    def answer_for(self, session: LocalSession, iq: Element) -> ServerRequest | None:
+        """The pending request ``iq`` answers, if it is from the client it was sent to."""
+        request = self.requests.get(iq.get("id") or "")
+        if request is None or request.to != session.full:
+            return None
+        del self.requests[iq.get("id") or ""]
+        return request
 
     def local_of_bare(self, bare: str) -> list[LocalSession]:
         return [s for s in self.sessions.values() if s.bare == bare]

@@ -15,7 +15,7 @@ import structlog
 
 from xes.eventlog.client import LogUnavailable, ProposalRejected
 from xes.events.catalog import IqRouted
-from xes.features import carbons, mam, message, muc, presence, roster, server_iq
+from xes.features import carbons, mam, message, muc, pep, presence, roster, server_iq
 from xes.features.muc import messages as muc_messages
 from xes.hub import Hub, LocalSession
 from xes.jid import JID, InvalidJID
@@ -40,8 +40,11 @@ SERVER_IQ: dict[str, IqHandler] = {
     "{%s}metadata" % ns.MAM: mam.metadata,
     "{%s}enable" % ns.CARBONS: carbons.toggle,
     "{%s}disable" % ns.CARBONS: carbons.toggle,
+    "{%s}pubsub" % ns.PUBSUB: pep.handle,
+    "{%s}pubsub" % ns.PUBSUB_OWNER: pep.handle_owner,
 }
-"""Payloads the server answers when an iq is addressed to it (or to no one)."""
+"""Payloads the server answers when an iq is addressed to it, or to no one: then on behalf of
+the sender's account (RFC 6120 §10.3.3), which is why the account's PEP service is here."""
 
 ACCOUNT_IQ: dict[str, IqHandler] = {
     "{%s}query" % ns.ROSTER: roster.handle,
@@ -49,6 +52,9 @@ ACCOUNT_IQ: dict[str, IqHandler] = {
     "{%s}query" % ns.MAM: mam.query,
     "{%s}prefs" % ns.MAM: mam.prefs,
     "{%s}metadata" % ns.MAM: mam.metadata,
+    "{%s}query" % ns.DISCO_ITEMS: server_iq.disco_items,
+    "{%s}pubsub" % ns.PUBSUB: pep.handle,
+    "{%s}pubsub" % ns.PUBSUB_OWNER: pep.handle_owner,
 }
 """Payloads the server answers on behalf of an account's bare JID (RFC 6121 §8.5.2)."""
 
@@ -82,7 +88,7 @@ async def dispatch(hub: Hub, session: LocalSession, stanza: Element) -> None:
         else:
             await _iq(hub, session, stanza)
     except StanzaError as exc:
-        _reply_error(session, stanza, exc.condition, exc.text, exc.type)
+        _reply_error(session, stanza, exc.condition, exc.text, exc.type, exc.app)
     except LogUnavailable as exc:
         log.warning("log_unavailable", error=str(exc), session=session.session_id)
         _reply_error(
@@ -120,11 +126,16 @@ def _to_muc(hub: Hub, to: str | None) -> bool:
 
 
 def _reply_error(
-    session: LocalSession, stanza: Element, condition: str, text: str | None, type_: str | None
+    session: LocalSession,
+    stanza: Element,
+    condition: str,
+    text: str | None,
+    type_: str | None,
+    app: Element | None = None,
 ) -> None:
     if stanza.get("type") == "error":
         return  # RFC 6120 §8.3.1: never answer an error with an error.
-    reply = error_reply(stanza.with_attrs(**{"from": session.full}), condition, text, type_)
+    reply = error_reply(stanza.with_attrs(**{"from": session.full}), condition, text, type_, app)
     session.send_bytes(serialize(reply))
 
 
@@ -141,6 +152,11 @@ async def _iq(hub: Hub, session: LocalSession, iq: Element) -> None:
     except InvalidJID as exc:
         raise StanzaError("jid-malformed") from exc
     if to is None or str(to) == hub.domain:
+        if type_ in ("result", "error"):
+            request = hub.answer_for(session, iq)
+            if request is not None:
+                await request.on_answer(iq)  # an answer to the server's own request
+            return
         await _answer(hub, session, iq, child, SERVER_IQ)
         return
     if to.domain != hub.domain:

@@ -691,3 +691,102 @@ class MucPrivateSent:
 
     def stream(self) -> str:
         return f"muc:{self.room}"
+
+
+# --- personal eventing (XEP-0163 on XEP-0060), ADR 0013 -----------------------------------
+
+
+@event("pep.node_configured")
+@dataclass(frozen=True, slots=True)
+class PepNodeConfigured:
+    """A PEP node was created (``create``) or its configuration replaced."""
+
+    owner: str
+    """Bare JID of the account whose PEP service holds the node."""
+    node: str
+    """Node name."""
+    config: dict[str, Any]
+    """The whole configuration (:class:`xes.pubsub.config.NodeConfig` as JSON)."""
+    create: str = ""
+    """``""``: reconfigure an existing node; ``"explicit"``: create, refused if it exists
+    (XEP-0060 §8.1: conflict); ``"auto"``: create unless it exists (publish, §7.1.4)."""
+    whitelist: list[str] | None = None
+    """With ``access_model`` whitelist: the bare JIDs allowed (the owner always is); None
+    keeps the current list."""
+    notify: list[str] = field(default_factory=list)
+    """Full JIDs that get a configuration notification (none for PEP by default)."""
+
+    def stream(self) -> str:
+        return f"pep:{self.owner}"
+
+
+@event("pep.item_published")
+@dataclass(frozen=True, slots=True)
+class PepItemPublished:
+    owner: str
+    node: str
+    item_id: str
+    """Item id (given by the publisher or chosen by the proposer)."""
+    payload: str
+    """The item's payload element, serialized (one element, XEP-0060 §7.1.3.5)."""
+    publisher: str
+    """Full JID of the publishing resource."""
+    preconditions: dict[str, Any] | None = None
+    """XEP-0223 publish-options the node's configuration must match at apply, as
+    configuration keys; a mismatch rejects the proposal (``pubsub-precondition-not-met``)."""
+    notify: list[str] = field(default_factory=list)
+    """Full JIDs entitled to the node that asked for its notifications (XEP-0163 §4.3)."""
+
+    def stream(self) -> str:
+        return f"pep:{self.owner}"
+
+
+@event("pep.item_retracted")
+@dataclass(frozen=True, slots=True)
+class PepItemRetracted:
+    owner: str
+    node: str
+    item_id: str
+    notify: list[str] = field(default_factory=list)
+    """Who gets a ``<retract/>`` notification (empty unless the node notifies retractions)."""
+
+    def stream(self) -> str:
+        return f"pep:{self.owner}"
+
+
+@event("pep.node_purged")
+@dataclass(frozen=True, slots=True)
+class PepNodePurged:
+    owner: str
+    node: str
+    notify: list[str] = field(default_factory=list)
+
+    def stream(self) -> str:
+        return f"pep:{self.owner}"
+
+
+@event("pep.node_deleted")
+@dataclass(frozen=True, slots=True)
+class PepNodeDeleted:
+    owner: str
+    node: str
+    notify: list[str] = field(default_factory=list)
+
+    def stream(self) -> str:
+        return f"pep:{self.owner}"
+
+
+@event("caps.learned")
+@dataclass(frozen=True, slots=True)
+class CapsLearned:
+    """A XEP-0115 caps hash, verified against a client's disco#info answer (cluster-wide cache)."""
+
+    ver: str
+    """The advertised ``ver``."""
+    hash: str
+    """Its hash function (``sha-1``, ...)."""
+    features: list[str]
+    """Sorted disco#info features behind the hash."""
+
+    def stream(self) -> str:
+        return f"caps:{self.ver}"

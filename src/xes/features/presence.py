@@ -15,6 +15,7 @@ from typing import Any
 from xes.events.catalog import OfflineFlushed, PresenceRouted, PresenceUpdated
 from xes.features import subscription
 from xes.features.muc import occupants
+from xes.features.pep import interest as pep_interest
 from xes.features.roster import item_event
 from xes.hub import Hub, LocalSession
 from xes.jid import JID, InvalidJID
@@ -114,6 +115,8 @@ async def broadcast_available(hub: Hub, session: LocalSession, stanza: Element) 
     )
     if initial:
         await _after_initial_presence(hub, session)
+    if hub.config.pep.enabled:
+        await pep_interest.on_available(hub, session, stanza, initial)
 
 
 async def _after_initial_presence(hub: Hub, session: LocalSession) -> None:

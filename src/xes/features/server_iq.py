@@ -8,6 +8,7 @@ from __future__ import annotations
 import platform
 
 from xes import __version__
+from xes.features import pep
 from xes.hub import Hub, LocalSession
 from xes.stanza.core import StanzaError, iq_result
 from xes.xml import E, Element, ns
@@ -27,8 +28,8 @@ SERVER_FEATURES = (
     ns.SID,
 )
 
-ACCOUNT_FEATURES = (ns.DISCO_INFO, ns.MAM, ns.MAM_EXTENDED, ns.SID)
-"""What an account's bare JID offers (XEP-0313 §7: a user's archive is found there)."""
+ACCOUNT_ARCHIVE_FEATURES = (ns.MAM, ns.MAM_EXTENDED, ns.SID)
+"""What an account's bare JID offers for its archive (XEP-0313 §7: it is found there)."""
 
 
 def _for_account(iq: Element) -> bool:
@@ -43,20 +44,37 @@ def _for_account(iq: Element) -> bool:
 async def disco_info(hub: Hub, session: LocalSession, iq: Element, query: Element) -> Element:
     if iq.get("type") != "get":
         raise StanzaError("bad-request")
-    if query.get("node"):
-        raise StanzaError("item-not-found")
+    node = query.get("node")
     if _for_account(iq):
-        # An account: RFC 6121 / XEP-0030 §3.1: identity account/registered.
+        if node:
+            children = pep.node_info(hub, session, iq, node)
+            return iq_result(iq, E("{%s}query" % ns.DISCO_INFO, {"node": node}, *children))
+        # An account: RFC 6121 / XEP-0030 §3.1: identity account/registered; XEP-0163 §6.1:
+        # the account is a PEP service.
         children = [
             E("{%s}identity" % ns.DISCO_INFO, {"category": "account", "type": "registered"})
         ]
-        features = ACCOUNT_FEATURES if hub.config.archive.enabled else (ns.DISCO_INFO,)
+        features = [ns.DISCO_INFO, ns.DISCO_ITEMS]
+        if hub.config.archive.enabled:
+            features += ACCOUNT_ARCHIVE_FEATURES
+        if hub.config.pep.enabled:
+            children.append(
+                E("{%s}identity" % ns.DISCO_INFO, {"category": "pubsub", "type": "pep"})
+            )
+            features += pep.ACCOUNT_FEATURES
         children += [E("{%s}feature" % ns.DISCO_INFO, {"var": var}) for var in features]
         return iq_result(iq, E("{%s}query" % ns.DISCO_INFO, None, *children))
+    if node:
+        raise StanzaError("item-not-found")
     children = [
         E("{%s}identity" % ns.DISCO_INFO, {"category": "server", "type": "im", "name": "xes"})
     ]
-    children += [E("{%s}feature" % ns.DISCO_INFO, {"var": var}) for var in SERVER_FEATURES]
+    features = list(SERVER_FEATURES)
+    if hub.config.pep.enabled:
+        # XEP-0163 §6.1: a server that offers PEP says so on its own JID too.
+        children.append(E("{%s}identity" % ns.DISCO_INFO, {"category": "pubsub", "type": "pep"}))
+        features += pep.ACCOUNT_FEATURES
+    children += [E("{%s}feature" % ns.DISCO_INFO, {"var": var}) for var in features]
     return iq_result(iq, E("{%s}query" % ns.DISCO_INFO, None, *children))
 
 
@@ -65,8 +83,12 @@ async def disco_items(hub: Hub, session: LocalSession, iq: Element, query: Eleme
         raise StanzaError("bad-request")
     if query.get("node"):
         raise StanzaError("item-not-found")
+    if _for_account(iq):
+        return iq_result(
+            iq, E("{%s}query" % ns.DISCO_ITEMS, None, *pep.node_items(hub, session, iq))
+        )
     items = []
-    if hub.config.muc.enabled and not _for_account(iq):
+    if hub.config.muc.enabled:
         # XEP-0045 §6.1: the server lists its group chat service.
         items.append(E("{%s}item" % ns.DISCO_ITEMS, {"jid": hub.config.muc_domain}))
     return iq_result(iq, E("{%s}query" % ns.DISCO_ITEMS, None, *items))

@@ -16,12 +16,6 @@ from xes.xml import escape_attr, escape_text
 from xes.xml.ns import MUC_USER, OCCUPANT_ID
 
 
-def addressed(xml: str, to: str) -> bytes:
-    """``xml`` (a stanza without ``to``) addressed to ``to``."""
-    cut = xml.index(" ")
-    return f"{xml[:cut]} to='{escape_attr(to)}'{xml[cut:]}".encode()
-
-
 def occupant_jid(room: str, nick: str) -> str:
     return f"{room}/{nick}"
 

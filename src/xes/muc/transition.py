@@ -39,11 +39,12 @@ from xes.muc.model import (
     default_role,
 )
 from xes.muc.nick import key
+from xes.stanza.core import addressed
 
 
 @dataclass(frozen=True, slots=True)
 class Out:
-    """One stanza for one session: ``xml`` has no ``to`` (see :func:`render.addressed`)."""
+    """One stanza for one session: ``xml`` has no ``to`` (see :func:`xes.stanza.core.addressed`)."""
 
     session: str
     jid: str
@@ -200,7 +201,7 @@ def _history(room: Room, ev: MucOccupantJoined, ctx: Context) -> list[HistoryIte
         # XEP-0045 §7.2.15: characters of the complete stanzas as sent (delay and to included).
         budget, kept = int(want["maxchars"]), []
         for item in reversed(items):
-            sent = render.addressed(render.with_history_delay(item.xml, room.jid, item.at), ev.jid)
+            sent = addressed(render.with_history_delay(item.xml, room.jid, item.at), ev.jid)
             budget -= len(sent.decode())
             if budget < 0:
                 break

@@ -47,11 +47,11 @@ from xes.jid import bare_of
 from xes.muc import model, transition
 from xes.muc.model import Room
 from xes.muc.nick import key as nick_key
-from xes.muc.render import addressed
 from xes.muc.transition import Context, HistoryItem
 from xes.projections import sessions as sessions_view
 from xes.projections import stream_mgmt
 from xes.projections.base import Projection, Rejected, delete_prefix, dump, iter_prefix, load
+from xes.stanza.core import addressed
 from xes.store.env import Store, from_u64, u64
 
 ROOMS = "muc.rooms"

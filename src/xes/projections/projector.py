@@ -40,6 +40,7 @@ from xes.projections.archive import Archive
 from xes.projections.base import Projection, Rejected
 from xes.projections.muc import Muc
 from xes.projections.offline import Offline
+from xes.projections.pep import Pep
 from xes.projections.roster import Roster
 from xes.projections.sessions import Sessions
 from xes.projections.stream_mgmt import StreamManagement
@@ -53,6 +54,7 @@ PROJECTIONS: tuple[type[Projection], ...] = (
     Roster,
     StreamManagement,
     Muc,
+    Pep,
     Sessions,
     Offline,
     Archive,

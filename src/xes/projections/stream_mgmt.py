@@ -41,9 +41,11 @@ from xes.events.catalog import (
     SmStanzasQueued,
 )
 from xes.projections import offline as offline_view
+from xes.projections import pep as pep_view
 from xes.projections import sessions as sessions_view
 from xes.projections.base import Projection, Rejected, dump, load
 from xes.stanza import carbons
+from xes.stanza.core import addressed
 from xes.stanza.delay import with_delay
 from xes.stanza.roster import item_element, push_bytes, removed_element
 from xes.store.env import Store, from_u64, u64
@@ -122,6 +124,7 @@ class StreamManagement(Projection):
         "roster.item_updated",
         "roster.item_removed",
         "offline.flushed",
+        *pep_view.NOTIFYING,
     )
 
     # -- state ---------------------------------------------------------------------------------
@@ -326,6 +329,24 @@ class StreamManagement(Projection):
             if st is not None and st.interested:
                 xml = push_bytes(view.jid, c, item).decode()
                 self._save(txn, self._append(txn, st, [{"xml": xml, "kind": "other", "at": 0}]))
+
+    def on_pep_item_published(self, txn: lmdb.Transaction, c: Committed, ev: Any) -> None:
+        self._pep(txn, c, ev)
+
+    on_pep_item_retracted = on_pep_item_published
+    on_pep_node_purged = on_pep_item_published
+    on_pep_node_deleted = on_pep_item_published
+
+    def _pep(self, txn: lmdb.Transaction, c: Committed, ev: Any) -> None:
+        """PEP notifications: not messages a session must not lose (XEP-0163 has the last item
+        sent again at the next presence), so ``other`` rows, dropped at an end."""
+        if not ev.notify:
+            return
+        xml = pep_view.notification(c, ev)
+        assert xml is not None
+        for target in ev.notify:
+            row = {"xml": addressed(xml, target).decode(), "kind": "other", "at": c.envelope.at}
+            self._to_full(txn, target, row)
 
     def on_offline_flushed(self, txn: lmdb.Transaction, c: Committed, ev: OfflineFlushed) -> None:
         st = self._state(txn, ev.session)

@@ -6,7 +6,7 @@ Features never build error trees by hand; they raise :class:`StanzaError` or cal
 
 from __future__ import annotations
 
-from xes.xml import E, Element, ns
+from xes.xml import E, Element, escape_attr, ns
 
 ERROR_TYPES = {
     "bad-request": "modify",
@@ -33,15 +33,27 @@ ERROR_TYPES = {
 class StanzaError(Exception):
     """Raised by a handler; the dispatcher turns it into an error reply to the sender."""
 
-    def __init__(self, condition: str, text: str | None = None, type_: str | None = None) -> None:
+    def __init__(
+        self,
+        condition: str,
+        text: str | None = None,
+        type_: str | None = None,
+        app: Element | None = None,
+    ) -> None:
         super().__init__(condition)
         self.condition = condition
         self.text = text
         self.type = type_ or ERROR_TYPES.get(condition, "cancel")
+        self.app = app
+        """An application-specific condition (RFC 6120 §8.3.4), e.g. a pubsub error."""
 
 
 def error_reply(
-    stanza: Element, condition: str, text: str | None = None, type_: str | None = None
+    stanza: Element,
+    condition: str,
+    text: str | None = None,
+    type_: str | None = None,
+    app: Element | None = None,
 ) -> Element:
     """The error response to ``stanza``: addresses swapped, id kept, payload dropped."""
     attrs = {"type": "error"}
@@ -54,6 +66,8 @@ def error_reply(
     children: list[Element] = [E("{%s}%s" % (ns.STANZAS, condition))]
     if text:
         children.append(E("{%s}text" % ns.STANZAS, {"{%s}lang" % ns.XML: "en"}, text))
+    if app is not None:
+        children.append(app)
     error = E(
         "{%s}error" % ns.CLIENT, {"type": type_ or ERROR_TYPES.get(condition, "cancel")}, *children
     )
@@ -75,3 +89,10 @@ def payload(stanza: Element) -> Element | None:
         if isinstance(child, Element):
             return child
     return None
+
+
+def addressed(xml: str, to: str) -> bytes:
+    """``xml`` (a serialized stanza with attributes but no ``to``) addressed to ``to``: one
+    serialization shared by every recipient of a fan-out, the address spliced per copy."""
+    cut = xml.index(" ")
+    return f"{xml[:cut]} to='{escape_attr(to)}'{xml[cut:]}".encode()

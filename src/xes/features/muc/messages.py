@@ -29,8 +29,8 @@ from xes.features.muc.common import (
     occupant_of,
     propose,
     read_room,
-    throttle,
 )
+from xes.features.throttle import throttle
 from xes.hub import Hub, LocalSession
 from xes.jid import JID, InvalidJID
 from xes.muc import model

@@ -35,8 +35,8 @@ from xes.features.muc.common import (
     payload_children,
     propose,
     read_room,
-    throttle,
 )
+from xes.features.throttle import throttle
 from xes.hub import Hub, LocalSession
 from xes.jid import JID
 from xes.muc import forms, model

@@ -1,0 +1,111 @@
+"""What a client wants to hear about: XEP-0115 caps and the last published items.
+
+A client says which PEP nodes it wants notifications for with ``NODE+notify`` features behind
+its caps hash (XEP-0163 §4.3). The server looks the hash up in the cluster's caps cache; an
+unknown one is asked of the client itself (disco#info to ``node#ver``) and, if the answer
+hashes to the advertised ``ver``, recorded as ``caps.learned`` for every node. When a session
+comes online, or its caps change, it gets the last item of every node it may see and asked
+for, from its contacts and its own account (XEP-0163 §4.3.2, ``send_last_published_item =
+on_sub_and_presence``).
+"""
+
+from __future__ import annotations
+
+import secrets
+import weakref
+from typing import Any
+
+import structlog
+
+from xes.events.catalog import CapsLearned
+from xes.features.pep import access
+from xes.hub import Hub, LocalSession
+from xes.projections import pep as pep_view
+from xes.projections import roster as roster_view
+from xes.pubsub import caps, render
+from xes.stanza.core import addressed
+from xes.stanza.delay import stamp
+from xes.xml import E, Element, ns
+
+log = structlog.get_logger("xes.pep")
+
+_announced: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+"""The caps ``ver`` each local session last announced (connection state, not cluster state)."""
+
+
+async def on_available(hub: Hub, session: LocalSession, presence: Element, initial: bool) -> None:
+    """After an available broadcast presence: learn the caps if new, then send last items."""
+    advertised = caps.advertised(presence)
+    ver = advertised[2] if advertised else ""
+    previous = _announced.get(session)
+    _announced[session] = ver
+    if not initial and ver == previous:
+        return
+    if advertised is None:
+        if initial:
+            send_last_items(hub, session, frozenset())  # only nodes it may see: none wanted
+        return
+    hash_name, node, ver = advertised
+    with hub.read() as txn:
+        known = pep_view.caps_features(hub.store, txn, ver)
+    if known is not None:
+        send_last_items(hub, session, frozenset(caps.notify_nodes(known)))
+        return
+    query = E("{%s}query" % ns.DISCO_INFO, {"node": f"{node}#{ver}"})
+    iq = E(
+        "{%s}iq" % ns.CLIENT,
+        {"type": "get", "from": hub.domain, "id": "caps-" + secrets.token_hex(6)},
+        query,
+    )
+
+    async def answered(reply: Element) -> None:
+        await _learn(hub, session, reply, hash_name, ver)
+
+    hub.request(session, iq, answered)
+
+
+async def _learn(hub: Hub, session: LocalSession, reply: Element, hash_name: str, ver: str) -> None:
+    query = reply.find("{%s}query" % ns.DISCO_INFO)
+    if reply.get("type") != "result" or query is None:
+        return
+    if not caps.verify(query, hash_name, ver):
+        log.info("caps_unverified", jid=session.full, ver=ver, hash=hash_name)
+        return
+    features = caps.features(query)
+    await hub.log.append(CapsLearned(ver, hash_name, features))
+    if _announced.get(session) == ver:
+        send_last_items(hub, session, frozenset(caps.notify_nodes(features)))
+
+
+def send_last_items(hub: Hub, session: LocalSession, wanted: frozenset[str]) -> None:
+    """The last item of each node ``session`` may see and wants, from its contacts (those it
+    has a subscription to) and its own account."""
+    if not wanted:
+        return
+    out = []
+    with hub.read() as txn:
+        owners = [session.bare] + [
+            i.contact
+            for i in roster_view.items(hub.store, txn, session.bare)
+            if i.subscription in ("to", "both") and i.contact != session.bare
+        ]
+        for owner in owners:
+            for row in pep_view.nodes(hub.store, txn, owner):
+                if (
+                    row.node not in wanted
+                    or row.config.send_last_published_item != "on_sub_and_presence"
+                ):
+                    continue
+                item = roster_view.item(hub.store, txn, owner, session.bare)
+                if access.refusal(row.config, row.whitelist, owner, session.bare, item) is not None:
+                    continue
+                last = pep_view.last_item(hub.store, txn, owner, row.node)
+                if last is None:
+                    continue
+                stanza_id = f"pep-last-{secrets.token_hex(6)}"
+                xml = render.last_published(
+                    owner, row.node, stanza_id, last.id, last.payload, stamp(last.at)
+                )
+                out.append(xml)
+    for xml in out:
+        session.send_bytes(addressed(xml, session.full))
