@@ -779,7 +779,7 @@ class PepNodeDeleted:
 @event("caps.learned")
 @dataclass(frozen=True, slots=True)
 class CapsLearned:
-    """A XEP-0115 caps hash, verified against a client's disco#info answer (cluster-wide cache)."""
+    """A XEP-0115 caps hash and the features behind it (the cluster-wide caps cache)."""
 
     ver: str
     """The advertised ``ver``."""
@@ -787,6 +787,9 @@ class CapsLearned:
     """Its hash function (``sha-1``, ...)."""
     features: list[str]
     """Sorted disco#info features behind the hash."""
+    jid: str = ""
+    """Empty when the answer hashed to ``ver`` (valid for every entity advertising it);
+    otherwise the full JID that answered: its features hold for it alone (XEP-0115 §5.4)."""
 
     def stream(self) -> str:
         return f"caps:{self.ver}"

@@ -177,7 +177,8 @@ class Pep(Projection):
         txn.delete(key(ev.owner, ev.node), db=self.db(NODES))
 
     def on_caps_learned(self, txn: lmdb.Transaction, c: Committed, ev: CapsLearned) -> None:
-        txn.put(ev.ver.encode(), dump({"hash": ev.hash, "features": ev.features}), db=self.db(CAPS))
+        row = dump({"hash": ev.hash, "features": ev.features})
+        txn.put(_caps_key(ev.ver, ev.jid), row, db=self.db(CAPS))
 
     def on_account_removed(self, txn: lmdb.Transaction, c: Committed, ev: AccountRemoved) -> None:
         prefix = key(ev.jid, "")
@@ -240,8 +241,15 @@ def last_item(store: Store, txn: lmdb.Transaction, owner: str, name: str) -> Ite
     return Item(obj["id"], obj["payload"], obj["publisher"], obj["at"])
 
 
-def caps_features(store: Store, txn: lmdb.Transaction, ver: str) -> list[str] | None:
+def _caps_key(ver: str, jid: str) -> bytes:
+    return key(ver, jid) if jid else ver.encode()
+
+
+def caps_features(store: Store, txn: lmdb.Transaction, ver: str, jid: str = "") -> list[str] | None:
+    """Features behind ``ver``: verified ones, else what ``jid`` itself answered for it."""
     obj = load(txn.get(ver.encode(), db=store.db(CAPS)))
+    if obj is None and jid:
+        obj = load(txn.get(_caps_key(ver, jid), db=store.db(CAPS)))
     return None if obj is None else obj["features"]
 
 

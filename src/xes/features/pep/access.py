@@ -53,14 +53,14 @@ def check(hub: Hub, txn: Any, row: NodeRow, requester: str) -> None:
         raise error
 
 
-def wanted_nodes(hub: Hub, txn: Any, presence_xml: str | None) -> frozenset[str]:
+def wanted_nodes(hub: Hub, txn: Any, jid: str, presence_xml: str | None) -> frozenset[str]:
     """The nodes a session asked notifications for through its caps (empty if unknown)."""
     if not presence_xml or ns.CAPS not in presence_xml:
         return frozenset()
     advertised = caps.advertised(parse_fragment(presence_xml.encode()))
     if advertised is None:
         return frozenset()
-    features = pep_view.caps_features(hub.store, txn, advertised[2])
+    features = pep_view.caps_features(hub.store, txn, advertised[2], jid)
     return frozenset(caps.notify_nodes(features or []))
 
 
@@ -82,6 +82,6 @@ def notify_targets(
         if refusal(cfg, whitelist, owner, bare, items.get(bare)) is not None:
             continue
         for view in sessions_view.of_user(hub.store, txn, bare):
-            if view.available and node in wanted_nodes(hub, txn, view.presence):
+            if view.available and node in wanted_nodes(hub, txn, view.jid, view.presence):
                 out.append(view.jid)
     return out

@@ -47,7 +47,7 @@ async def on_available(hub: Hub, session: LocalSession, presence: Element, initi
         return
     hash_name, node, ver = advertised
     with hub.read() as txn:
-        known = pep_view.caps_features(hub.store, txn, ver)
+        known = pep_view.caps_features(hub.store, txn, ver, session.full)
     if known is not None:
         send_last_items(hub, session, frozenset(caps.notify_nodes(known)))
         return
@@ -68,11 +68,14 @@ async def _learn(hub: Hub, session: LocalSession, reply: Element, hash_name: str
     query = reply.find("{%s}query" % ns.DISCO_INFO)
     if reply.get("type") != "result" or query is None:
         return
-    if not caps.verify(query, hash_name, ver):
-        log.info("caps_unverified", jid=session.full, ver=ver, hash=hash_name)
-        return
     features = caps.features(query)
-    await hub.log.append(CapsLearned(ver, hash_name, features))
+    if caps.verify(query, hash_name, ver):
+        await hub.log.append(CapsLearned(ver, hash_name, features))
+    else:
+        # Not cached for others (§5.4), but this client told us what it wants: believed for it
+        # alone, as Prosody does, so a client with a miscomputed hash still gets its events.
+        log.info("caps_unverified", jid=session.full, ver=ver, hash=hash_name)
+        await hub.log.append(CapsLearned(ver, hash_name, features, jid=session.full))
     if _announced.get(session) == ver:
         send_last_items(hub, session, frozenset(caps.notify_nodes(features)))
 
