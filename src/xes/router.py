@@ -15,7 +15,18 @@ import structlog
 
 from xes.eventlog.client import LogUnavailable, ProposalRejected
 from xes.events.catalog import IqRouted
-from xes.features import carbons, mam, message, muc, pep, presence, roster, server_iq
+from xes.features import (
+    carbons,
+    mam,
+    message,
+    muc,
+    pep,
+    presence,
+    private_storage,
+    roster,
+    server_iq,
+    vcard,
+)
 from xes.features.muc import messages as muc_messages
 from xes.hub import Hub, LocalSession
 from xes.jid import JID, InvalidJID
@@ -42,6 +53,8 @@ SERVER_IQ: dict[str, IqHandler] = {
     "{%s}disable" % ns.CARBONS: carbons.toggle,
     "{%s}pubsub" % ns.PUBSUB: pep.handle,
     "{%s}pubsub" % ns.PUBSUB_OWNER: pep.handle_owner,
+    "{%s}query" % private_storage.PRIVATE: private_storage.handle,
+    "{%s}vCard" % vcard.VCARD: vcard.handle,
 }
 """Payloads the server answers when an iq is addressed to it, or to no one: then on behalf of
 the sender's account (RFC 6120 §10.3.3), which is why the account's PEP service is here."""
@@ -55,6 +68,8 @@ ACCOUNT_IQ: dict[str, IqHandler] = {
     "{%s}query" % ns.DISCO_ITEMS: server_iq.disco_items,
     "{%s}pubsub" % ns.PUBSUB: pep.handle,
     "{%s}pubsub" % ns.PUBSUB_OWNER: pep.handle_owner,
+    "{%s}query" % private_storage.PRIVATE: private_storage.handle,
+    "{%s}vCard" % vcard.VCARD: vcard.handle,
 }
 """Payloads the server answers on behalf of an account's bare JID (RFC 6121 §8.5.2)."""
 

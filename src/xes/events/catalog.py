@@ -793,3 +793,34 @@ class CapsLearned:
 
     def stream(self) -> str:
         return f"caps:{self.ver}"
+
+
+# --- account data: private XML storage (XEP-0049), vcard-temp (XEP-0054) -------------------
+
+
+@event("private.stored")
+@dataclass(frozen=True, slots=True)
+class PrivateStored:
+    owner: str
+    """Bare JID of the account."""
+    key: str
+    """The stored element's Clark name (``{namespace}name``), XEP-0049 §2."""
+    xml: str
+    """The element as stored (an empty one deletes the key)."""
+
+    def stream(self) -> str:
+        return f"private:{self.owner}"
+
+
+@event("vcard.stored")
+@dataclass(frozen=True, slots=True)
+class VcardStored:
+    owner: str
+    """Bare JID of the account."""
+    xml: str
+    """The ``<vCard xmlns='vcard-temp'/>`` as stored; an empty one clears it."""
+    photo_hash: str | None = None
+    """SHA-1 (hex) of the PHOTO's binary value, for XEP-0153 presence; None without a photo."""
+
+    def stream(self) -> str:
+        return f"vcard:{self.owner}"

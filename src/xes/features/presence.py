@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from xes.events.catalog import OfflineFlushed, PresenceRouted, PresenceUpdated
-from xes.features import subscription
+from xes.features import subscription, vcard
 from xes.features.muc import occupants
 from xes.features.pep import interest as pep_interest
 from xes.features.roster import item_event
@@ -104,6 +104,7 @@ def _stamp(stanza: Element, session: LocalSession) -> Element:
 
 async def broadcast_available(hub: Hub, session: LocalSession, stanza: Element) -> None:
     priority = _priority(stanza)
+    stanza = vcard.with_photo_hash(hub, session.bare, stanza)
     initial = not session.available
     session.available = True
     session.priority = priority

@@ -26,6 +26,8 @@ SERVER_FEATURES = (
     "msgoffline",
     ns.CARBONS,
     ns.SID,
+    "jabber:iq:private",
+    "vcard-temp",
 )
 
 ACCOUNT_ARCHIVE_FEATURES = (ns.MAM, ns.MAM_EXTENDED, ns.SID)

@@ -35,6 +35,7 @@ from xes.events import (
     canonical_json,
     decode_event,
 )
+from xes.projections.account_data import AccountData
 from xes.projections.accounts import Accounts
 from xes.projections.archive import Archive
 from xes.projections.base import Projection, Rejected
@@ -55,6 +56,7 @@ PROJECTIONS: tuple[type[Projection], ...] = (
     StreamManagement,
     Muc,
     Pep,
+    AccountData,
     Sessions,
     Offline,
     Archive,

@@ -52,7 +52,9 @@ PUBSUB_FEATURES = tuple(
 """What an account's disco#info offers (XEP-0060 §10; clients probe ``#publish-options``,
 ``#auto-create``, ``#config-node-max`` and ``#multi-items`` before relying on them)."""
 
-ACCOUNT_FEATURES = (ns.PUBSUB, *PUBSUB_FEATURES)
+ACCOUNT_FEATURES = (ns.PUBSUB, *PUBSUB_FEATURES, "urn:xmpp:bookmarks:1#compat")
+"""``#compat``: XEP-0048 bookmarks in private storage and XEP-0402's PEP node are one
+(:mod:`xes.features.private_storage`)."""
 
 
 async def handle(hub: Hub, session: LocalSession, iq: Element, query: Element) -> Element | None:
