@@ -15,6 +15,7 @@ import structlog
 from xes.events import Committed, decode_event
 from xes.events.catalog import (
     AccountRemoved,
+    BlockingChanged,
     IqRouted,
     MessageRouted,
     NodeDown,
@@ -31,6 +32,7 @@ from xes.events.catalog import (
 from xes.features.muc.mirror import RoomMirror
 from xes.hub import Hub, LocalSession
 from xes.muc.transition import Out
+from xes.projections import blocking as blocking_view
 from xes.projections import pep as pep_view
 from xes.stanza import carbons
 from xes.stanza.core import addressed
@@ -102,6 +104,13 @@ def deliver(
                 session = hub.by_jid.get(target)
                 if session is not None:
                     _send(session, addressed(xml, target))
+    elif isinstance(event, BlockingChanged):
+        for session in hub.local_of_bare(event.owner):
+            if session.sm_active:
+                session.sm_pull()
+            elif session.interested:
+                for data in blocking_view.push_bytes(session.full, committed, event):
+                    session.send_bytes(data)
     elif isinstance(event, IqRouted):
         session = hub.sessions.get(event.session)
         if session is not None:

@@ -16,6 +16,7 @@ import structlog
 from xes.eventlog.client import LogUnavailable, ProposalRejected
 from xes.events.catalog import IqRouted
 from xes.features import (
+    blocking,
     carbons,
     mam,
     message,
@@ -55,6 +56,9 @@ SERVER_IQ: dict[str, IqHandler] = {
     "{%s}pubsub" % ns.PUBSUB_OWNER: pep.handle_owner,
     "{%s}query" % private_storage.PRIVATE: private_storage.handle,
     "{%s}vCard" % vcard.VCARD: vcard.handle,
+    "{%s}blocklist" % blocking.NS: blocking.handle,
+    "{%s}block" % blocking.NS: blocking.handle,
+    "{%s}unblock" % blocking.NS: blocking.handle,
 }
 """Payloads the server answers when an iq is addressed to it, or to no one: then on behalf of
 the sender's account (RFC 6120 §10.3.3), which is why the account's PEP service is here."""
@@ -70,6 +74,9 @@ ACCOUNT_IQ: dict[str, IqHandler] = {
     "{%s}pubsub" % ns.PUBSUB_OWNER: pep.handle_owner,
     "{%s}query" % private_storage.PRIVATE: private_storage.handle,
     "{%s}vCard" % vcard.VCARD: vcard.handle,
+    "{%s}blocklist" % blocking.NS: blocking.handle,
+    "{%s}block" % blocking.NS: blocking.handle,
+    "{%s}unblock" % blocking.NS: blocking.handle,
 }
 """Payloads the server answers on behalf of an account's bare JID (RFC 6121 §8.5.2)."""
 
@@ -178,6 +185,14 @@ async def _iq(hub: Hub, session: LocalSession, iq: Element) -> None:
         raise StanzaError(
             "remote-server-not-found", "no server-to-server connection to that domain"
         )
+    with hub.read() as txn:
+        if to.local is not None and str(to.bare) != session.bare:
+            blocking.check_outbound(hub, txn, session.bare, str(to))
+            if blocking.refuses(hub, txn, str(to.bare), session.full):
+                # XEP-0191 §3.5: as if the user did not exist.
+                if type_ in ("get", "set"):
+                    raise StanzaError("service-unavailable")
+                return
     if to.resource is None:
         with hub.read() as txn:
             known = accounts_view.exists(hub.store, txn, str(to))

@@ -824,3 +824,22 @@ class VcardStored:
 
     def stream(self) -> str:
         return f"vcard:{self.owner}"
+
+
+# --- blocking (XEP-0191) ----------------------------------------------------------------
+
+
+@event("blocking.changed")
+@dataclass(frozen=True, slots=True)
+class BlockingChanged:
+    owner: str
+    """Bare JID whose block list changed."""
+    block: list[str] = field(default_factory=list)
+    """JIDs added (domain, bare or full JIDs, as the XEP allows), sorted."""
+    unblock: list[str] = field(default_factory=list)
+    """JIDs removed, sorted."""
+    unblock_all: bool = False
+    """The whole list was cleared (``<unblock/>`` without items)."""
+
+    def stream(self) -> str:
+        return f"blocking:{self.owner}"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import lmdb
 
 from xes.events.catalog import MessageRouted
+from xes.features import blocking
 from xes.hub import Hub, LocalSession
 from xes.jid import JID, InvalidJID
 from xes.projections import accounts as accounts_view
@@ -57,6 +58,13 @@ async def handle(hub: Hub, session: LocalSession, stanza: Element) -> None:
     offline_for: str | None = None
     origin = sid.origin_id(stanza)
     with hub.read() as txn:
+        if bare != session.bare:
+            blocking.check_outbound(hub, txn, session.bare, str(to))
+            if blocking.refuses(hub, txn, bare, session.full):
+                # XEP-0191 §3.5: the blocked sender learns nothing but "unavailable".
+                if type_ in ("error", "groupchat", "headline"):
+                    return
+                raise StanzaError("service-unavailable")
         if not accounts_view.exists(hub.store, txn, bare):
             if type_ in ("error", "groupchat", "headline"):
                 return

@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from xes.events.catalog import OfflineFlushed, PresenceRouted, PresenceUpdated
-from xes.features import subscription, vcard
+from xes.features import blocking, subscription, vcard
 from xes.features.muc import occupants
 from xes.features.pep import interest as pep_interest
 from xes.features.roster import item_event
@@ -60,6 +60,7 @@ def broadcast_targets(hub: Hub, txn: Any, bare: str, session_id: str, full: str)
         item.contact
         for item in roster_view.items(hub.store, txn, bare)
         if item.subscription in ("from", "both")
+        and not _blocked_either(hub, txn, bare, full, item.contact)
     ]
     for other in sessions_view.of_user(hub.store, txn, bare):
         if other.available or other.session == session_id:
@@ -67,6 +68,11 @@ def broadcast_targets(hub: Hub, txn: Any, bare: str, session_id: str, full: str)
     if full not in targets:
         targets.append(full)
     return targets
+
+
+def _blocked_either(hub: Hub, txn: Any, bare: str, full: str, contact: str) -> bool:
+    """XEP-0191 §3.5: no presence passes between a user and a JID either of them blocks."""
+    return blocking.refuses(hub, txn, bare, contact) or blocking.refuses(hub, txn, contact, full)
 
 
 def with_directed(hub: Hub, txn: Any, session_id: str, targets: list[str]) -> list[str]:
@@ -126,6 +132,10 @@ async def _after_initial_presence(hub: Hub, session: LocalSession) -> None:
         items = roster_view.items(hub.store, txn, session.bare)
         probe = [i.contact for i in items if i.subscription in ("to", "both")] + [session.bare]
         for contact in probe:
+            if contact != session.bare and _blocked_either(
+                hub, txn, session.bare, session.full, contact
+            ):
+                continue
             for other in sessions_view.of_user(hub.store, txn, contact):
                 if other.available and other.presence and other.session != session.session_id:
                     session.send_bytes(other.presence.encode())
@@ -198,6 +208,9 @@ async def _directed(
     if target.domain != hub.domain:
         return  # No server-to-server yet: presence to remote domains is dropped, not bounced.
     with hub.read() as txn:
+        blocking.check_outbound(hub, txn, session.bare, str(target))
+        if blocking.refuses(hub, txn, str(target.bare), session.full):
+            return  # §3.5: presence to someone who blocks the user is dropped
         item = roster_view.item(hub.store, txn, session.bare, str(target.bare))
     subscribed = item is not None and item.subscription in ("from", "both")
     stamped = stanza.with_attrs(**{"from": session.full, "to": str(target)})
@@ -229,6 +242,9 @@ async def _subscription(hub: Hub, session: LocalSession, stanza: Element, type_:
     user, contact = session.bare, str(contact_jid)
     local_contact = contact_jid.domain == hub.domain and contact_jid.local is not None
     with hub.read() as txn:
+        blocking.check_outbound(hub, txn, user, contact)
+        if local_contact and blocking.refuses(hub, txn, contact, session.full):
+            return  # §3.5: dropped, the sender learns nothing
         mine = roster_view.item(hub.store, txn, user, contact)
         theirs = roster_view.item(hub.store, txn, contact, user) if local_contact else None
         contact_exists = local_contact and accounts_view.exists(hub.store, txn, contact)

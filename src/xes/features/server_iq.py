@@ -28,6 +28,7 @@ SERVER_FEATURES = (
     ns.SID,
     "jabber:iq:private",
     "vcard-temp",
+    "urn:xmpp:blocking",
 )
 
 ACCOUNT_ARCHIVE_FEATURES = (ns.MAM, ns.MAM_EXTENDED, ns.SID)

@@ -39,6 +39,7 @@ from xes.projections.account_data import AccountData
 from xes.projections.accounts import Accounts
 from xes.projections.archive import Archive
 from xes.projections.base import Projection, Rejected
+from xes.projections.blocking import Blocking
 from xes.projections.muc import Muc
 from xes.projections.offline import Offline
 from xes.projections.pep import Pep
@@ -57,6 +58,7 @@ PROJECTIONS: tuple[type[Projection], ...] = (
     Muc,
     Pep,
     AccountData,
+    Blocking,
     Sessions,
     Offline,
     Archive,

@@ -23,6 +23,7 @@ import lmdb
 
 from xes.events import Committed
 from xes.events.catalog import (
+    BlockingChanged,
     IqRouted,
     MessageRouted,
     OfflineFlushed,
@@ -44,6 +45,7 @@ from xes.projections import offline as offline_view
 from xes.projections import pep as pep_view
 from xes.projections import sessions as sessions_view
 from xes.projections.base import Projection, Rejected, dump, load
+from xes.projections.blocking import push_bytes as push_bytes_blocking
 from xes.stanza import carbons
 from xes.stanza.core import addressed
 from xes.stanza.delay import with_delay
@@ -125,6 +127,7 @@ class StreamManagement(Projection):
         "roster.item_removed",
         "offline.flushed",
         *pep_view.NOTIFYING,
+        "blocking.changed",
     )
 
     # -- state ---------------------------------------------------------------------------------
@@ -329,6 +332,16 @@ class StreamManagement(Projection):
             if st is not None and st.interested:
                 xml = push_bytes(view.jid, c, item).decode()
                 self._save(txn, self._append(txn, st, [{"xml": xml, "kind": "other", "at": 0}]))
+
+    def on_blocking_changed(self, txn: lmdb.Transaction, c: Committed, ev: BlockingChanged) -> None:
+        for view in sessions_view.of_user(self.store, txn, ev.owner):
+            st = self._state(txn, view.session)
+            if st is not None and st.interested:
+                rows = [
+                    {"xml": x.decode(), "kind": "other", "at": 0}
+                    for x in push_bytes_blocking(view.jid, c, ev)
+                ]
+                self._save(txn, self._append(txn, st, rows))
 
     def on_pep_item_published(self, txn: lmdb.Transaction, c: Committed, ev: Any) -> None:
         self._pep(txn, c, ev)
