@@ -203,6 +203,31 @@ class PepConfig:
 
 
 @dataclass(frozen=True)
+class ContactConfig:
+    """XEP-0157 contact addresses the server publishes in its disco#info (URIs: ``mailto:``,
+    ``xmpp:``, ``https:``). Empty lists are left out."""
+
+    abuse: tuple[str, ...] = ()
+    admin: tuple[str, ...] = ()
+    feedback: tuple[str, ...] = ()
+    sales: tuple[str, ...] = ()
+    security: tuple[str, ...] = ()
+    support: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ExternalServicesConfig:
+    """XEP-0215 external services (STUN/TURN for calls). Each entry of ``services`` is a table
+    with ``type`` (stun, turn, turns), ``host``, ``port``, optional ``transport`` (udp, tcp) and,
+    for a TURN server using the REST API shared secret (coturn ``use-auth-secret``),
+    ``secret`` or ``secret_file``: clients then get time-limited credentials."""
+
+    services: tuple[dict[str, Any], ...] = ()
+    credential_ttl: int = 86400
+    """Seconds the TURN credentials handed out stay valid."""
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     node_id: str = "n1"
     """This node's id (unique in the cluster)."""
@@ -253,6 +278,8 @@ class Config:
     archive: ArchiveConfig = field(default_factory=ArchiveConfig)
     muc: MucConfig = field(default_factory=MucConfig)
     pep: PepConfig = field(default_factory=PepConfig)
+    contact: ContactConfig = field(default_factory=ContactConfig)
+    external_services: ExternalServicesConfig = field(default_factory=ExternalServicesConfig)
     log: LogConfig = field(default_factory=LogConfig)
     source: Path | None = None
     """The file this configuration was read from (not a key)."""
@@ -300,6 +327,8 @@ _SECTIONS: dict[str, type[Any]] = {
     "archive": ArchiveConfig,
     "muc": MucConfig,
     "pep": PepConfig,
+    "contact": ContactConfig,
+    "external_services": ExternalServicesConfig,
     "log": LogConfig,
 }
 
@@ -363,6 +392,31 @@ def _check_pep(config: Config) -> None:
         raise ConfigError("[pep] max_item_bytes must be below [limits] max_stanza_bytes")
 
 
+def _check_external_services(config: Config) -> None:
+    for i, svc in enumerate(config.external_services.services):
+        where = f"[external_services] services[{i}]"
+        if not isinstance(svc, dict):
+            raise ConfigError(f"{where} must be a table")
+        unknown = set(svc) - {"type", "host", "port", "transport", "secret", "secret_file", "name"}
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+        if svc.get("type") not in ("stun", "stuns", "turn", "turns"):
+            raise ConfigError(f"{where}: type must be stun, stuns, turn or turns")
+        if not svc.get("host") or not isinstance(svc.get("port", 0), int):
+            raise ConfigError(f"{where}: needs a host and a numeric port")
+        if svc.get("transport") not in (None, "udp", "tcp"):
+            raise ConfigError(f"{where}: transport must be udp or tcp")
+        if svc.get("secret_file"):
+            try:
+                Path(svc["secret_file"]).read_text()
+            except OSError as exc:
+                raise ConfigError(
+                    f"{where}: secret_file {svc['secret_file']} cannot be read ({exc.strerror})"
+                ) from None
+    if config.external_services.credential_ttl <= 0:
+        raise ConfigError("[external_services] credential_ttl must be positive")
+
+
 def load_config(path: Path | str) -> Config:
     """Read and validate ``path``. Relative ``data_dir`` is taken relative to the file."""
     path = Path(path)
@@ -409,6 +463,7 @@ def parse_config(
         raise ConfigError("[archive] needs 0 < page_size <= max_page_size")
     _check_muc(config)
     _check_pep(config)
+    _check_external_services(config)
     if config.cluster.peers and not config.cluster_secret:
         raise ConfigError("[cluster] peers require a secret (or secret_file)")
     if config.cluster.node_down_after <= 0:

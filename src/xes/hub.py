@@ -83,6 +83,8 @@ class Hub:
     by_jid: dict[str, LocalSession] = field(default_factory=dict)
     resuming: dict[str, LocalSession] = field(default_factory=dict)
     """Connections waiting for their ``sm.resumed`` to be delivered, by session id."""
+    started: float = field(default_factory=time.time)
+    """When this node's process started serving (XEP-0012 server uptime)."""
     requests: dict[str, ServerRequest] = field(default_factory=dict)
     """iq requests the server sent to local clients (e.g. XEP-0115 disco#info), by id."""
 

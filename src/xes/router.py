@@ -16,6 +16,7 @@ import structlog
 from xes.eventlog.client import LogUnavailable, ProposalRejected
 from xes.events.catalog import IqRouted
 from xes.features import (
+    account_info,
     blocking,
     carbons,
     mam,
@@ -59,6 +60,10 @@ SERVER_IQ: dict[str, IqHandler] = {
     "{%s}blocklist" % blocking.NS: blocking.handle,
     "{%s}block" % blocking.NS: blocking.handle,
     "{%s}unblock" % blocking.NS: blocking.handle,
+    "{%s}time" % account_info.TIME: account_info.entity_time,
+    "{%s}query" % account_info.LAST: account_info.last_activity,
+    "{%s}services" % account_info.EXTDISCO: account_info.external_services,
+    "{%s}credentials" % account_info.EXTDISCO: account_info.external_services,
 }
 """Payloads the server answers when an iq is addressed to it, or to no one: then on behalf of
 the sender's account (RFC 6120 §10.3.3), which is why the account's PEP service is here."""
@@ -77,6 +82,7 @@ ACCOUNT_IQ: dict[str, IqHandler] = {
     "{%s}blocklist" % blocking.NS: blocking.handle,
     "{%s}block" % blocking.NS: blocking.handle,
     "{%s}unblock" % blocking.NS: blocking.handle,
+    "{%s}query" % account_info.LAST: account_info.last_activity,
 }
 """Payloads the server answers on behalf of an account's bare JID (RFC 6121 §8.5.2)."""
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import platform
 
 from xes import __version__
-from xes.features import pep
+from xes.features import account_info, pep
 from xes.hub import Hub, LocalSession
 from xes.stanza.core import StanzaError, iq_result
 from xes.xml import E, Element, ns
@@ -29,6 +29,8 @@ SERVER_FEATURES = (
     "jabber:iq:private",
     "vcard-temp",
     "urn:xmpp:blocking",
+    "urn:xmpp:time",
+    "jabber:iq:last",
 )
 
 ACCOUNT_ARCHIVE_FEATURES = (ns.MAM, ns.MAM_EXTENDED, ns.SID)
@@ -73,11 +75,16 @@ async def disco_info(hub: Hub, session: LocalSession, iq: Element, query: Elemen
         E("{%s}identity" % ns.DISCO_INFO, {"category": "server", "type": "im", "name": "xes"})
     ]
     features = list(SERVER_FEATURES)
+    if hub.config.external_services.services:
+        features.append(account_info.EXTDISCO)
     if hub.config.pep.enabled:
         # XEP-0163 §6.1: a server that offers PEP says so on its own JID too.
         children.append(E("{%s}identity" % ns.DISCO_INFO, {"category": "pubsub", "type": "pep"}))
         features += pep.ACCOUNT_FEATURES
     children += [E("{%s}feature" % ns.DISCO_INFO, {"var": var}) for var in features]
+    contact = account_info.contact_form(hub)
+    if contact is not None:
+        children.append(contact)
     return iq_result(iq, E("{%s}query" % ns.DISCO_INFO, None, *children))
 
 

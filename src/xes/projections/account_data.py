@@ -1,8 +1,9 @@
-"""Account data kept as XML documents: private XML storage (XEP-0049) and vcard-temp
-(XEP-0054, with the XEP-0153 photo hash presence carries).
+"""Account data: private XML storage (XEP-0049), vcard-temp (XEP-0054, with the XEP-0153
+photo hash presence carries), and when the account was last seen (XEP-0012).
 
-Both are small per-account documents a client replaces whole; the projection stores the last
-one and forgets everything with the account.
+The documents are small and replaced whole; the projection stores the last one and forgets
+everything with the account. Last activity is the time and status of the latest unavailable
+broadcast presence of any of the account's resources.
 """
 
 from __future__ import annotations
@@ -12,18 +13,31 @@ from typing import Any
 import lmdb
 
 from xes.events import Committed
-from xes.events.catalog import AccountRemoved, PrivateStored, VcardStored
+from xes.events.catalog import AccountRemoved, PresenceUpdated, PrivateStored, VcardStored
+from xes.jid import bare_of
 from xes.projections.base import Projection, delete_prefix, dump, key, load
 from xes.store.env import Store
+from xes.xml import ns, parse_fragment
 
 PRIVATE = "private.xml"
 VCARDS = "vcard.xml"
+LAST = "last.activity"
 
 
 class AccountData(Projection):
     name = "account_data"
-    dbs = (PRIVATE, VCARDS)
-    handles = ("private.stored", "vcard.stored", "account.removed")
+    dbs = (PRIVATE, VCARDS, LAST)
+    handles = ("private.stored", "vcard.stored", "presence.updated", "account.removed")
+
+    def on_presence_updated(self, txn: lmdb.Transaction, c: Committed, ev: PresenceUpdated) -> None:
+        if ev.available:
+            return
+        status = None
+        if "<status" in ev.xml:
+            el = parse_fragment(ev.xml.encode()).find("{%s}status" % ns.CLIENT)
+            status = el.text[:1024] if el is not None else None
+        row = dump({"at": c.envelope.at, "status": status})
+        txn.put(bare_of(ev.jid).encode(), row, db=self.db(LAST))
 
     def on_private_stored(self, txn: lmdb.Transaction, c: Committed, ev: PrivateStored) -> None:
         txn.put(key(ev.owner, ev.key), ev.xml.encode(), db=self.db(PRIVATE))
@@ -35,6 +49,7 @@ class AccountData(Projection):
     def on_account_removed(self, txn: lmdb.Transaction, c: Committed, ev: AccountRemoved) -> None:
         delete_prefix(txn, self.db(PRIVATE), key(ev.jid, ""))
         txn.delete(ev.jid.encode(), db=self.db(VCARDS))
+        txn.delete(ev.jid.encode(), db=self.db(LAST))
 
 
 def private(store: Store, txn: lmdb.Transaction, owner: str, clark: str) -> str | None:
@@ -46,3 +61,9 @@ def vcard(store: Store, txn: lmdb.Transaction, owner: str) -> tuple[str, str | N
     """(vCard XML, photo hash) of ``owner``, or None if it never stored one."""
     obj = load(txn.get(owner.encode(), db=store.db(VCARDS)))
     return None if obj is None else (obj["xml"], obj["photo"])
+
+
+def last_activity(store: Store, txn: lmdb.Transaction, bare: str) -> tuple[int, str | None] | None:
+    """(ms time, status) of the account's last unavailable presence, or None if never seen."""
+    obj = load(txn.get(bare.encode(), db=store.db(LAST)))
+    return None if obj is None else (obj["at"], obj["status"])
