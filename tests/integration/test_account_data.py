@@ -4,6 +4,7 @@ vcard-temp (XEP-0054) with the avatar hash in presence (XEP-0153), with slixmpp'
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 
 import pytest
@@ -176,6 +177,72 @@ def test_vcard_and_avatar_hash_in_presence(shared_server: XesServer) -> None:
         still = await b.plugin["xep_0054"].get_vcard(a.boundjid.bare, cached=False, timeout=10)
         assert still["vcard_temp"]["FN"] == "Vica Example"
         await asyncio.sleep(0)
+        await a.logout()
+        await b.logout()
+
+    run(scenario())
+
+
+def test_vcard_and_pep_avatars_are_one(shared_server: XesServer) -> None:
+    """XEP-0398: a vCard PHOTO appears as the XEP-0084 PEP avatar and the other way round."""
+    srv = shared_server
+    users(srv, "ava", "avb")
+    first = b"\x89PNG first" + bytes(range(200))
+    second = b"\x89PNG second" + bytes(range(100, 250))
+
+    async def scenario() -> None:
+        a = client(srv, "ava")
+        b = client(srv, "avb")
+        await a.login(srv.c2s)
+        await b.login(srv.c2s)
+        await befriend(a, b)
+        info = await a.plugin["xep_0030"].get_info(jid=a.boundjid.bare, timeout=10)
+        assert "urn:xmpp:pep-vcard-conversion:0" in info["disco_info"]["features"]
+        card = a.plugin["xep_0054"].make_vcard()
+        card["FN"] = "Ava"
+        card["PHOTO"]["TYPE"] = "image/png"
+        card["PHOTO"]["BINVAL"] = first
+        await a.plugin["xep_0054"].publish_vcard(card, timeout=10)
+        first_id = hashlib.sha1(first).hexdigest()
+        meta = await b.plugin["xep_0060"].get_items(
+            a.boundjid.bare, "urn:xmpp:avatar:metadata", timeout=10
+        )
+        [item] = meta["pubsub"]["items"]
+        info_el = item.xml.find(".//{urn:xmpp:avatar:metadata}info")
+        assert info_el.get("id") == first_id and info_el.get("bytes") == str(len(first))
+        data = await b.plugin["xep_0060"].get_items(
+            a.boundjid.bare, "urn:xmpp:avatar:data", item_ids=[first_id], timeout=10
+        )
+        blob = data["pubsub"]["items"]["item"].xml.find("{urn:xmpp:avatar:data}data").text
+        assert base64.b64decode(blob) == first
+        # A new client publishes a PEP avatar: the vCard follows, FN kept.
+        second_id = hashlib.sha1(second).hexdigest()
+        payload = ET.Element("{urn:xmpp:avatar:data}data")
+        payload.text = base64.b64encode(second).decode()
+        await a.plugin["xep_0060"].publish(
+            a.boundjid.bare, "urn:xmpp:avatar:data", id=second_id, payload=payload, timeout=10
+        )
+        metadata = ET.Element("{urn:xmpp:avatar:metadata}metadata")
+        ET.SubElement(
+            metadata,
+            "{urn:xmpp:avatar:metadata}info",
+            id=second_id,
+            bytes=str(len(second)),
+            type="image/png",
+        )
+        await a.plugin["xep_0060"].publish(
+            a.boundjid.bare, "urn:xmpp:avatar:metadata", id=second_id, payload=metadata, timeout=10
+        )
+        got = await b.plugin["xep_0054"].get_vcard(a.boundjid.bare, cached=False, timeout=10)
+        assert got["vcard_temp"]["PHOTO"]["BINVAL"] == second
+        assert got["vcard_temp"]["FN"] == "Ava"
+        a.send_presence()
+
+        def has(p: object) -> bool:
+            x = p.xml.find("{vcard-temp:x:update}x/{vcard-temp:x:update}photo")  # type: ignore[attr-defined]
+            return p["from"] == a.boundjid and x is not None and x.text == second_id  # type: ignore[index]
+
+        await next_matching(b.presences, has)
         await a.logout()
         await b.logout()
 

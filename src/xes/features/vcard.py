@@ -12,8 +12,10 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+from typing import Any
 
 from xes.events.catalog import VcardStored
+from xes.features import avatar_sync
 from xes.features.pep.common import propose
 from xes.hub import Hub, LocalSession
 from xes.jid import JID, InvalidJID
@@ -63,9 +65,11 @@ async def handle(hub: Hub, session: LocalSession, iq: Element, query: Element) -
             "not-acceptable", f"a vCard is at most {hub.config.pep.max_item_bytes} bytes here"
         )
     empty = not query.elements()
-    await propose(
-        hub, VcardStored(session.bare, "" if empty else xml, None if empty else photo_hash(query))
-    )
+    photo = None if empty else photo_hash(query)
+    events: list[Any] = [VcardStored(session.bare, "" if empty else xml, photo)]
+    if hub.config.pep.enabled:
+        events += avatar_sync.from_vcard(hub, session.bare, query, photo)
+    await propose(hub, *events)
     return iq_result(iq)
 
 

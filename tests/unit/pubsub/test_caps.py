@@ -134,9 +134,7 @@ def test_form_fields_and_values_are_sorted() -> None:
     assert form is not None
     fields = form.elements()
     reordered = form.replace(
-        children=tuple(
-            f.replace(children=tuple(reversed(f.elements()))) for f in reversed(fields)
-        )
+        children=tuple(f.replace(children=tuple(reversed(f.elements()))) for f in reversed(fields))
     )
     swapped = without(query, lambda c: c.tag == form.tag).append(reordered)
     assert caps.verify(swapped, "sha-1", COMPLEX_VER)

@@ -84,7 +84,9 @@ def test_empty_form_keeps_the_current_configuration() -> None:
         ),
     ],
 )
-def test_each_field_sets_its_option(var: str, values: list[str], expected: dict[str, object]) -> None:
+def test_each_field_sets_its_option(
+    var: str, values: list[str], expected: dict[str, object]
+) -> None:
     assert apply((var, values)) == replace(NodeConfig(), **expected)
 
 
@@ -219,9 +221,7 @@ def test_matching_preconditions_pass() -> None:
         (NodeConfig(title="a"), ("pubsub#title", ["b"])),
     ],
 )
-def test_a_mismatch_is_precondition_not_met(
-    cfg: NodeConfig, field: tuple[str, list[str]]
-) -> None:
+def test_a_mismatch_is_precondition_not_met(cfg: NodeConfig, field: tuple[str, list[str]]) -> None:
     with pytest.raises(StanzaError) as info:
         check_preconditions(options(("pubsub#deliver_payloads", ["1"]), field), cfg, CAP)
     err = info.value

@@ -52,9 +52,15 @@ PUBSUB_FEATURES = tuple(
 """What an account's disco#info offers (XEP-0060 §10; clients probe ``#publish-options``,
 ``#auto-create``, ``#config-node-max`` and ``#multi-items`` before relying on them)."""
 
-ACCOUNT_FEATURES = (ns.PUBSUB, *PUBSUB_FEATURES, "urn:xmpp:bookmarks:1#compat")
+ACCOUNT_FEATURES = (
+    ns.PUBSUB,
+    *PUBSUB_FEATURES,
+    "urn:xmpp:bookmarks:1#compat",
+    "urn:xmpp:pep-vcard-conversion:0",
+)
 """``#compat``: XEP-0048 bookmarks in private storage and XEP-0402's PEP node are one
-(:mod:`xes.features.private_storage`)."""
+(:mod:`xes.features.private_storage`); vCard and PEP avatars are one (XEP-0398,
+:mod:`xes.features.avatar_sync`)."""
 
 
 async def handle(hub: Hub, session: LocalSession, iq: Element, query: Element) -> Element | None:

@@ -14,6 +14,7 @@ import secrets
 from typing import Any
 
 from xes.events.catalog import PepItemPublished, PepItemRetracted, PepNodeConfigured
+from xes.features import avatar_sync
 from xes.features.pep import access
 from xes.features.pep.common import app, node_of, own_service, propose
 from xes.features.throttle import throttle
@@ -96,6 +97,7 @@ async def publish(hub: Hub, session: LocalSession, iq: Element, pubsub: Element)
     events.append(
         PepItemPublished(owner, node, item_id, payload, session.full, preconditions, notify)
     )
+    events += avatar_sync.from_pep(hub, owner, node, payload)
     await propose(hub, *events)
     result = E(
         "{%s}pubsub" % ns.PUBSUB,
