@@ -203,6 +203,24 @@ class PepConfig:
 
 
 @dataclass(frozen=True)
+class RegistrationConfig:
+    """In-band registration and account management by clients (XEP-0077)."""
+
+    enabled: bool = False
+    """Anyone who reaches the client port may create an account (off: accounts come from
+    ``xes user add``)."""
+    per_address_per_hour: int = 5
+    """Accounts one IP address may create per hour on one node; more get
+    ``resource-constraint``."""
+    min_password_length: int = 8
+    """Shorter passwords are refused (``not-acceptable``), at registration and change."""
+    password_change: bool = True
+    """A logged-in user may change its password (XEP-0077 §3.3)."""
+    allow_remove: bool = False
+    """A logged-in user may delete its own account (XEP-0077 §3.2), with all its data."""
+
+
+@dataclass(frozen=True)
 class ContactConfig:
     """XEP-0157 contact addresses the server publishes in its disco#info (URIs: ``mailto:``,
     ``xmpp:``, ``https:``). Empty lists are left out."""
@@ -278,6 +296,7 @@ class Config:
     archive: ArchiveConfig = field(default_factory=ArchiveConfig)
     muc: MucConfig = field(default_factory=MucConfig)
     pep: PepConfig = field(default_factory=PepConfig)
+    registration: RegistrationConfig = field(default_factory=RegistrationConfig)
     contact: ContactConfig = field(default_factory=ContactConfig)
     external_services: ExternalServicesConfig = field(default_factory=ExternalServicesConfig)
     log: LogConfig = field(default_factory=LogConfig)
@@ -327,6 +346,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "archive": ArchiveConfig,
     "muc": MucConfig,
     "pep": PepConfig,
+    "registration": RegistrationConfig,
     "contact": ContactConfig,
     "external_services": ExternalServicesConfig,
     "log": LogConfig,
@@ -464,6 +484,10 @@ def parse_config(
     _check_muc(config)
     _check_pep(config)
     _check_external_services(config)
+    if config.registration.per_address_per_hour < 0 or config.registration.min_password_length < 1:
+        raise ConfigError(
+            "[registration] needs per_address_per_hour >= 0 and min_password_length >= 1"
+        )
     if config.cluster.peers and not config.cluster_secret:
         raise ConfigError("[cluster] peers require a secret (or secret_file)")
     if config.cluster.node_down_after <= 0:

@@ -143,6 +143,9 @@ def deliver(
             hub.on_self_down()
     elif isinstance(event, AccountRemoved):
         for session in hub.local_of_bare(event.jid):
+            farewell = hub.farewells.pop(session.session_id, None)
+            if farewell is not None:
+                session.send_bytes(farewell)
             session.close("not-authorized", "account removed")
 
 

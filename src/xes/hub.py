@@ -85,6 +85,9 @@ class Hub:
     """Connections waiting for their ``sm.resumed`` to be delivered, by session id."""
     started: float = field(default_factory=time.time)
     """When this node's process started serving (XEP-0012 server uptime)."""
+    farewells: dict[str, bytes] = field(default_factory=dict)
+    """The last stanza a session gets before delivery closes it for an event it asked for
+    (the result of its own account removal, XEP-0077 §3.2), by session id."""
     requests: dict[str, ServerRequest] = field(default_factory=dict)
     """iq requests the server sent to local clients (e.g. XEP-0115 disco#info), by id."""
 

@@ -25,6 +25,7 @@ from xes.features import (
     pep,
     presence,
     private_storage,
+    registration,
     roster,
     server_iq,
     vcard,
@@ -64,6 +65,7 @@ SERVER_IQ: dict[str, IqHandler] = {
     "{%s}query" % account_info.LAST: account_info.last_activity,
     "{%s}services" % account_info.EXTDISCO: account_info.external_services,
     "{%s}credentials" % account_info.EXTDISCO: account_info.external_services,
+    "{%s}query" % registration.NS: registration.handle,
 }
 """Payloads the server answers when an iq is addressed to it, or to no one: then on behalf of
 the sender's account (RFC 6120 §10.3.3), which is why the account's PEP service is here."""

@@ -31,6 +31,7 @@ SERVER_FEATURES = (
     "urn:xmpp:blocking",
     "urn:xmpp:time",
     "jabber:iq:last",
+    "jabber:iq:register",
 )
 
 ACCOUNT_ARCHIVE_FEATURES = (ns.MAM, ns.MAM_EXTENDED, ns.SID)

@@ -37,6 +37,8 @@ from xes.xml import (
 )
 
 XML_LANG = "{%s}lang" % ns.XML
+REGISTER = "jabber:iq:register"
+REGISTER_FEATURE = "http://jabber.org/features/iq-register"
 
 
 class State(Enum):
@@ -93,6 +95,16 @@ class BindRequested:
 
 
 @dataclass(frozen=True, slots=True)
+class RegistrationRequested:
+    """XEP-0077 §3.1 before authentication: create the account, then call
+    ``registration_done``."""
+
+    iq_id: str
+    username: str
+    password: str
+
+
+@dataclass(frozen=True, slots=True)
 class StanzaReceived:
     stanza: Element
     sm_n: int = 0
@@ -111,6 +123,7 @@ Action = (
     | Authenticated
     | AuthFailed
     | BindRequested
+    | RegistrationRequested
     | StanzaReceived
     | Close
     | SmEnable
@@ -132,6 +145,8 @@ class C2SPolicy:
     limits: XmlLimits = field(default_factory=XmlLimits)
     extra_features: tuple[Element, ...] = ()
     """Features advertised after binding-stage restart besides bind (e.g. XEP-0198 ``sm``)."""
+    registration: bool = False
+    """In-band registration (XEP-0077) is offered before authentication."""
 
 
 class C2SProtocol:
@@ -247,6 +262,8 @@ class C2SProtocol:
                 children.append(self._mechanisms())
         else:
             children.append(self._mechanisms())
+            if self.policy.registration:
+                children.append(E("{%s}register" % REGISTER_FEATURE))
             if self.channel_binding is not None:
                 children.append(
                     E(
@@ -291,6 +308,42 @@ class C2SProtocol:
         self.header_sent = False
         self.parser.reset()
         self.state = State.EXPECT_HEADER
+
+    # -- in-band registration (XEP-0077) -----------------------------------------------------
+
+    def _on_register(self, element: Element) -> list[Action]:
+        if self.policy.tls_required and not self.tls:
+            return self._stream_error("policy-violation", "STARTTLS is required")
+        iq_id = element.get("id", "")
+        if not self.policy.registration:
+            return [Send(serialize(_iq_error(element, "cancel", "service-unavailable"), ns.CLIENT))]
+        query = element.find("{%s}query" % REGISTER)
+        assert query is not None
+        if element.get("type") == "get":
+            fields = E(
+                "{%s}query" % REGISTER,
+                None,
+                E("{%s}instructions" % REGISTER, None, "Choose a username and a password."),
+                E("{%s}username" % REGISTER),
+                E("{%s}password" % REGISTER),
+            )
+            reply = E("{%s}iq" % ns.CLIENT, {"type": "result", "id": iq_id}, fields)
+            return [Send(serialize(reply, ns.CLIENT))]
+        username = query.find("{%s}username" % REGISTER)
+        password = query.find("{%s}password" % REGISTER)
+        if element.get("type") != "set" or username is None or password is None:
+            return [Send(serialize(_iq_error(element, "modify", "bad-request"), ns.CLIENT))]
+        return [RegistrationRequested(iq_id, username.text.strip(), password.text)]
+
+    def registration_done(self, iq_id: str, condition: str | None, text: str = "") -> list[Action]:
+        """The answer to a :class:`RegistrationRequested`: success, or the stanza error."""
+        iq = E("{%s}iq" % ns.CLIENT, {"type": "result", "id": iq_id})
+        if condition is not None:
+            type_ = "wait" if condition == "resource-constraint" else "modify"
+            if condition in ("conflict", "not-allowed", "service-unavailable"):
+                type_ = "cancel"
+            iq = _iq_error(iq, type_, condition, text)
+        return [Send(serialize(iq, ns.CLIENT))]
 
     # -- SASL (RFC 6120 §6) ------------------------------------------------------------------
 
@@ -523,11 +576,14 @@ def _major(version: str) -> int:
         return 0
 
 
-def _iq_error(iq: Element, type_: str, condition: str) -> Element:
+def _iq_error(iq: Element, type_: str, condition: str, text: str = "") -> Element:
+    children = [E("{%s}%s" % (ns.STANZAS, condition))]
+    if text:
+        children.append(E("{%s}text" % ns.STANZAS, None, text))
     return E(
         "{%s}iq" % ns.CLIENT,
         {"type": "error", "id": iq.get("id", "")},
-        E("{%s}error" % ns.CLIENT, {"type": type_}, E("{%s}%s" % (ns.STANZAS, condition))),
+        E("{%s}error" % ns.CLIENT, {"type": type_}, *children),
     )
 
 
@@ -542,6 +598,8 @@ def _classify(element: Element) -> str:
             return "bind"
         if element.find("{%s}session" % ns.SESSION) is not None:
             return "session"
+        if element.find("{%s}query" % REGISTER) is not None:
+            return "register"
     if element.ns == ns.CLIENT and element.name in ("message", "presence", "iq"):
         return "stanza"
     if element.ns == ns.SM and element.name in ("enable", "resume", "r", "a"):
@@ -552,6 +610,8 @@ def _classify(element: Element) -> str:
 TRANSITIONS: dict[tuple[State, str], Callable[[C2SProtocol, Element], list[Action]]] = {
     (State.NEGOTIATING, "starttls"): C2SProtocol._on_starttls,
     (State.NEGOTIATING, "auth"): C2SProtocol._on_auth,
+    (State.NEGOTIATING, "register"): C2SProtocol._on_register,
+    (State.BOUND, "register"): C2SProtocol._on_stanza,
     (State.SASL, "response"): C2SProtocol._on_response,
     (State.SASL, "abort"): C2SProtocol._on_abort,
     (State.BINDING, "bind"): C2SProtocol._on_bind,

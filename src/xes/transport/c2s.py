@@ -31,7 +31,7 @@ from xes.events.catalog import (
     SmRosterRequested,
     SmStanzasQueued,
 )
-from xes.features import presence, session_end, stream_mgmt
+from xes.features import presence, registration, session_end, stream_mgmt
 from xes.hub import Hub
 from xes.jid import JID, bare_of, normalize_localpart
 from xes.projections import accounts as accounts_view
@@ -47,6 +47,7 @@ from xes.session.c2s import (
     C2SPolicy,
     C2SProtocol,
     Close,
+    RegistrationRequested,
     Send,
     StanzaReceived,
     StartTls,
@@ -100,6 +101,7 @@ class ClientConnection:
                 mechanisms=config.auth.mechanisms,
                 limits=config.xml_limits,
                 extra_features=(sm.feature(),) if config.stream_management.enabled else (),
+                registration=config.registration.enabled,
             ),
             credentials=self._credentials,
             normalize_username=normalize_localpart,
@@ -494,6 +496,22 @@ class ClientConnection:
             if await self._execute(self.protocol.receive_data(data)):
                 return
 
+    async def _register(self, action: RegistrationRequested) -> None:
+        try:
+            jid = await registration.register(self.hub, action.username, action.password, self.peer)
+        except registration.RegistrationRefused as exc:
+            log.info("registration_refused", condition=exc.condition, peer=self.peer)
+            await self._execute(
+                self.protocol.registration_done(action.iq_id, exc.condition, exc.text)
+            )
+        except (LogUnavailable, ProposalRejected):
+            await self._execute(
+                self.protocol.registration_done(action.iq_id, "resource-constraint", "try again")
+            )
+        else:
+            log.info("registered", user=jid, peer=self.peer)
+            await self._execute(self.protocol.registration_done(action.iq_id, None))
+
     async def _execute(self, actions: list[Action]) -> bool:
         """Carry out protocol actions; True when the stream is finished."""
         i = 0
@@ -536,6 +554,8 @@ class ClientConnection:
                 await self._start_tls()
             elif isinstance(action, BindRequested):
                 await self._bind(action)
+            elif isinstance(action, RegistrationRequested):
+                await self._register(action)
             elif isinstance(action, Authenticated):
                 self.limiter.record_success(action.username, self.peer, time.monotonic())
                 log.info(

@@ -605,6 +605,7 @@ SAMPLES: dict[str, list[bytes]] = {
     "abort": [ABORT],
     "bind": [bind("balcony", iq_id="bx")],
     "session": [SESSION_IQ],
+    "register": [b"<iq type='get' id='rg'><query xmlns='jabber:iq:register'/></iq>"],
     "stanza": [
         MESSAGE,
         b"<presence/>",
