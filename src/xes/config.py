@@ -408,8 +408,6 @@ def _check_pep(config: Config) -> None:
             raise ConfigError(f"[pep] {name} must be positive")
     if pep.publish_per_second <= 0:
         raise ConfigError("[pep] publish_per_second must be positive")
-    if pep.max_item_bytes >= config.limits.max_stanza_bytes:
-        raise ConfigError("[pep] max_item_bytes must be below [limits] max_stanza_bytes")
 
 
 def _check_external_services(config: Config) -> None:
