@@ -203,6 +203,17 @@ class PepConfig:
 
 
 @dataclass(frozen=True)
+class CsiConfig:
+    """Client State Indication (XEP-0352): what an inactive client (a phone in a pocket) is
+    spared until it is active again or something urgent arrives (ADR 0014)."""
+
+    enabled: bool = True
+    """Offer ``urn:xmpp:csi:0`` after bind and honour ``<inactive/>``."""
+    max_held: int = 500
+    """Most stanzas held for one inactive session; one more sends them all."""
+
+
+@dataclass(frozen=True)
 class RegistrationConfig:
     """In-band registration and account management by clients (XEP-0077)."""
 
@@ -296,6 +307,7 @@ class Config:
     archive: ArchiveConfig = field(default_factory=ArchiveConfig)
     muc: MucConfig = field(default_factory=MucConfig)
     pep: PepConfig = field(default_factory=PepConfig)
+    csi: CsiConfig = field(default_factory=CsiConfig)
     registration: RegistrationConfig = field(default_factory=RegistrationConfig)
     contact: ContactConfig = field(default_factory=ContactConfig)
     external_services: ExternalServicesConfig = field(default_factory=ExternalServicesConfig)
@@ -346,6 +358,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "archive": ArchiveConfig,
     "muc": MucConfig,
     "pep": PepConfig,
+    "csi": CsiConfig,
     "registration": RegistrationConfig,
     "contact": ContactConfig,
     "external_services": ExternalServicesConfig,
@@ -482,6 +495,9 @@ def parse_config(
     _check_muc(config)
     _check_pep(config)
     _check_external_services(config)
+    if not 0 < config.csi.max_held < 10 * config.stream_management.max_unacked:
+        # More held than that would look like a client that never acknowledges (XEP-0198).
+        raise ConfigError("[csi] needs 0 < max_held < 10 * [stream_management] max_unacked")
     if config.registration.per_address_per_hour < 0 or config.registration.min_password_length < 1:
         raise ConfigError(
             "[registration] needs per_address_per_hour >= 0 and min_password_length >= 1"

@@ -177,7 +177,12 @@ class RoomWrites:
         self.pending, self.pull = {}, set()
         for session_id, parts in pending.items():
             session = hub.sessions.get(session_id)
-            if session is not None:
+            if session is None:
+                continue
+            if session.inactive:
+                for part in parts:  # each one classified on its own (XEP-0352)
+                    session.send_bytes(part)
+            else:
                 session.send_bytes(parts[0] if len(parts) == 1 else b"".join(parts))
         for session_id in pull:
             session = hub.sessions.get(session_id)

@@ -40,6 +40,8 @@ class LocalSession(Protocol):
     """Highest offline-store ``seq`` written to this connection (so none is sent twice)."""
 
     sm_active: bool
+    inactive: bool
+    """XEP-0352: the client said it is inactive (writes are classified, some held)."""
     epoch: int
     """Resumption epoch of a managed session (a resumed connection has a higher one)."""
     """Stream management is on: every stanza to the client is a row of its outbox (ADR 0008)."""

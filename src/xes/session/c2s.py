@@ -38,6 +38,7 @@ from xes.xml import (
 
 XML_LANG = "{%s}lang" % ns.XML
 REGISTER = "jabber:iq:register"
+CSI = "urn:xmpp:csi:0"
 REGISTER_FEATURE = "http://jabber.org/features/iq-register"
 
 
@@ -112,6 +113,13 @@ class StanzaReceived:
 
 
 @dataclass(frozen=True, slots=True)
+class ClientState:
+    """XEP-0352: the client said it is ``active`` (True) or ``inactive`` (False)."""
+
+    active: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Close:
     condition: str | None = None
     """Stream error condition sent before closing, or None for a clean close."""
@@ -125,6 +133,7 @@ Action = (
     | BindRequested
     | RegistrationRequested
     | StanzaReceived
+    | ClientState
     | Close
     | SmEnable
     | SmResume
@@ -524,6 +533,10 @@ class C2SProtocol:
         self.state = State.BINDING
         return [Send(sm.failed(condition, handled))]
 
+    def _on_csi(self, element: Element) -> list[Action]:
+        # Not a stanza: not counted by stream management (XEP-0352 §5), never answered.
+        return [ClientState(element.name == "active")]
+
     def _on_sm_r(self, element: Element) -> list[Action]:
         if not self.sm_enabled:
             return self._stream_error("unsupported-stanza-type", "stream management not enabled")
@@ -604,6 +617,8 @@ def _classify(element: Element) -> str:
         return "stanza"
     if element.ns == ns.SM and element.name in ("enable", "resume", "r", "a"):
         return "sm_" + element.name
+    if element.ns == CSI and element.name in ("active", "inactive"):
+        return "csi"
     return "other"
 
 
@@ -621,6 +636,7 @@ TRANSITIONS: dict[tuple[State, str], Callable[[C2SProtocol, Element], list[Actio
     (State.BOUND, "bind"): C2SProtocol._on_stanza,
     (State.BOUND, "sm_enable"): C2SProtocol._on_sm_enable,
     (State.BOUND, "sm_r"): C2SProtocol._on_sm_r,
+    (State.BOUND, "csi"): C2SProtocol._on_csi,
     (State.BOUND, "sm_a"): C2SProtocol._on_sm_a,
     (State.BINDING, "sm_enable"): C2SProtocol._on_sm_enable_early,
     (State.BINDING, "sm_resume"): C2SProtocol._on_sm_resume,

@@ -40,12 +40,14 @@ from xes.projections import sessions as sessions_view
 from xes.projections import stream_mgmt as sm_view
 from xes.session import stream_management as sm
 from xes.session.c2s import (
+    CSI,
     Action,
     Authenticated,
     AuthFailed,
     BindRequested,
     C2SPolicy,
     C2SProtocol,
+    ClientState,
     Close,
     RegistrationRequested,
     Send,
@@ -54,8 +56,10 @@ from xes.session.c2s import (
 )
 from xes.session.sasl import LoginLimiter, channel_binding_data
 from xes.session.stream_management import SmAck, SmEnable, SmRequest, SmResume
+from xes.stanza import csi
 from xes.stanza.delay import with_delay
 from xes.transport.direct import DirectWriter, buffered_plaintext, direct_writer
+from xes.xml import E
 
 log = structlog.get_logger("xes.c2s")
 
@@ -100,7 +104,10 @@ class ClientConnection:
                 tls_required=config.tls.required,
                 mechanisms=config.auth.mechanisms,
                 limits=config.xml_limits,
-                extra_features=(sm.feature(),) if config.stream_management.enabled else (),
+                extra_features=(
+                    *((sm.feature(),) if config.stream_management.enabled else ()),
+                    *((E("{%s}csi" % CSI),) if config.csi.enabled else ()),
+                ),
                 registration=config.registration.enabled,
             ),
             credentials=self._credentials,
@@ -140,6 +147,13 @@ class ClientConnection:
         self._sm_asked = False
         self._sm_resend_upto = 0
         self._sm_held = False
+        self.inactive = False
+        """XEP-0352: the client said it is inactive; what can wait is held (ADR 0014)."""
+        self._csi_held: dict[object, bytes] = {}
+        self._csi_seq = 0
+        self._csi_urgent_upto = 0
+        """Highest outbox row known to be urgent while inactive (stream management)."""
+        self._csi_checked_upto = 0
         """Outbox rows beyond the acknowledgement window wait for the next ``<a/>``."""
         self._sm_ready = anyio.Event()
         self._sm_wake = anyio.Event()
@@ -163,7 +177,41 @@ class ClientConnection:
             if not self._dispatching:
                 self._tg.start_soon(self._queue_locals)
             return
+        if self.inactive:
+            urgent, fold = csi.classify(data)
+            if not urgent:
+                self._hold(data, fold)
+                return
+            self._release_held()
         self._enqueue(data)
+
+    def _hold(self, data: bytes, fold: bytes | None) -> None:
+        """Keep ``data`` back while inactive; a later copy with the same key replaces it."""
+        key: object
+        if fold is None:
+            self._csi_seq += 1
+            key = self._csi_seq
+        else:
+            key = fold
+            self._csi_held.pop(key, None)  # the latest copy, at its own place
+        self._csi_held[key] = data
+        if len(self._csi_held) > self.hub.config.csi.max_held:
+            self._release_held()
+
+    def _release_held(self) -> None:
+        held, self._csi_held = self._csi_held, {}
+        for data in held.values():
+            self._enqueue(data)
+
+    def client_state(self, active: bool) -> None:
+        """XEP-0352 ``<active/>`` / ``<inactive/>``: going active sends everything held."""
+        if not self.hub.config.csi.enabled or active != self.inactive:
+            return
+        self.inactive = not active
+        if active:
+            self._release_held()
+            if self.sm_active:
+                self.sm_pull()
 
     def _enqueue(self, data: bytes) -> None:
         if self.closing:
@@ -215,6 +263,8 @@ class ClientConnection:
         # acknowledges: a session resumed after a long absence in a busy room may find
         # thousands waiting, more than its outbound queue holds.
         window = max(1, min(cfg.max_unacked, self.hub.config.limits.outbound_queue) // 2)
+        if self.inactive and rows and self._csi_may_wait(rows):
+            return  # the rows stay in the outbox, numbered, until something urgent or active
         pending = rows[-1].n - self._sm_acked if rows else 0
         held = [row for row in rows if row.n > self._sm_acked + window]
         rows = rows[: len(rows) - len(held)]
@@ -234,6 +284,18 @@ class ClientConnection:
             self._request_ack()
         elif rows and was_idle:
             self._sm_wake.set()  # the keeper asks later if no ack comes
+
+    def _csi_may_wait(self, rows: list[Any]) -> bool:
+        """While inactive, may these unsent outbox rows wait? Not if one is urgent (then all go,
+        in order: their numbers stay those of the outbox) or too many are waiting."""
+        for row in rows:
+            if row.n > self._csi_checked_upto:
+                self._csi_checked_upto = row.n
+                if csi.classify(row.xml.encode())[0]:
+                    self._csi_urgent_upto = row.n
+        if self._csi_urgent_upto > self._sm_sent:
+            return False
+        return len(rows) <= self.hub.config.csi.max_held
 
     def _request_ack(self) -> None:
         self._sm_asked = True
@@ -539,6 +601,8 @@ class ClientConnection:
                 await self._enable(action)
             elif isinstance(action, SmResume):
                 await self._resume(action)
+            elif isinstance(action, ClientState):
+                self.client_state(action.active)
             elif isinstance(action, SmRequest):
                 # The protocol counted every stanza of this read, also those after the <r/>
                 # that are not handled yet: the answer must not acknowledge those (XEP-0198 §4).

@@ -605,6 +605,7 @@ SAMPLES: dict[str, list[bytes]] = {
     "abort": [ABORT],
     "bind": [bind("balcony", iq_id="bx")],
     "session": [SESSION_IQ],
+    "csi": [b"<inactive xmlns='urn:xmpp:csi:0'/>", b"<active xmlns='urn:xmpp:csi:0'/>"],
     "register": [b"<iq type='get' id='rg'><query xmlns='jabber:iq:register'/></iq>"],
     "stanza": [
         MESSAGE,

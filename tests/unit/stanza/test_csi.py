@@ -2,46 +2,50 @@
 
 from xes.stanza.csi import classify
 
+EVENT = "http://jabber.org/protocol/pubsub#event"
 
-def test_presence_folds_by_sender():
+
+def pep(node: str) -> bytes:
+    return (
+        f"<message from='a@x' type='headline' id='1'><event xmlns='{EVENT}'>"
+        f"<items node='{node}'><item id='1'/></items></event></message>"
+    ).encode()
+
+
+def test_presence_folds_by_sender() -> None:
     a = classify(b"<presence from='a@x/1' to='b@x'><show>away</show></presence>")
     b = classify(b"<presence from='a@x/1' to='b@x'/>")
     c = classify(b"<presence from='c@x/1' to='b@x'/>")
     assert a == b and a[0] is False and a[1] != c[1]
 
 
-def test_subscription_request_is_urgent():
+def test_subscription_request_is_urgent() -> None:
     assert classify(b"<presence from='a@x' to='b@x' type='subscribe'/>") == (True, None)
 
 
-def test_messages():
+def test_messages() -> None:
     assert classify(b"<message from='a@x/1' type='chat'><body>hi</body></message>")[0]
     assert classify(b"<message from='a@x/1'><request xmlns='urn:xmpp:receipts'/></message>")[0]
     assert classify(b"<message from='a@x/1' type='error'/>")[0]
-    cs = classify(
-        b"<message from='a@x/1' type='chat'><composing xmlns='http://jabber.org/protocol/chatstates'/></message>"
+    state = b"<composing xmlns='http://jabber.org/protocol/chatstates'/>"
+    cs = classify(b"<message from='a@x/1' type='chat'>" + state + b"</message>")
+    assert cs == (False, b"c\x00a@x/1")
+    assert classify(pep("urn:xmpp:avatar:metadata")) == (
+        False,
+        b"e\x00a@x\x00urn:xmpp:avatar:metadata",
     )
-    assert cs[0] is False and cs[1] == b"c\x00a@x/1"
-    pep = classify(
-        b"<message from='a@x' type='headline' id='1'><event xmlns='http://jabber.org/protocol/pubsub#event'><items node='urn:xmpp:avatar:metadata'><item id='1'/></items></event></message>"
-    )
-    assert pep == (False, b"e\x00a@x\x00urn:xmpp:avatar:metadata")
-    marker = classify(
-        b"<message from='a@x/1'><displayed xmlns='urn:xmpp:chat-markers:0' id='x'/></message>"
-    )
-    assert marker == (False, None)
+    marker = b"<displayed xmlns='urn:xmpp:chat-markers:0' id='x'/>"
+    assert classify(b"<message from='a@x/1'>" + marker + b"</message>") == (False, None)
 
 
-def test_iq_is_urgent():
+def test_iq_is_urgent() -> None:
     assert classify(b"<iq type='result' id='1'/>") == (True, None)
 
 
-def test_omemo_device_list_notification_is_not_urgent():
-    data = b"<message from='a@x' type='headline' id='1'><event xmlns='http://jabber.org/protocol/pubsub#event'><items node='eu.siacs.conversations.axolotl.devicelist'><item id='current'/></items></event></message>"
-    assert classify(data)[0] is False
+def test_omemo_device_list_notification_is_not_urgent() -> None:
+    assert classify(pep("eu.siacs.conversations.axolotl.devicelist"))[0] is False
 
 
-def test_encrypted_message_without_body_is_urgent():
-    assert classify(
-        b"<message from='a@x/1' type='chat'><encrypted xmlns='urn:xmpp:omemo:2'/></message>"
-    )[0]
+def test_encrypted_message_without_body_is_urgent() -> None:
+    omemo = b"<encrypted xmlns='urn:xmpp:omemo:2'/>"
+    assert classify(b"<message from='a@x/1' type='chat'>" + omemo + b"</message>")[0]
