@@ -104,7 +104,8 @@ class Pep(Projection):
         row = self._row(txn, ev.owner, ev.node)
         if row is None:
             raise Rejected("pubsub-item-not-found: no such node")
-        config = row["config"]
+        # Through NodeConfig, so a row written before a field existed reads its default.
+        config = NodeConfig.from_json(row["config"]).to_json()
         for name, wanted in (ev.preconditions or {}).items():
             if config.get(name) != wanted:
                 raise Rejected(f"pubsub-precondition-not-met: {name}")

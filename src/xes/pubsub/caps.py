@@ -53,7 +53,9 @@ def verification_string(query: Element) -> str | None:
                 fields[var] = sorted(v.text for v in fld.find_all(forms.VALUE))
         form_type = fields.pop("FORM_TYPE", None)
         if not form_type:
-            return None
+            continue  # XEP-0115 §5.4 (v1.5): a form without FORM_TYPE is ignored
+        if len(set(form_type)) != 1:
+            return None  # §5.4: a FORM_TYPE with more than one value makes it ill-formed
         part = form_type[0] + "<"
         for var in sorted(fields):
             part += var + "<" + "".join(v + "<" for v in fields[var])
@@ -80,7 +82,7 @@ def features(query: Element) -> list[str]:
 
 def notify_nodes(feature_list: list[str]) -> list[str]:
     """The PEP nodes a client wants notifications for (XEP-0163 §4.3: ``NODE+notify``)."""
-    return [f[: -len(NOTIFY)] for f in feature_list if f.endswith(NOTIFY)]
+    return [f[: -len(NOTIFY)] for f in feature_list if f.endswith(NOTIFY) and len(f) > len(NOTIFY)]
 
 
 def advertised(presence: Element) -> tuple[str, str, str] | None:

@@ -187,8 +187,8 @@ def submitted(container: Element) -> Element | None:
     form = container.find(forms.X)
     if form is None:
         return None
-    if form.get("type") not in ("submit", None):
-        raise StanzaError("bad-request", "the form must be of type submit")
+    if form.get("type") not in ("submit", "cancel", None):
+        raise StanzaError("bad-request", "the form must be of type submit (or cancel)")
     kind = forms.form_type(form)
     if kind not in (None, ns.PUBSUB_NODE_CONFIG, ns.PUBSUB_PUBLISH_OPTIONS):
         raise StanzaError("bad-request", f"unexpected FORM_TYPE {kind}")

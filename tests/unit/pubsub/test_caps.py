@@ -188,14 +188,30 @@ def test_a_form_without_form_type_fails() -> None:
     assert not caps.verify(query, "sha-1", COMPLEX_VER)
 
 
-def test_an_added_form_without_form_type_fails() -> None:
+def test_an_added_form_without_form_type_is_ignored() -> None:
+    """XEP-0115 §5.4 (v1.5): such a form is left out of the string, not fatal."""
     form = E(
         "{%s}x" % ns.DATA_FORMS,
         {"type": "result"},
         E("{%s}field" % ns.DATA_FORMS, {"var": "os"}, E("{%s}value" % ns.DATA_FORMS, None, "Mac")),
     )
     query = with_children(parse(SIMPLE), form)
-    assert not caps.verify(query, "sha-1", SIMPLE_VER)
+    assert caps.verify(query, "sha-1", SIMPLE_VER)
+
+
+def test_a_form_type_with_two_values_is_ill_formed() -> None:
+    value = "{%s}value" % ns.DATA_FORMS
+    form = E(
+        "{%s}x" % ns.DATA_FORMS,
+        {"type": "result"},
+        E(
+            "{%s}field" % ns.DATA_FORMS,
+            {"var": "FORM_TYPE", "type": "hidden"},
+            E(value, None, "urn:a"),
+            E(value, None, "urn:b"),
+        ),
+    )
+    assert caps.verification_string(with_children(parse(SIMPLE), form)) is None
 
 
 def test_two_forms_of_the_same_form_type_are_ill_formed() -> None:

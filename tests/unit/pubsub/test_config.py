@@ -297,3 +297,13 @@ def test_parse_jids_gives_sorted_bare_jids() -> None:
     with pytest.raises(StanzaError) as info:
         config.parse_jids(["@bad"])
     assert info.value.condition == "jid-malformed"
+
+
+def test_a_cancelled_configuration_is_accepted_for_the_owner_to_ignore() -> None:
+    """XEP-0060 §8.2.5: the owner may cancel the configuration form."""
+    container = parse_fragment(
+        b"<configure xmlns='http://jabber.org/protocol/pubsub#owner' node='n'>"
+        b"<x xmlns='jabber:x:data' type='cancel'/></configure>"
+    )
+    form = config.submitted(container)
+    assert form is not None and form.get("type") == "cancel"
