@@ -53,6 +53,12 @@ class AuthConfig:
     """Seconds over which failures are counted."""
     lockout: float = 60.0
     """Seconds a locked account/address is refused."""
+    sasl2: bool = True
+    """Offer SASL2 (XEP-0388) with Bind2 (XEP-0386) beside RFC 6120 SASL."""
+    fast: bool = True
+    """Offer FAST tokens (XEP-0484) through SASL2."""
+    fast_token_ttl: int = 14 * 86400
+    """Seconds a FAST token stays valid; the client asks for a new one before."""
 
 
 @dataclass(frozen=True)

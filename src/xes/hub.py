@@ -85,6 +85,8 @@ class Hub:
     by_jid: dict[str, LocalSession] = field(default_factory=dict)
     resuming: dict[str, LocalSession] = field(default_factory=dict)
     """Connections waiting for their ``sm.resumed`` to be delivered, by session id."""
+    fast_key: bytes = b""
+    """What FAST tokens are derived from (XEP-0484, ADR 0015): the same on every node."""
     started: float = field(default_factory=time.time)
     """When this node's process started serving (XEP-0012 server uptime)."""
     farewells: dict[str, bytes] = field(default_factory=dict)

@@ -10,6 +10,7 @@ SIGTERM closes every stream cleanly, records the sessions' ends, then stops the 
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import secrets
 import signal
@@ -36,6 +37,19 @@ from xes.tlsutil import certificate_der, ensure_self_signed, server_context
 from xes.transport.c2s import ClientConnection
 
 log = structlog.get_logger("xes.node")
+
+
+def fast_key(config: Config) -> bytes:
+    """The key FAST tokens are derived from: from the cluster secret, so every node has the
+    same; a lone node without one keeps a random key in its data directory."""
+    secret = config.cluster_secret
+    if secret:
+        return hashlib.sha256(b"xes fast token key\x00" + secret.encode()).digest()
+    path = config.data_dir / "fast.key"
+    if not path.exists():
+        path.write_bytes(secrets.token_bytes(32))
+        path.chmod(0o600)
+    return path.read_bytes()
 
 
 def tls_paths(config: Config) -> tuple[Path, Path]:
@@ -94,6 +108,7 @@ class Node:
             store = open_store(log_process.db_path(config), all_db_names(), writer=False)
             client.riders = stream_mgmt.riders
             hub = Hub(config=config, node=self.node_id, boot=self.boot, store=store, log=client)
+            hub.fast_key = fast_key(config)
             hub.on_self_down = lambda: tg.start_soon(self._rejoin, "declared down")
             hub.on_isolated = lambda: tg.start_soon(self._rejoin, "no majority")
             self.hub = hub

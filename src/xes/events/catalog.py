@@ -843,3 +843,39 @@ class BlockingChanged:
 
     def stream(self) -> str:
         return f"blocking:{self.owner}"
+
+
+# --- FAST tokens (XEP-0484), ADR 0015 -------------------------------------------------------
+
+
+@event("fast.token_issued")
+@dataclass(frozen=True, slots=True)
+class FastTokenIssued:
+    """A FAST token for one device of an account; replaces that device's earlier token."""
+
+    jid: str
+    """Bare JID of the account."""
+    agent: str
+    """The SASL2 ``<user-agent id>`` the token is bound to."""
+    token_id: str
+    """What the token is derived from (with a key that is not in the log)."""
+    token_hash: str
+    """SHA-256 (hex) of the token: never the token itself."""
+    mechanism: str
+    """The only mechanism the token works with (XEP-0484 §3.2)."""
+    expires: int
+    """Expiry (ms since the epoch)."""
+
+    def stream(self) -> str:
+        return f"fast:{self.jid}"
+
+
+@event("fast.token_revoked")
+@dataclass(frozen=True, slots=True)
+class FastTokenRevoked:
+    jid: str
+    agent: str = ""
+    """The device whose token goes; empty: every token of the account."""
+
+    def stream(self) -> str:
+        return f"fast:{self.jid}"

@@ -13,7 +13,15 @@ from typing import Any
 import lmdb
 
 from xes.events import Committed
-from xes.events.catalog import AccountRemoved, PresenceUpdated, PrivateStored, VcardStored
+from xes.events.catalog import (
+    AccountPasswordChanged,
+    AccountRemoved,
+    FastTokenIssued,
+    FastTokenRevoked,
+    PresenceUpdated,
+    PrivateStored,
+    VcardStored,
+)
 from xes.jid import bare_of
 from xes.projections.base import Projection, delete_prefix, dump, key, load
 from xes.store.env import Store
@@ -22,12 +30,45 @@ from xes.xml import ns, parse_fragment
 PRIVATE = "private.xml"
 VCARDS = "vcard.xml"
 LAST = "last.activity"
+FAST = "fast.tokens"
 
 
 class AccountData(Projection):
     name = "account_data"
-    dbs = (PRIVATE, VCARDS, LAST)
-    handles = ("private.stored", "vcard.stored", "presence.updated", "account.removed")
+    dbs = (PRIVATE, VCARDS, LAST, FAST)
+    handles = (
+        "private.stored",
+        "vcard.stored",
+        "presence.updated",
+        "fast.token_issued",
+        "fast.token_revoked",
+        "account.password_changed",
+        "account.removed",
+    )
+
+    def on_fast_token_issued(
+        self, txn: lmdb.Transaction, c: Committed, ev: FastTokenIssued
+    ) -> None:
+        row = {
+            "id": ev.token_id,
+            "hash": ev.token_hash,
+            "mechanism": ev.mechanism,
+            "expires": ev.expires,
+        }
+        txn.put(key(ev.jid, ev.agent), dump(row), db=self.db(FAST))
+
+    def on_fast_token_revoked(
+        self, txn: lmdb.Transaction, c: Committed, ev: FastTokenRevoked
+    ) -> None:
+        if ev.agent:
+            txn.delete(key(ev.jid, ev.agent), db=self.db(FAST))
+        else:
+            delete_prefix(txn, self.db(FAST), key(ev.jid, ""))
+
+    def on_account_password_changed(
+        self, txn: lmdb.Transaction, c: Committed, ev: AccountPasswordChanged
+    ) -> None:
+        delete_prefix(txn, self.db(FAST), key(ev.jid, ""))  # a new password ends every token
 
     def on_presence_updated(self, txn: lmdb.Transaction, c: Committed, ev: PresenceUpdated) -> None:
         if ev.available:
@@ -50,6 +91,7 @@ class AccountData(Projection):
         delete_prefix(txn, self.db(PRIVATE), key(ev.jid, ""))
         txn.delete(ev.jid.encode(), db=self.db(VCARDS))
         txn.delete(ev.jid.encode(), db=self.db(LAST))
+        delete_prefix(txn, self.db(FAST), key(ev.jid, ""))
 
 
 def private(store: Store, txn: lmdb.Transaction, owner: str, clark: str) -> str | None:
@@ -67,3 +109,8 @@ def last_activity(store: Store, txn: lmdb.Transaction, bare: str) -> tuple[int, 
     """(ms time, status) of the account's last unavailable presence, or None if never seen."""
     obj = load(txn.get(bare.encode(), db=store.db(LAST)))
     return None if obj is None else (obj["at"], obj["status"])
+
+
+def fast_token(store: Store, txn: lmdb.Transaction, jid: str, agent: str) -> dict[str, Any] | None:
+    """The FAST token row (id, hash, mechanism, expires) of one device of ``jid``."""
+    return load(txn.get(key(jid, agent), db=store.db(FAST)))

@@ -10,6 +10,8 @@ from the table is a stream error, never a silent ignore.
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +19,7 @@ from enum import Enum, auto
 from typing import Any
 
 from xes.jid import JID, InvalidJID
+from xes.session import sasl2
 from xes.session import stream_management as sm
 from xes.session.sasl import Challenge, Failure, SaslServer, Success, offered_mechanisms
 from xes.session.stream_management import SmAck, SmEnable, SmRequest, SmResume
@@ -51,6 +54,8 @@ class State(Enum):
     """``<proceed/>`` sent; the transport is wrapping the socket."""
     SASL = auto()
     """A SASL exchange is in progress."""
+    SASL2 = auto()
+    """A SASL2 exchange (XEP-0388) is in progress."""
     BINDING = auto()
     """Authenticated, stream restarted; a resource bind is expected."""
     BIND_PENDING = auto()
@@ -93,6 +98,8 @@ class BindRequested:
     jid: JID
     chosen: bool = True
     """The client chose the resource (a device that comes back), rather than the server."""
+    inline: sasl2.Authenticate | None = None
+    """Bind2 inside SASL2: what else the client asked for (carbons, a FAST token)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +163,21 @@ class C2SPolicy:
     """Features advertised after binding-stage restart besides bind (e.g. XEP-0198 ``sm``)."""
     registration: bool = False
     """In-band registration (XEP-0077) is offered before authentication."""
+    sasl2: bool = False
+    """SASL2 with Bind2 (XEP-0388, XEP-0386) is offered beside RFC 6120 SASL."""
+    fast: bool = False
+    """FAST tokens (XEP-0484) are offered through SASL2."""
+    bind2_inline: tuple[str, ...] = (ns.CARBONS,)
+    """Features Bind2 lists as inline (XEP-0386 §2.2)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FastCredential:
+    """A device's FAST token as the server can check it."""
+
+    token: str
+    mechanism: str
+    expired: bool
 
 
 class C2SProtocol:
@@ -167,8 +189,12 @@ class C2SProtocol:
         credentials: Callable[[str], dict[str, Any] | None],
         normalize_username: Callable[[str], str],
         auth_allowed: Callable[[str], bool] = lambda _user: True,
+        fast_token: Callable[[str, str], FastCredential | None] = lambda _user, _agent: None,
     ) -> None:
         self.policy = policy
+        self.fast_token = fast_token
+        self.sasl2_request: sasl2.Authenticate | None = None
+        self.sasl2_additional = b""
         self.credentials = credentials
         self.normalize_username = normalize_username
         self.auth_allowed = auth_allowed
@@ -273,6 +299,10 @@ class C2SProtocol:
             children.append(self._mechanisms())
             if self.policy.registration:
                 children.append(E("{%s}register" % REGISTER_FEATURE))
+            if self.policy.sasl2 and (self.tls or not self.policy.tls_required):
+                children.append(
+                    sasl2.feature(self._offered(), self.policy.fast, self.policy.bind2_inline)
+                )
             if self.channel_binding is not None:
                 children.append(
                     E(
@@ -354,6 +384,129 @@ class C2SProtocol:
             iq = _iq_error(iq, type_, condition, text)
         return [Send(serialize(iq, ns.CLIENT))]
 
+    # -- SASL2 with Bind2 and FAST (XEP-0388, XEP-0386, XEP-0484) -----------------------------
+
+    def _on_sasl2_auth(self, element: Element) -> list[Action]:
+        if self.policy.tls_required and not self.tls:
+            return self._stream_error("policy-violation", "STARTTLS is required")
+        if not self.policy.sasl2:
+            return self._unexpected(element)
+        try:
+            req = sasl2.parse(element)
+        except sasl2.Malformed as exc:
+            return self._sasl2_failure("malformed-request", str(exc))
+        self.sasl2_request = req
+        if req.mechanism in sasl2.FAST_MECHANISMS:
+            return self._fast_auth(req)
+        if req.mechanism not in self._offered():
+            return self._sasl2_failure("invalid-mechanism", None)
+        self.sasl_mechanism = req.mechanism
+        self.sasl = SaslServer(
+            req.mechanism,
+            self.credentials,
+            channel_binding=self.channel_binding,
+            tls=self.tls,
+            normalize_username=self.normalize_username,
+            domain=self.policy.domain,
+        )
+        self.state = State.SASL2
+        return self._advance(req.initial_response or b"", v2=True)
+
+    def _on_sasl2_response(self, element: Element) -> list[Action]:
+        try:
+            payload = sasl2.parse_payload(element.text)
+        except ValueError:
+            self.sasl = None
+            return self._sasl2_failure("incorrect-encoding", None)
+        return self._advance(payload, v2=True)
+
+    def _on_sasl2_abort(self, element: Element) -> list[Action]:
+        if self.sasl is not None:
+            self.sasl.abort()
+        self.sasl = None
+        return self._sasl2_failure("aborted", None)
+
+    def _fast_auth(self, req: sasl2.Authenticate) -> list[Action]:
+        """HT-SHA-256-NONE with the device's FAST token (XEP-0484 §3.3)."""
+        self.sasl_mechanism = req.mechanism
+        parts = sasl2.split_ht(req.initial_response or b"")
+        if parts is None or not self.policy.fast or not req.agent_id:
+            return self._sasl2_failure("not-authorized", None)
+        try:
+            username = self.normalize_username(parts[0])
+        except InvalidJID:
+            return self._sasl2_failure("not-authorized", None)
+        if not self.auth_allowed(username):
+            return [
+                AuthFailed(username, "temporary-auth-failure"),
+                *self._sasl2_failure("temporary-auth-failure", "too many failed attempts"),
+            ]
+        cred = self.fast_token(username, req.agent_id)
+        if (
+            cred is None
+            or cred.mechanism != req.mechanism
+            or not hmac.compare_digest(sasl2.ht_initiator(cred.token), parts[1])
+        ):
+            return [
+                AuthFailed(username, "not-authorized"),
+                *self._sasl2_failure("not-authorized", None),
+            ]
+        if cred.expired:
+            return [
+                AuthFailed(username, "credentials-expired"),
+                *self._sasl2_failure("credentials-expired", "the token has expired"),
+            ]
+        return self._sasl2_success(username, sasl2.ht_responder(cred.token))
+
+    def _sasl2_success(self, username: str, additional: bytes) -> list[Action]:
+        self.sasl = None
+        self.username = username
+        req = self.sasl2_request
+        assert req is not None
+        actions: list[Action] = [Authenticated(username, self.sasl_mechanism)]
+        if req.bind_tag is not None:
+            # XEP-0386 §3: the server picks the resource: the client's tag, then a part stable
+            # per user-agent id, so a device that comes back gets its resource (and its offline
+            # messages, which are kept per device) again.
+            if req.agent_id:
+                stable = hashlib.sha256(req.agent_id.encode()).hexdigest()[:12]
+            else:
+                stable = secrets.token_hex(6)
+            resource = f"{req.bind_tag or 'xes'}.{stable}"
+            try:
+                jid = JID.parse(f"{username}@{self.policy.domain}/{resource}")
+            except InvalidJID:
+                jid = JID.parse(f"{username}@{self.policy.domain}/xes.{stable}")
+            self.sasl2_additional = additional
+            self.state = State.BIND_PENDING
+            return [*actions, BindRequested("", jid, bool(req.agent_id), inline=req)]
+        # Authenticated without Bind2: no stream restart (XEP-0388 §2.4); a bind iq follows.
+        self.state = State.BINDING
+        success = self._sasl2_success_element(additional, f"{username}@{self.policy.domain}", [])
+        return [Send(serialize(success, ns.CLIENT)), *actions]
+
+    def _sasl2_success_element(self, additional: bytes, aid: str, extra: list[Element]) -> Element:
+        children: list[Element] = []
+        if additional:
+            children.append(E("{%s}additional-data" % sasl2.NS, None, sasl2.b64(additional)))
+        children.append(E("{%s}authorization-identifier" % sasl2.NS, None, aid))
+        return E("{%s}success" % sasl2.NS, None, *children, *extra)
+
+    def _sasl2_failure(self, condition: str, text: str | None) -> list[Action]:
+        self.auth_attempts += 1
+        self.sasl = None
+        self.sasl2_request = None
+        children: list[Element] = [E("{%s}%s" % (ns.SASL, condition))]
+        if text:
+            children.append(E("{%s}text" % sasl2.NS, None, text))
+        actions: list[Action] = [
+            Send(serialize(E("{%s}failure" % sasl2.NS, None, *children), ns.CLIENT))
+        ]
+        self.state = State.NEGOTIATING
+        if self.auth_attempts >= self.policy.max_auth_attempts:
+            actions += self._stream_error("policy-violation", "too many authentication attempts")
+        return actions
+
     # -- SASL (RFC 6120 §6) ------------------------------------------------------------------
 
     def _on_auth(self, element: Element) -> list[Action]:
@@ -384,16 +537,17 @@ class C2SProtocol:
         return self._sasl_failure("aborted", None)
 
     def _sasl_step(self, text: str) -> list[Action]:
+        try:
+            payload = sasl2.parse_payload(text)
+        except ValueError:
+            self.sasl = None
+            return self._sasl_failure("incorrect-encoding", None)
+        return self._advance(payload, v2=False)
+
+    def _advance(self, payload: bytes, v2: bool) -> list[Action]:
+        """One step of a password mechanism, for RFC 6120 SASL or SASL2 (``v2``)."""
         assert self.sasl is not None
-        text = text.strip()
-        if text == "=":
-            payload = b""
-        else:
-            try:
-                payload = base64.b64decode(text, validate=True)
-            except ValueError:
-                self.sasl = None
-                return self._sasl_failure("incorrect-encoding", None)
+        fail = self._sasl2_failure if v2 else self._sasl_failure
         result = self.sasl.step(payload)
         attempted = self.sasl.attempted_username
         if attempted is not None and not self.auth_allowed(attempted):
@@ -402,22 +556,22 @@ class C2SProtocol:
             self.sasl = None
             return [
                 AuthFailed(attempted, "temporary-auth-failure"),
-                *self._sasl_failure(
-                    "temporary-auth-failure", "too many failed attempts; try later"
-                ),
+                *fail("temporary-auth-failure", "too many failed attempts; try later"),
             ]
         if isinstance(result, Challenge):
-            return [
-                Send(serialize(E("{%s}challenge" % ns.SASL, None, _b64(result.data)), ns.CLIENT))
-            ]
+            challenge_ns = sasl2.NS if v2 else ns.SASL
+            challenge = E("{%s}challenge" % challenge_ns, None, _b64(result.data))
+            return [Send(serialize(challenge, ns.CLIENT))]
         if isinstance(result, Failure):
             attempted = self.sasl.attempted_username
             self.sasl = None
             return [
                 AuthFailed(attempted, str(result.condition)),
-                *self._sasl_failure(str(result.condition), result.text),
+                *fail(str(result.condition), result.text),
             ]
         assert isinstance(result, Success)
+        if v2:
+            return self._sasl2_success(result.username, result.data)
         self.sasl = None
         self.username = result.username
         self.header_sent = False
@@ -464,9 +618,19 @@ class C2SProtocol:
         self.state = State.BIND_PENDING
         return [BindRequested(iq_id, jid, chosen)]
 
-    def bind_succeeded(self, iq_id: str, jid: JID) -> list[Action]:
+    def bind_succeeded(
+        self, iq_id: str, jid: JID, token: tuple[str, str] | None = None
+    ) -> list[Action]:
+        """The session is recorded. ``token``: a new FAST token and its expiry stamp."""
         self.jid = jid
         self.state = State.BOUND
+        if self.sasl2_request is not None and self.sasl2_request.bind_tag is not None:
+            extra = [E("{%s}bound" % sasl2.BIND2)]
+            if token is not None:
+                extra.append(E("{%s}token" % sasl2.FAST, {"token": token[0], "expiry": token[1]}))
+            success = self._sasl2_success_element(self.sasl2_additional, str(jid), extra)
+            self.sasl2_request = None
+            return [Send(serialize(success, ns.CLIENT))]
         reply = E(
             "{%s}iq" % ns.CLIENT,
             {"type": "result", "id": iq_id},
@@ -475,6 +639,10 @@ class C2SProtocol:
         return [Send(serialize(reply, ns.CLIENT))]
 
     def bind_failed(self, iq_id: str, condition: str = "internal-server-error") -> list[Action]:
+        if self.sasl2_request is not None:
+            # Bind2 failed: the whole authentication fails, the client may try again.
+            self.username = None
+            return self._sasl2_failure("temporary-auth-failure", "the session could not start")
         self.state = State.BINDING
         iq = E("{%s}iq" % ns.CLIENT, {"type": "set", "id": iq_id})
         return [Send(serialize(_iq_error(iq, "wait", condition), ns.CLIENT))]
@@ -606,6 +774,9 @@ def _classify(element: Element) -> str:
         return "starttls"
     if element.ns == ns.SASL:
         return {"auth": "auth", "response": "response", "abort": "abort"}.get(element.name, "other")
+    if element.ns == sasl2.NS:
+        names = {"authenticate": "sasl2_auth", "response": "sasl2_response", "abort": "sasl2_abort"}
+        return names.get(element.name, "other")
     if tag == "{%s}iq" % ns.CLIENT:
         if element.find("{%s}bind" % ns.BIND) is not None:
             return "bind"
@@ -626,6 +797,9 @@ TRANSITIONS: dict[tuple[State, str], Callable[[C2SProtocol, Element], list[Actio
     (State.NEGOTIATING, "starttls"): C2SProtocol._on_starttls,
     (State.NEGOTIATING, "auth"): C2SProtocol._on_auth,
     (State.NEGOTIATING, "register"): C2SProtocol._on_register,
+    (State.NEGOTIATING, "sasl2_auth"): C2SProtocol._on_sasl2_auth,
+    (State.SASL2, "sasl2_response"): C2SProtocol._on_sasl2_response,
+    (State.SASL2, "sasl2_abort"): C2SProtocol._on_sasl2_abort,
     (State.BOUND, "register"): C2SProtocol._on_stanza,
     (State.SASL, "response"): C2SProtocol._on_response,
     (State.SASL, "abort"): C2SProtocol._on_abort,

@@ -11,6 +11,7 @@ bucket that throttles reading (backpressure rather than loss).
 from __future__ import annotations
 
 import contextlib
+import hmac
 import secrets
 import ssl
 import time
@@ -24,6 +25,9 @@ from anyio.streams.tls import TLSAttribute, TLSStream
 from xes import router
 from xes.eventlog.client import LogUnavailable, ProposalRejected
 from xes.events.catalog import (
+    CarbonsToggled,
+    FastTokenIssued,
+    FastTokenRevoked,
     SessionBound,
     SmAcked,
     SmEnabled,
@@ -34,10 +38,12 @@ from xes.events.catalog import (
 from xes.features import presence, registration, session_end, stream_mgmt
 from xes.hub import Hub
 from xes.jid import JID, bare_of, normalize_localpart
+from xes.projections import account_data
 from xes.projections import accounts as accounts_view
 from xes.projections import muc as muc_view
 from xes.projections import sessions as sessions_view
 from xes.projections import stream_mgmt as sm_view
+from xes.session import sasl2
 from xes.session import stream_management as sm
 from xes.session.c2s import (
     CSI,
@@ -49,6 +55,7 @@ from xes.session.c2s import (
     C2SProtocol,
     ClientState,
     Close,
+    FastCredential,
     RegistrationRequested,
     Send,
     StanzaReceived,
@@ -57,9 +64,9 @@ from xes.session.c2s import (
 from xes.session.sasl import LoginLimiter, channel_binding_data
 from xes.session.stream_management import SmAck, SmEnable, SmRequest, SmResume
 from xes.stanza import csi
-from xes.stanza.delay import with_delay
+from xes.stanza.delay import stamp, with_delay
 from xes.transport.direct import DirectWriter, buffered_plaintext, direct_writer
-from xes.xml import E
+from xes.xml import E, ns
 
 log = structlog.get_logger("xes.c2s")
 
@@ -109,10 +116,14 @@ class ClientConnection:
                     *((E("{%s}csi" % CSI),) if config.csi.enabled else ()),
                 ),
                 registration=config.registration.enabled,
+                sasl2=config.auth.sasl2,
+                fast=config.auth.sasl2 and config.auth.fast,
+                bind2_inline=(ns.CARBONS, *((CSI,) if config.csi.enabled else ())),
             ),
             credentials=self._credentials,
             normalize_username=normalize_localpart,
             auth_allowed=self._auth_allowed,
+            fast_token=self._fast_token,
         )
         self.session_id = ""
         self.jid: JID = JID(None, config.domain, None)
@@ -484,6 +495,20 @@ class ClientConnection:
         with self.hub.read() as txn:
             return accounts_view.credentials(self.hub.store, txn, f"{username}@{self.hub.domain}")
 
+    def _fast_token(self, username: str, agent: str) -> FastCredential | None:
+        """The device's FAST token, derived again from its id (never stored, ADR 0015)."""
+        with self.hub.read() as txn:
+            row = account_data.fast_token(
+                self.hub.store, txn, f"{username}@{self.hub.domain}", agent
+            )
+        if row is None or not self.hub.fast_key:
+            return None
+        token = sasl2.token_value(self.hub.fast_key, row["id"])
+        if not hmac.compare_digest(sasl2.token_hash(token), row["hash"]):
+            return None  # derived with another key (a lone node that joined a cluster)
+        expired = row["expires"] <= int(time.time() * 1000)
+        return FastCredential(token, row["mechanism"], expired)
+
     def _auth_allowed(self, username: str) -> bool:
         return self.limiter.check(username, self.peer, time.monotonic())
 
@@ -729,8 +754,9 @@ class ClientConnection:
             ):
                 # Its occupants leave their rooms too: a replaced session leaves no ghost.
                 events = session_end.end_events(self.hub, txn, [old], "conflict")
+        inline, token = self._inline_events(action, session_id)
         try:
-            await self.hub.log.append(*events, event)
+            await self.hub.log.append(*events, event, *inline)
         except (LogUnavailable, ProposalRejected) as exc:
             log.warning("bind_failed", error=str(exc))
             await self._execute(self.protocol.bind_failed(action.iq_id, "resource-constraint"))
@@ -744,7 +770,44 @@ class ClientConnection:
         self.hub.register(self)
         self._tg.start_soon(self._writer)
         log.info("session_bound", peer=self.peer)
-        await self._execute(self.protocol.bind_succeeded(action.iq_id, action.jid))
+        await self._execute(self.protocol.bind_succeeded(action.iq_id, action.jid, token))
+
+    def _inline_events(
+        self, action: BindRequested, session_id: str
+    ) -> tuple[list[Any], tuple[str, str] | None]:
+        """What a SASL2 authentication asked for besides the session (XEP-0386 inline
+        carbons, XEP-0484 token), as events of the same proposal; and the token to send."""
+        req = action.inline
+        if req is None:
+            return [], None
+        events: list[Any] = []
+        if req.carbons:
+            events.append(CarbonsToggled(session_id, True))
+        bare = str(action.jid.bare)
+        token = None
+        if req.fast and req.invalidate and req.agent_id:
+            events.append(FastTokenRevoked(bare, req.agent_id))
+        elif (
+            req.token_request in sasl2.FAST_MECHANISMS
+            and req.agent_id
+            and self.hub.fast_key
+            and self.hub.config.auth.fast
+        ):
+            token_id = secrets.token_urlsafe(12)
+            value = sasl2.token_value(self.hub.fast_key, token_id)
+            expires = int(time.time() * 1000) + self.hub.config.auth.fast_token_ttl * 1000
+            events.append(
+                FastTokenIssued(
+                    bare,
+                    req.agent_id,
+                    token_id,
+                    sasl2.token_hash(value),
+                    req.token_request,
+                    expires,
+                )
+            )
+            token = (value, stamp(expires))
+        return events, token
 
     async def _writer(self) -> None:
         self._direct = direct_writer(self.stream)

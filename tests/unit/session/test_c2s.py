@@ -605,6 +605,12 @@ SAMPLES: dict[str, list[bytes]] = {
     "abort": [ABORT],
     "bind": [bind("balcony", iq_id="bx")],
     "session": [SESSION_IQ],
+    "sasl2_auth": [
+        b"<authenticate xmlns='urn:xmpp:sasl:2' mechanism='SCRAM-SHA-256'>"
+        b"<initial-response>biwsbj1qdWxpZXQscj1hYmNkZWZnaA==</initial-response></authenticate>"
+    ],
+    "sasl2_response": [b"<response xmlns='urn:xmpp:sasl:2'>AAAA</response>"],
+    "sasl2_abort": [b"<abort xmlns='urn:xmpp:sasl:2'/>"],
     "csi": [b"<inactive xmlns='urn:xmpp:csi:0'/>", b"<active xmlns='urn:xmpp:csi:0'/>"],
     "register": [b"<iq type='get' id='rg'><query xmlns='jabber:iq:register'/></iq>"],
     "stanza": [
@@ -630,7 +636,7 @@ XMPP_NAMESPACES = {ns.CLIENT, ns.TLS, ns.SASL, ns.BIND, STREAMS}
 
 
 def _in_state(state: State) -> C2SProtocol:
-    p = make()
+    p = make(sasl2=True)
     if state is State.NEGOTIATING:
         return to_negotiating(p)
     if state is State.TLS_STARTING:
@@ -639,6 +645,9 @@ def _in_state(state: State) -> C2SProtocol:
     elif state is State.SASL:
         to_negotiating(p)
         p.receive_data(auth("SCRAM-SHA-256", b"n,,n=juliet,r=abcdefgh"))
+    elif state is State.SASL2:
+        to_negotiating(p)
+        p.receive_data(SAMPLES["sasl2_auth"][0])
     elif state is State.BINDING:
         to_binding(p)
     elif state is State.BIND_PENDING:
@@ -662,6 +671,7 @@ STATES_WITH_INPUT = [
     State.NEGOTIATING,
     State.TLS_STARTING,
     State.SASL,
+    State.SASL2,
     State.BINDING,
     State.BIND_PENDING,
     State.BOUND,

@@ -1,0 +1,109 @@
+"""Modern login (XEP-0388 SASL2, XEP-0386 Bind2, XEP-0484 FAST) with xmpp.js, an independent
+JavaScript implementation, on one node and across a cluster; refusals checked on the wire."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.cluster import running_cluster
+from tests.integration.rawclient import RawClient
+from tests.integration.server import XesServer
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+JS = Path(__file__).resolve().parents[1] / "js"
+SASL2 = "urn:xmpp:sasl:2"
+
+
+def _node() -> str:
+    node = shutil.which("node")
+    if node is None or not (JS / "node_modules" / "@xmpp" / "client").exists():
+        if os.environ.get("CI") or os.geteuid() == 0:
+            raise AssertionError("node and tests/js/node_modules are needed: run tools/test.sh")
+        pytest.skip("node or xmpp.js missing (tools/test.sh installs them)")
+    return node
+
+
+def xmppjs(
+    port: int, domain: str, user: str, password: str, second: int | None = None
+) -> list[dict[str, Any]]:
+    args = [_node(), str(JS / "sasl2_fast.mjs"), str(port), domain, user, password]
+    if second is not None:
+        args.append(str(second))
+    env = dict(os.environ, NODE_TLS_REJECT_UNAUTHORIZED="0")  # the test server's own certificate
+    result = subprocess.run(args, capture_output=True, text=True, timeout=90, env=env, cwd=JS)
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert lines, result.stdout + result.stderr
+    return lines
+
+
+def test_password_login_with_bind2_then_fast_with_a_wrong_password(
+    shared_server: XesServer,
+) -> None:
+    srv = shared_server
+    srv.add_user("fasty", "fasty-password")
+    first, second = xmppjs(srv.c2s, srv.domain, "fasty", "fasty-password")
+    assert first["step"] == "password" and first["sasl2"] and first["ping"] == "result"
+    # Bind2: the resource is the client's tag and a part stable per device.
+    assert first["jid"].startswith(f"fasty@{srv.domain}/phone.")
+    token = first["token"]
+    assert token["mechanism"] == "HT-SHA-256-NONE" and token["expiry"]
+    # The second login has a wrong password: only the token can have let it in.
+    assert second["step"] == "fast" and second["ping"] == "result", second
+    assert second["jid"] == first["jid"]  # the same device gets the same resource
+    log = srv.log_path.read_text()
+    assert "HT-SHA-256-NONE" in log and "fasty-password" not in log
+    journal = srv.xes("events", "dump").stdout
+    assert "fast.token_issued" in journal
+    assert token["token"] not in journal and token["token"] not in log  # only its hash is kept
+
+
+def test_fast_refusals_on_the_wire(shared_server: XesServer) -> None:
+    srv = shared_server
+    srv.add_user("fastr", "fastr-password")
+    first, _ = xmppjs(srv.c2s, srv.domain, "fastr", "fastr-password")
+    token = first["token"]["token"]
+    agent = "5c6f5e46-3b0c-4a6e-9d4a-1d6a0c3f2b10"  # the script's user-agent id
+
+    def attempt(proof_token: str, agent_id: str) -> bytes:
+        raw = RawClient(srv.c2s)
+        features = raw.starttls(srv.domain)
+        assert b"urn:xmpp:sasl:2" in features and b"urn:xmpp:fast:0" in features
+        proof = hmac.new(proof_token.encode(), b"Initiator", hashlib.sha256).digest()
+        initial = base64.b64encode(b"fastr\x00" + proof).decode()
+        raw.send(
+            f"<authenticate xmlns='{SASL2}' mechanism='HT-SHA-256-NONE'>"
+            f"<initial-response>{initial}</initial-response>"
+            f"<user-agent id='{agent_id}'/><fast xmlns='urn:xmpp:fast:0'/></authenticate>"
+        )
+        answer = b""
+        while b"</success>" not in answer and b"</failure>" not in answer:
+            answer += raw.recv_until(b">", timeout=10)
+        raw.close()
+        return answer
+
+    assert b"<success" in attempt(token, agent)
+    assert b"not-authorized" in attempt(token + "x", agent)  # a forged token
+    assert b"not-authorized" in attempt(token, "another-device")  # bound to its device
+    # A new password ends every token.
+    srv.xes("user", "passwd", f"fastr@{srv.domain}", "--password", "new-fastr-password")
+    assert b"not-authorized" in attempt(token, agent)
+
+
+def test_a_token_from_one_node_works_on_another(tmp_path: Path) -> None:
+    with running_cluster(tmp_path) as cluster:
+        n1, n2, _ = cluster.nodes
+        n1.add_user("fastc", "fastc-password")
+        first, second = xmppjs(n1.c2s, n1.domain, "fastc", "fastc-password", second=n2.c2s)
+        assert first["token"] and second["step"] == "fast" and second["ping"] == "result", second
+        assert "HT-SHA-256-NONE" in n2.log_path.read_text()
