@@ -30,6 +30,7 @@ from xes.events.catalog import (
     SmStanzasQueued,
 )
 from xes.features.muc.mirror import RoomMirror
+from xes.features.pep import interest as pep_interest
 from xes.hub import Hub, LocalSession
 from xes.muc.transition import Out
 from xes.projections import blocking as blocking_view
@@ -127,6 +128,14 @@ def deliver(
             session.sm_pull()
     elif isinstance(event, PresenceUpdated | PresenceRouted):
         _deliver_presence(hub, event.xml.encode(), event.targets)
+        if (
+            isinstance(event, PresenceRouted)
+            and hub.config.pep.enabled
+            and ("type='subscribed'" in event.xml or 'type="subscribed"' in event.xml)
+        ):
+            # XEP-0163 §4.3.4: a new subscriber gets the last items it wants (on_sub).
+            for target in event.targets:
+                pep_interest.on_new_subscription(hub, txn, target.split("/")[0], event.sender)
     elif isinstance(event, RosterItemUpdated):
         if event.listed:
             _push(hub, event.owner, committed, item_element(event))

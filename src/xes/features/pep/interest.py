@@ -80,35 +80,62 @@ async def _learn(hub: Hub, session: LocalSession, reply: Element, hash_name: str
         send_last_items(hub, session, frozenset(caps.notify_nodes(features)))
 
 
-def send_last_items(hub: Hub, session: LocalSession, wanted: frozenset[str]) -> None:
+def send_last_items(
+    hub: Hub, session: LocalSession, wanted: frozenset[str], owners: list[str] | None = None
+) -> None:
     """The last item of each node ``session`` may see and wants, from its contacts (those it
-    has a subscription to) and its own account."""
+    has a subscription to) and its own account; or only from ``owners``."""
     if not wanted:
         return
-    out = []
     with hub.read() as txn:
-        owners = [session.bare] + [
-            i.contact
-            for i in roster_view.items(hub.store, txn, session.bare)
-            if i.subscription in ("to", "both") and i.contact != session.bare
-        ]
-        for owner in owners:
-            for row in pep_view.nodes(hub.store, txn, owner):
-                if (
-                    row.node not in wanted
-                    or row.config.send_last_published_item != "on_sub_and_presence"
-                ):
-                    continue
-                item = roster_view.item(hub.store, txn, owner, session.bare)
-                if access.refusal(row.config, row.whitelist, owner, session.bare, item) is not None:
-                    continue
-                last = pep_view.last_item(hub.store, txn, owner, row.node)
-                if last is None:
-                    continue
-                stanza_id = f"pep-last-{secrets.token_hex(6)}"
-                xml = render.last_published(
-                    owner, row.node, stanza_id, last.id, last.payload, stamp(last.at)
-                )
-                out.append(xml)
+        out = _last_items(hub, txn, session, wanted, owners)
     for xml in out:
         session.send_bytes(addressed(xml, session.full))
+
+
+def on_new_subscription(hub: Hub, txn: Any, subscriber: str, owner: str) -> None:
+    """``subscriber`` was just granted a subscription to ``owner``: a new PEP subscriber, due
+    the last items it wants (XEP-0163 §4.3.4, ``on_sub``) on each available session."""
+    for session in hub.local_of_bare(subscriber):
+        ver = _announced.get(session)
+        if not session.available or not ver:
+            continue
+        known = pep_view.caps_features(hub.store, txn, ver, session.full)
+        if known is None:
+            continue
+        wanted = frozenset(caps.notify_nodes(known))
+        for xml in _last_items(hub, txn, session, wanted, [owner]):
+            session.send_bytes(addressed(xml, session.full))
+
+
+def _last_items(
+    hub: Hub, txn: Any, session: LocalSession, wanted: frozenset[str], only: list[str] | None
+) -> list[str]:
+    out = []
+    owners = [session.bare] + [
+        i.contact
+        for i in roster_view.items(hub.store, txn, session.bare)
+        if i.subscription in ("to", "both") and i.contact != session.bare
+    ]
+    if only is not None:
+        owners = [o for o in owners if o in only]
+    for owner in owners:
+        for row in pep_view.nodes(hub.store, txn, owner):
+            if (
+                row.node not in wanted
+                or row.config.send_last_published_item != "on_sub_and_presence"
+            ):
+                continue
+            item = roster_view.item(hub.store, txn, owner, session.bare)
+            if access.refusal(row.config, row.whitelist, owner, session.bare, item) is not None:
+                continue
+            last = pep_view.last_item(hub.store, txn, owner, row.node)
+            if last is None:
+                continue
+            stanza_id = f"pep-last-{secrets.token_hex(6)}"
+            out.append(
+                render.last_published(
+                    owner, row.node, stanza_id, last.id, last.payload, stamp(last.at)
+                )
+            )
+    return out
