@@ -19,7 +19,12 @@ from typing import Any
 
 from xes.config import Config, ConfigError, load_config, parse_config
 from xes.events import canonical_json, encode_proposal, wrap
-from xes.events.catalog import AccountPasswordChanged, AccountRegistered, AccountRemoved
+from xes.events.catalog import (
+    AccountPasswordChanged,
+    AccountRegistered,
+    AccountRemoved,
+    FastTokenRevoked,
+)
 from xes.jid import JID, InvalidJID
 
 
@@ -133,6 +138,11 @@ def cmd_user(args: argparse.Namespace) -> int:
         creds = derive_credentials(_password(args), config.auth.scram_iterations)
         submit(config, _envelopes([AccountPasswordChanged(jid, creds)]))
         print(f"password of {jid} changed")
+    elif args.action == "revoke-tokens":
+        if jid not in _read_accounts(config):
+            raise SystemExit(f"no such user {jid}")
+        submit(config, _envelopes([FastTokenRevoked(jid, args.device)]))
+        print(f"FAST tokens of {jid} revoked" + (f" (device {args.device})" if args.device else ""))
     elif args.action == "remove":
         if jid not in _read_accounts(config):
             raise SystemExit(f"no such user {jid}")
@@ -425,6 +435,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("jid")
         p.add_argument("--password", help="password (else read from stdin or prompted)")
     with_config(user_sub.add_parser("remove")).add_argument("jid")
+    revoke = with_config(
+        user_sub.add_parser("revoke-tokens", help="end the account's FAST tokens (XEP-0484)")
+    )
+    revoke.add_argument("jid")
+    revoke.add_argument("--device", default="", help="only this user-agent id (default: all)")
     with_config(user_sub.add_parser("list"))
     user.set_defaults(func=cmd_user)
     replay = with_config(sub.add_parser("replay", help="rebuild projections from the event store"))

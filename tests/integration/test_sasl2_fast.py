@@ -23,6 +23,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 JS = Path(__file__).resolve().parents[1] / "js"
 SASL2 = "urn:xmpp:sasl:2"
+AGENT = "5c6f5e46-3b0c-4a6e-9d4a-1d6a0c3f2b10"
+"""The user-agent id tests/js/sasl2_fast.mjs presents."""
 
 
 def _node() -> str:
@@ -45,6 +47,25 @@ def xmppjs(
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert lines, result.stdout + result.stderr
     return lines
+
+
+def attempt(srv: XesServer, user: str, proof_token: str, agent_id: str) -> bytes:
+    """One HT-SHA-256-NONE authentication on a raw stream; the server's answer."""
+    raw = RawClient(srv.c2s)
+    features = raw.starttls(srv.domain)
+    assert b"urn:xmpp:sasl:2" in features and b"urn:xmpp:fast:0" in features
+    proof = hmac.new(proof_token.encode(), b"Initiator", hashlib.sha256).digest()
+    initial = base64.b64encode(user.encode() + b"\x00" + proof).decode()
+    raw.send(
+        f"<authenticate xmlns='{SASL2}' mechanism='HT-SHA-256-NONE'>"
+        f"<initial-response>{initial}</initial-response>"
+        f"<user-agent id='{agent_id}'/><fast xmlns='urn:xmpp:fast:0'/></authenticate>"
+    )
+    answer = b""
+    while b"</success>" not in answer and b"</failure>" not in answer:
+        answer += raw.recv_until(b">", timeout=10)
+    raw.close()
+    return answer
 
 
 def test_password_login_with_bind2_then_fast_with_a_wrong_password(
@@ -73,31 +94,27 @@ def test_fast_refusals_on_the_wire(shared_server: XesServer) -> None:
     srv.add_user("fastr", "fastr-password")
     first, _ = xmppjs(srv.c2s, srv.domain, "fastr", "fastr-password")
     token = first["token"]["token"]
-    agent = "5c6f5e46-3b0c-4a6e-9d4a-1d6a0c3f2b10"  # the script's user-agent id
+    agent = AGENT
 
-    def attempt(proof_token: str, agent_id: str) -> bytes:
-        raw = RawClient(srv.c2s)
-        features = raw.starttls(srv.domain)
-        assert b"urn:xmpp:sasl:2" in features and b"urn:xmpp:fast:0" in features
-        proof = hmac.new(proof_token.encode(), b"Initiator", hashlib.sha256).digest()
-        initial = base64.b64encode(b"fastr\x00" + proof).decode()
-        raw.send(
-            f"<authenticate xmlns='{SASL2}' mechanism='HT-SHA-256-NONE'>"
-            f"<initial-response>{initial}</initial-response>"
-            f"<user-agent id='{agent_id}'/><fast xmlns='urn:xmpp:fast:0'/></authenticate>"
-        )
-        answer = b""
-        while b"</success>" not in answer and b"</failure>" not in answer:
-            answer += raw.recv_until(b">", timeout=10)
-        raw.close()
-        return answer
+    assert b"<success" in attempt(srv, "fastr", token, agent)
+    assert b"not-authorized" in attempt(srv, "fastr", token + "x", agent)  # a forged token
+    assert b"not-authorized" in attempt(
+        srv, "fastr", token, "another-device"
+    )  # bound to its device
+    # The operator revokes the device's tokens; then the old token is refused.
+    out = srv.xes("user", "revoke-tokens", f"fastr@{srv.domain}", "--device", agent).stdout
+    assert "revoked" in out
+    assert b"not-authorized" in attempt(srv, "fastr", token, agent)
 
-    assert b"<success" in attempt(token, agent)
-    assert b"not-authorized" in attempt(token + "x", agent)  # a forged token
-    assert b"not-authorized" in attempt(token, "another-device")  # bound to its device
-    # A new password ends every token.
-    srv.xes("user", "passwd", f"fastr@{srv.domain}", "--password", "new-fastr-password")
-    assert b"not-authorized" in attempt(token, agent)
+
+def test_a_new_password_ends_every_token(shared_server: XesServer) -> None:
+    srv = shared_server
+    srv.add_user("fastp", "fastp-password")
+    first, _ = xmppjs(srv.c2s, srv.domain, "fastp", "fastp-password")
+    token = first["token"]["token"]
+    assert b"<success" in attempt(srv, "fastp", token, AGENT)
+    srv.xes("user", "passwd", f"fastp@{srv.domain}", "--password", "new-fastp-password")
+    assert b"not-authorized" in attempt(srv, "fastp", token, AGENT)
 
 
 def test_a_token_from_one_node_works_on_another(tmp_path: Path) -> None:
