@@ -79,6 +79,9 @@ def test_password_login_with_bind2_then_fast_with_a_wrong_password(
     assert first["jid"].startswith(f"fasty@{srv.domain}/phone.")
     token = first["token"]
     assert token["mechanism"] == "HT-SHA-256-NONE" and token["expiry"]
+    # Stream management enabled inline with Bind2 (its <enabled/> inside <bound/>), and the
+    # ping that followed was a counted, answered stanza.
+    assert first["sm"] is True and first["smId"], first
     # The second login has a wrong password: only the token can have let it in.
     assert second["step"] == "fast" and second["ping"] == "result", second
     assert second["jid"] == first["jid"]  # the same device gets the same resource
@@ -92,8 +95,12 @@ def test_password_login_with_bind2_then_fast_with_a_wrong_password(
 def test_fast_refusals_on_the_wire(shared_server: XesServer) -> None:
     srv = shared_server
     srv.add_user("fastr", "fastr-password")
-    first, _ = xmppjs(srv.c2s, srv.domain, "fastr", "fastr-password")
-    token = first["token"]["token"]
+    first, second = xmppjs(srv.c2s, srv.domain, "fastr", "fastr-password")
+    # The FAST login got a new token that replaces the first: the first one is spent, so a
+    # captured exchange cannot be replayed.
+    token = second["token"]["token"]
+    assert token != first["token"]["token"]
+    assert b"not-authorized" in attempt(srv, "fastr", first["token"]["token"], AGENT)
     agent = AGENT
 
     assert b"<success" in attempt(srv, "fastr", token, agent)
@@ -110,8 +117,8 @@ def test_fast_refusals_on_the_wire(shared_server: XesServer) -> None:
 def test_a_new_password_ends_every_token(shared_server: XesServer) -> None:
     srv = shared_server
     srv.add_user("fastp", "fastp-password")
-    first, _ = xmppjs(srv.c2s, srv.domain, "fastp", "fastp-password")
-    token = first["token"]["token"]
+    _, last = xmppjs(srv.c2s, srv.domain, "fastp", "fastp-password")
+    token = last["token"]["token"]
     assert b"<success" in attempt(srv, "fastp", token, AGENT)
     srv.xes("user", "passwd", f"fastp@{srv.domain}", "--password", "new-fastp-password")
     assert b"not-authorized" in attempt(srv, "fastp", token, AGENT)

@@ -41,6 +41,7 @@ async function login(pass, step, to) {
   console.log(JSON.stringify({
     step, jid: address.toString(), token: saved,
     sasl2: mechanisms.length > 0, ping: reply.attrs.type, ms: Date.now() - started,
+    sm: xmpp.streamManagement.enabled, smId: xmpp.streamManagement.id || null,
   }));
   await xmpp.stop();
 }

@@ -242,9 +242,11 @@ async def _subscription(hub: Hub, session: LocalSession, stanza: Element, type_:
     user, contact = session.bare, str(contact_jid)
     local_contact = contact_jid.domain == hub.domain and contact_jid.local is not None
     with hub.read() as txn:
-        blocking.check_outbound(hub, txn, user, contact)
-        if local_contact and blocking.refuses(hub, txn, contact, session.full):
-            return  # §3.5: dropped, the sender learns nothing
+        if type_ in ("subscribe", "subscribed"):
+            # Ending a subscription stays possible across a block (it is what both want).
+            blocking.check_outbound(hub, txn, user, contact)
+            if local_contact and blocking.refuses(hub, txn, contact, session.full):
+                return  # §3.5: dropped, the sender learns nothing
         mine = roster_view.item(hub.store, txn, user, contact)
         theirs = roster_view.item(hub.store, txn, contact, user) if local_contact else None
         contact_exists = local_contact and accounts_view.exists(hub.store, txn, contact)

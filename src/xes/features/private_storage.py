@@ -1,4 +1,5 @@
-"""Private XML storage (XEP-0049) and the bookmarks bridge between XEP-0048 and XEP-0402.
+"""Private XML storage (XEP-0049) and the bookmarks bridge between XEP-0048, XEP-0411 and
+XEP-0402.
 
 A client stores one element per namespace in its account and reads it back; nobody else can.
 Clients from before XEP-0402 keep their group chat bookmarks there
@@ -7,6 +8,9 @@ Clients from before XEP-0402 keep their group chat bookmarks there
 (XEP-0402 §5.3, ``urn:xmpp:bookmarks:1#compat``), the server keeps the PEP node as the truth:
 a legacy write becomes publications and retractions on it (in the same proposal), and a legacy
 read is rendered from its items (URL bookmarks, which XEP-0402 lacks, stay in private storage).
+The XEP-0048 PEP node ``storage:bookmarks`` (XEP-0411, ``urn:xmpp:bookmarks-conversion:0``) is
+the same list again: its one item ``current`` is rendered like a private-storage read, and a
+publish there is a private-storage write.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ LEGACY_KEY = "{%s}storage" % LEGACY
 RESERVED = (ns.CLIENT, ns.SERVER, PRIVATE)
 """Namespaces XEP-0049 §3 forbids storing (``not-acceptable``)."""
 XEPS = ((48, "complete"), (49, "complete"), (402, "complete"), (411, "complete"))
+CONVERSION = "urn:xmpp:bookmarks-conversion:0"
 
 
 def bookmark_node_config(max_items: int) -> NodeConfig:
@@ -92,7 +97,8 @@ def _legacy(room: str, payload: str) -> Element:
         el = conf.find("{%s}%s" % (BOOKMARKS, name))
         if el is not None and el.text:
             children.append(E("{%s}%s" % (LEGACY, name), None, el.text))
-    attrs = {"jid": room, "name": conf.get("name"), "autojoin": conf.get("autojoin")}
+    autojoin = "true" if conf.get("autojoin") in ("1", "true") else "false"
+    attrs = {"jid": room, "name": conf.get("name"), "autojoin": autojoin}
     return E("{%s}conference" % LEGACY, attrs, *children)
 
 
@@ -138,3 +144,24 @@ def _to_pep(hub: Hub, owner: str, storage: Element) -> list[Any]:
     for room in sorted(set(current) - set(wanted)):
         events.append(PepItemRetracted(owner, BOOKMARKS, room, notify))
     return events
+
+
+def legacy_pep_items(hub: Hub, session: LocalSession, owner: str) -> Element:
+    """XEP-0411: the ``storage:bookmarks`` PEP node's items: ``current``, the whole list."""
+    if owner != session.bare:
+        raise StanzaError("not-allowed", None, app=E("{%s}closed-node" % ns.PUBSUB_ERRORS))
+    storage = _read(hub, owner, E(LEGACY_KEY))
+    item = E("{%s}item" % ns.PUBSUB, {"id": "current"}, storage)
+    return E("{%s}pubsub" % ns.PUBSUB, None, E("{%s}items" % ns.PUBSUB, {"node": LEGACY}, item))
+
+
+async def legacy_pep_publish(hub: Hub, session: LocalSession, payload: Element) -> None:
+    """XEP-0411: a publish to ``storage:bookmarks`` is a private-storage write."""
+    if payload.tag != LEGACY_KEY:
+        raise StanzaError("bad-request", "storage:bookmarks holds a <storage/> element")
+    xml = serialize(payload).decode()
+    if len(xml.encode()) > hub.config.pep.max_item_bytes:
+        raise StanzaError("not-acceptable", "too large to store")
+    await propose(
+        hub, PrivateStored(session.bare, LEGACY_KEY, xml), *_to_pep(hub, session.bare, payload)
+    )

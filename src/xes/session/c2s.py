@@ -301,7 +301,9 @@ class C2SProtocol:
                 children.append(E("{%s}register" % REGISTER_FEATURE))
             if self.policy.sasl2 and (self.tls or not self.policy.tls_required):
                 children.append(
-                    sasl2.feature(self._offered(), self.policy.fast, self.policy.bind2_inline)
+                    sasl2.feature(
+                        self._offered(), self.policy.fast and self.tls, self.policy.bind2_inline
+                    )
                 )
             if self.channel_binding is not None:
                 children.append(
@@ -430,7 +432,7 @@ class C2SProtocol:
         """HT-SHA-256-NONE with the device's FAST token (XEP-0484 §3.3)."""
         self.sasl_mechanism = req.mechanism
         parts = sasl2.split_ht(req.initial_response or b"")
-        if parts is None or not self.policy.fast or not req.agent_id:
+        if parts is None or not self.policy.fast or not req.agent_id or not self.tls:
             return self._sasl2_failure("not-authorized", None)
         try:
             username = self.normalize_username(parts[0])
@@ -481,6 +483,7 @@ class C2SProtocol:
             self.state = State.BIND_PENDING
             return [*actions, BindRequested("", jid, bool(req.agent_id), inline=req)]
         # Authenticated without Bind2: no stream restart (XEP-0388 §2.4); a bind iq follows.
+        self.sasl2_request = None
         self.state = State.BINDING
         success = self._sasl2_success_element(additional, f"{username}@{self.policy.domain}", [])
         return [Send(serialize(success, ns.CLIENT)), *actions]
@@ -619,13 +622,21 @@ class C2SProtocol:
         return [BindRequested(iq_id, jid, chosen)]
 
     def bind_succeeded(
-        self, iq_id: str, jid: JID, token: tuple[str, str] | None = None
+        self,
+        iq_id: str,
+        jid: JID,
+        token: tuple[str, str] | None = None,
+        sm_enabled: Element | None = None,
     ) -> list[Action]:
-        """The session is recorded. ``token``: a new FAST token and its expiry stamp."""
+        """The session is recorded. ``token``: a new FAST token and its expiry stamp;
+        ``sm_enabled``: the ``<enabled/>`` of stream management enabled inline (Bind2)."""
         self.jid = jid
         self.state = State.BOUND
         if self.sasl2_request is not None and self.sasl2_request.bind_tag is not None:
-            extra = [E("{%s}bound" % sasl2.BIND2)]
+            if sm_enabled is not None:
+                self.sm_enabled = True
+                self.sm_in = 0  # XEP-0198 §4: counting starts with the enable
+            extra = [E("{%s}bound" % sasl2.BIND2, None, sm_enabled)]
             if token is not None:
                 extra.append(E("{%s}token" % sasl2.FAST, {"token": token[0], "expiry": token[1]}))
             success = self._sasl2_success_element(self.sasl2_additional, str(jid), extra)

@@ -48,6 +48,10 @@ class Authenticate:
     """FAST: this authentication uses a token."""
     invalidate: bool
     """FAST: invalidate the token used."""
+    inactive: bool = False
+    """Bind2 carried XEP-0352 ``<inactive/>``: the session starts inactive."""
+    sm_enable: tuple[bool, int | None] | None = None
+    """Bind2 asked to enable stream management inline (XEP-0198 in XEP-0386): (resume, max)."""
 
 
 class Malformed(ValueError):
@@ -79,6 +83,14 @@ def parse(element: Element) -> Authenticate:
     if bind is not None:
         tag = text_of(bind, "{%s}tag" % BIND2)[:MAX_TAG]
         carbons = bind.find("{%s}enable" % ns.CARBONS) is not None
+    sm_enable = None
+    enable = bind.find("{%s}enable" % ns.SM) if bind is not None else None
+    if enable is not None:
+        try:
+            max_s = int(enable.get("max") or 0) or None
+        except ValueError as exc:
+            raise Malformed("enable max is not a number") from exc
+        sm_enable = (enable.get("resume") in ("true", "1"), max_s)
     request = element.find("{%s}request-token" % FAST)
     fast = element.find("{%s}fast" % FAST)
     return Authenticate(
@@ -92,6 +104,8 @@ def parse(element: Element) -> Authenticate:
         token_request=request.get("mechanism") if request is not None else None,
         fast=fast is not None,
         invalidate=fast is not None and fast.get("invalidate") in ("1", "true"),
+        sm_enable=sm_enable,
+        inactive=bind is not None and bind.find("{urn:xmpp:csi:0}inactive") is not None,
     )
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 
 _FROM = re.compile(rb"""\sfrom=(?:'([^']*)'|"([^"]*)")""")
+_ITEM = re.compile(rb"""<item\s[^>]*id=(?:'([^']*)'|"([^"]*)")""")
 _NODE = re.compile(rb"""<items\s[^>]*node=(?:'([^']*)'|"([^"]*)")""")
 
 URGENT_MARKERS = (
@@ -51,7 +52,12 @@ def classify(data: bytes) -> tuple[bool, bytes | None]:
         return True, None
     if b"http://jabber.org/protocol/pubsub#event" in data:
         # Before the markers: an OMEMO device list notification names its namespace too.
-        return False, b"e\x00" + _attr(_FROM, data) + b"\x00" + _attr(_NODE, data)
+        # Only a publication folds, with a later one of the same item (multi-item nodes such
+        # as bookmarks keep each item); retractions, purges and deletions are each kept.
+        if b"<retract" in data or b"<purge" in data or b"<delete" in data:
+            return False, None
+        item = _attr(_ITEM, data)
+        return False, b"e\x00" + _attr(_FROM, data) + b"\x00" + _attr(_NODE, data) + b"\x00" + item
     if b"urn:xmpp:receipts" in data and b"<request" in data:
         return True, None
     if any(marker in data for marker in URGENT_MARKERS):

@@ -66,7 +66,7 @@ from xes.session.stream_management import SmAck, SmEnable, SmRequest, SmResume
 from xes.stanza import csi
 from xes.stanza.delay import stamp, with_delay
 from xes.transport.direct import DirectWriter, buffered_plaintext, direct_writer
-from xes.xml import E, ns
+from xes.xml import E, ns, parse_fragment
 
 log = structlog.get_logger("xes.c2s")
 
@@ -118,7 +118,11 @@ class ClientConnection:
                 registration=config.registration.enabled,
                 sasl2=config.auth.sasl2,
                 fast=config.auth.sasl2 and config.auth.fast,
-                bind2_inline=(ns.CARBONS, *((CSI,) if config.csi.enabled else ())),
+                bind2_inline=(
+                    ns.CARBONS,
+                    *((ns.SM,) if config.stream_management.enabled else ()),
+                    *((CSI,) if config.csi.enabled else ()),
+                ),
             ),
             credentials=self._credentials,
             normalize_username=normalize_localpart,
@@ -160,6 +164,7 @@ class ClientConnection:
         self._sm_held = False
         self.inactive = False
         """XEP-0352: the client said it is inactive; what can wait is held (ADR 0014)."""
+        self._sm_inline = False
         self._csi_held: dict[object, bytes] = {}
         self._csi_seq = 0
         self._csi_urgent_upto = 0
@@ -316,6 +321,11 @@ class ClientConnection:
     def sm_committed(self, event: object) -> None:
         """Delivery reached our ``sm.enabled``/``sm.resumed``: from here on, rows only."""
         if isinstance(event, SmEnabled):
+            if self.sm_active or self._sm_inline:
+                return  # enabled inline with Bind2: announced inside <bound/> already
+            # What client state indication held was written before the enable: it must go out
+            # before <enabled/>, uncounted, as it would have without the hold.
+            self._release_held()
             max_s = event.timeout if event.resume else None
             self._enqueue(sm.enabled(self.session_id if event.resume else None, max_s))
         elif isinstance(event, SmResumed):
@@ -335,6 +345,11 @@ class ClientConnection:
             self.protocol.resume_succeeded(self.jid, state.handled)
             self._sm_sent = self._sm_acked = self._sm_recorded = event.h
             self._sm_resend_upto = state.next
+        self._sm_start()
+
+    def _sm_start(self) -> None:
+        if self.sm_active:
+            return
         self.sm_active = True
         self._tg.start_soon(self._sm_keeper)
         self.sm_pull()
@@ -468,6 +483,7 @@ class ClientConnection:
     def close(self, condition: str | None, text: str | None = None) -> None:
         if self.closing:
             return
+        self._release_held()  # held by client state indication: still the client's
         self.closing = True
         self._close_reason = condition or "closed"
         tail = b""
@@ -755,6 +771,14 @@ class ClientConnection:
                 # Its occupants leave their rooms too: a replaced session leaves no ghost.
                 events = session_end.end_events(self.hub, txn, [old], "conflict")
         inline, token = self._inline_events(action, session_id)
+        sm_inline = action.inline.sm_enable if action.inline is not None else None
+        sm_event: SmEnabled | None = None
+        if sm_inline is not None and self.hub.config.stream_management.enabled:
+            cfg = self.hub.config.stream_management
+            resume, max_s = sm_inline
+            timeout = min(max_s or cfg.resume_timeout, cfg.resume_timeout)
+            sm_event = SmEnabled(session_id, resume, timeout if resume else 0)
+            inline.append(sm_event)  # after session.bound in the same proposal
         try:
             await self.hub.log.append(*events, event, *inline)
         except (LogUnavailable, ProposalRejected) as exc:
@@ -766,11 +790,21 @@ class ClientConnection:
         self.full = str(action.jid)
         self.bare = str(action.jid.bare)
         self.bound = True
+        self._sm_inline = sm_event is not None  # delivery must not announce it a second time
         structlog.contextvars.bind_contextvars(session=session_id, jid=self.full)
         self.hub.register(self)
         self._tg.start_soon(self._writer)
         log.info("session_bound", peer=self.peer)
-        await self._execute(self.protocol.bind_succeeded(action.iq_id, action.jid, token))
+        enabled = None
+        if sm_event is not None:
+            self.resumable = sm_event.resume
+            max_s = sm_event.timeout if sm_event.resume else None
+            enabled = parse_fragment(sm.enabled(session_id if sm_event.resume else None, max_s))
+        await self._execute(self.protocol.bind_succeeded(action.iq_id, action.jid, token, enabled))
+        if sm_event is not None:
+            self._sm_start()  # its <enabled/> went inside <bound/>: rows from here on
+        if action.inline is not None and action.inline.inactive:
+            self.client_state(False)  # XEP-0352 inline in Bind2
 
     def _inline_events(
         self, action: BindRequested, session_id: str
@@ -788,11 +822,14 @@ class ClientConnection:
         if req.fast and req.invalidate and req.agent_id:
             events.append(FastTokenRevoked(bare, req.agent_id))
         elif (
-            req.token_request in sasl2.FAST_MECHANISMS
+            (req.token_request in sasl2.FAST_MECHANISMS or req.fast)
             and req.agent_id
             and self.hub.fast_key
             and self.hub.config.auth.fast
         ):
+            # A login with a token gets a new one, which replaces it: a captured HT exchange
+            # cannot be replayed once the device has logged in again (ADR 0015).
+            mechanism = req.token_request or req.mechanism
             token_id = secrets.token_urlsafe(12)
             value = sasl2.token_value(self.hub.fast_key, token_id)
             expires = int(time.time() * 1000) + self.hub.config.auth.fast_token_ttl * 1000
@@ -802,7 +839,7 @@ class ClientConnection:
                     req.agent_id,
                     token_id,
                     sasl2.token_hash(value),
-                    req.token_request,
+                    mechanism,
                     expires,
                 )
             )

@@ -591,15 +591,21 @@ def parse_fragment(
     """Parse one standalone element (tests, configuration, stored stanzas).
 
     The same hardened parser and limits as a live stream apply, except that without explicit
-    ``limits`` the size limit grows to fit ``data``: it is already in memory, and a stored stanza
-    may have grown on re-serialization (CDATA comes back as escaped text). ``default_ns`` is the
+    ``limits`` the size limit grows to fit ``data`` (it is already in memory, and a stored stanza
+    may have grown on re-serialization: CDATA comes back as escaped text) and the attribute and
+    depth limits are generous. ``default_ns`` is the
     namespace of unprefixed elements that declare none, matching :func:`serialize`'s default so
     that ``parse_fragment(serialize(el)) == el``; pass ``""`` for none. An XML declaration at the
     start is allowed. Raises :class:`XmlStreamError`.
     """
     if limits is None:
+        # Stored stanzas passed the live limits (which an operator may have raised) and then
+        # got the server's own attributes (from, xml:lang): re-reading them must not fail.
         limits = dataclasses.replace(
-            _DEFAULT_LIMITS, max_stanza_bytes=max(_DEFAULT_LIMITS.max_stanza_bytes, len(data))
+            _DEFAULT_LIMITS,
+            max_stanza_bytes=max(_DEFAULT_LIMITS.max_stanza_bytes, len(data)),
+            max_attributes=max(_DEFAULT_LIMITS.max_attributes, 4096),
+            max_depth=max(_DEFAULT_LIMITS.max_depth, 1024),
         )
     decl = _XML_DECL.match(data)
     prolog = b""

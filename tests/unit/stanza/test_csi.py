@@ -32,7 +32,7 @@ def test_messages() -> None:
     assert cs == (False, b"c\x00a@x/1")
     assert classify(pep("urn:xmpp:avatar:metadata")) == (
         False,
-        b"e\x00a@x\x00urn:xmpp:avatar:metadata",
+        b"e\x00a@x\x00urn:xmpp:avatar:metadata\x001",
     )
     marker = b"<displayed xmlns='urn:xmpp:chat-markers:0' id='x'/>"
     assert classify(b"<message from='a@x/1'>" + marker + b"</message>") == (False, None)
@@ -49,3 +49,17 @@ def test_omemo_device_list_notification_is_not_urgent() -> None:
 def test_encrypted_message_without_body_is_urgent() -> None:
     omemo = b"<encrypted xmlns='urn:xmpp:omemo:2'/>"
     assert classify(b"<message from='a@x/1' type='chat'>" + omemo + b"</message>")[0]
+
+
+def test_pep_items_fold_per_item_and_retractions_are_kept() -> None:
+    def event(inner: str) -> bytes:
+        return (
+            f"<message from='a@x' type='headline'><event xmlns='{EVENT}'>{inner}</event></message>"
+        ).encode()
+
+    room1 = classify(event("<items node='urn:xmpp:bookmarks:1'><item id='r1'/></items>"))
+    room2 = classify(event("<items node='urn:xmpp:bookmarks:1'><item id='r2'/></items>"))
+    assert room1[1] != room2[1]
+    retract = event("<items node='urn:xmpp:bookmarks:1'><retract id='r1'/></items>")
+    assert classify(retract) == (False, None)
+    assert classify(event("<purge node='n'/>")) == (False, None)

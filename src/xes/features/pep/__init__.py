@@ -56,6 +56,7 @@ ACCOUNT_FEATURES = (
     ns.PUBSUB,
     *PUBSUB_FEATURES,
     "urn:xmpp:bookmarks:1#compat",
+    "urn:xmpp:bookmarks-conversion:0",
     "urn:xmpp:pep-vcard-conversion:0",
 )
 """``#compat``: XEP-0048 bookmarks in private storage and XEP-0402's PEP node are one

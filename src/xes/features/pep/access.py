@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from xes.hub import Hub
+from xes.projections import blocking as blocking_view
 from xes.projections import pep as pep_view
 from xes.projections import roster as roster_view
 from xes.projections import sessions as sessions_view
@@ -53,6 +54,11 @@ def check(hub: Hub, txn: Any, row: NodeRow, requester: str) -> None:
         raise error
 
 
+def blocked_either(hub: Hub, txn: Any, a: str, b: str) -> bool:
+    """Does either account block the other (XEP-0191 §3.5)?"""
+    return blocking_view.blocks(hub.store, txn, a, b) or blocking_view.blocks(hub.store, txn, b, a)
+
+
 def wanted_nodes(hub: Hub, txn: Any, jid: str, presence_xml: str | None) -> frozenset[str]:
     """The nodes a session asked notifications for through its caps (empty if unknown)."""
     if not presence_xml or ns.CAPS not in presence_xml:
@@ -81,6 +87,8 @@ def notify_targets(
     for bare in bares:
         if refusal(cfg, whitelist, owner, bare, items.get(bare)) is not None:
             continue
+        if bare != owner and blocked_either(hub, txn, owner, bare):
+            continue  # XEP-0191: nothing passes between them, PEP included
         for view in sessions_view.of_user(hub.store, txn, bare):
             if view.available and node in wanted_nodes(hub, txn, view.jid, view.presence):
                 out.append(view.jid)

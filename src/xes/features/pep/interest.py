@@ -30,6 +30,11 @@ from xes.xml import E, Element, ns
 log = structlog.get_logger("xes.pep")
 
 _announced: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+_learned: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+"""How many caps answers of each local session were recorded (bounded: they stay in the log)."""
+MAX_LEARNED_PER_SESSION = 8
+MAX_FEATURES = 512
+MAX_FEATURE_BYTES = 32768
 """The caps ``ver`` each local session last announced (connection state, not cluster state)."""
 
 
@@ -69,6 +74,14 @@ async def _learn(hub: Hub, session: LocalSession, reply: Element, hash_name: str
     if reply.get("type") != "result" or query is None:
         return
     features = caps.features(query)
+    if len(features) > MAX_FEATURES or sum(len(f) for f in features) > MAX_FEATURE_BYTES:
+        log.info("caps_too_large", jid=session.full, ver=ver, features=len(features))
+        return
+    learned = _learned.get(session, 0)
+    if learned >= MAX_LEARNED_PER_SESSION:
+        log.info("caps_learning_limited", jid=session.full, ver=ver)
+        return
+    _learned[session] = learned + 1
     if caps.verify(query, hash_name, ver):
         await hub.log.append(CapsLearned(ver, hash_name, features))
     else:
@@ -120,6 +133,8 @@ def _last_items(
     if only is not None:
         owners = [o for o in owners if o in only]
     for owner in owners:
+        if owner != session.bare and access.blocked_either(hub, txn, owner, session.bare):
+            continue
         for row in pep_view.nodes(hub.store, txn, owner):
             if (
                 row.node not in wanted

@@ -24,9 +24,11 @@ from xes.pubsub import config as node_config
 from xes.pubsub.config import NodeConfig
 from xes.stanza import forms
 from xes.stanza.core import StanzaError, iq_result
-from xes.xml import E, Element, ns, serialize
+from xes.xml import E, Element, ns, parse_fragment, serialize
 
 MAX_ITEM_ID = 256
+LEGACY_BOOKMARKS = "storage:bookmarks"
+"""XEP-0048's PEP node: a publish there is a bookmarks write (XEP-0411)."""
 
 
 async def _limit(hub: Hub, session: LocalSession) -> None:
@@ -67,9 +69,18 @@ def _preconditions(options: Element | None, cap: int) -> tuple[NodeConfig, dict[
 async def publish(hub: Hub, session: LocalSession, iq: Element, pubsub: Element) -> Element:
     owner = own_service(session, iq)
     publish_el = pubsub.find("{%s}publish" % ns.PUBSUB)
-    assert publish_el is not None
+    if publish_el is None:
+        raise StanzaError("bad-request", "unexpected pubsub element")
     node = node_of(publish_el)
     item_id, payload = _one_item(publish_el)
+    if node == LEGACY_BOOKMARKS:
+        from xes.features import private_storage  # imports this package: resolved at call time
+
+        await _limit(hub, session)
+        await private_storage.legacy_pep_publish(hub, session, parse_fragment(payload.encode()))
+        item = E("{%s}item" % ns.PUBSUB, {"id": item_id})
+        body = E("{%s}publish" % ns.PUBSUB, {"node": node}, item)
+        return iq_result(iq, E("{%s}pubsub" % ns.PUBSUB, None, body))
     cfg = hub.config.pep
     if len(payload.encode()) > cfg.max_item_bytes:
         raise StanzaError(
@@ -110,7 +121,8 @@ async def publish(hub: Hub, session: LocalSession, iq: Element, pubsub: Element)
 async def retract(hub: Hub, session: LocalSession, iq: Element, pubsub: Element) -> Element:
     owner = own_service(session, iq)
     retract_el = pubsub.find("{%s}retract" % ns.PUBSUB)
-    assert retract_el is not None
+    if retract_el is None:
+        raise StanzaError("bad-request", "unexpected pubsub element")
     node = node_of(retract_el)
     items = retract_el.find_all("{%s}item" % ns.PUBSUB)
     if len(items) != 1 or not items[0].get("id"):
@@ -133,7 +145,8 @@ async def retract(hub: Hub, session: LocalSession, iq: Element, pubsub: Element)
 async def create(hub: Hub, session: LocalSession, iq: Element, pubsub: Element) -> Element:
     owner = own_service(session, iq)
     create_el = pubsub.find("{%s}create" % ns.PUBSUB)
-    assert create_el is not None
+    if create_el is None:
+        raise StanzaError("bad-request", "unexpected pubsub element")
     if not create_el.get("node"):
         raise StanzaError("not-acceptable", "PEP has no instant nodes", app=app("nodeid-required"))
     node = node_of(create_el)

@@ -10,9 +10,11 @@ from xes.hub import Hub, LocalSession
 from xes.projections import pep as pep_view
 from xes.projections.pep import Item
 from xes.pubsub import render
-from xes.stanza.core import StanzaError
-from xes.xml import Element, escape_attr, escape_text, ns
+from xes.stanza.core import StanzaError, iq_result
+from xes.xml import Element, escape_attr, escape_text, ns, serialize
 
+LEGACY_BOOKMARKS = "storage:bookmarks"
+"""XEP-0048's PEP node, kept as a view of the bookmarks (XEP-0411)."""
 MAX_PAGE = 100
 """Most items in one answer; a bigger node is read page by page (RSM)."""
 
@@ -49,8 +51,14 @@ def _page(items: list[Item], rsm: Element) -> tuple[list[Item], str]:
 async def items(hub: Hub, session: LocalSession, iq: Element, pubsub: Element) -> bytes:
     owner = service_of(session, iq)
     items_el = pubsub.find("{%s}items" % ns.PUBSUB)
-    assert items_el is not None
+    if items_el is None:
+        raise StanzaError("bad-request", "unexpected pubsub element")
     node = node_of(items_el)
+    if node == LEGACY_BOOKMARKS:
+        from xes.features import private_storage  # imports this package: resolved at call time
+
+        body = private_storage.legacy_pep_items(hub, session, owner)
+        return serialize(iq_result(iq, body).with_attrs(to=session.full))
     wanted_ids = [i.get("id") for i in items_el.find_all("{%s}item" % ns.PUBSUB)]
     with hub.read() as txn:
         row = pep_view.node(hub.store, txn, owner, node)
