@@ -42,41 +42,13 @@ log = structlog.get_logger("xes.router")
 
 IqHandler = Callable[[Hub, LocalSession, Element, Element], Awaitable[Element | None]]
 
-SERVER_IQ: dict[str, IqHandler] = {
-    "{%s}query" % ns.ROSTER: roster.handle,
-    "{%s}query" % ns.DISCO_INFO: server_iq.disco_info,
-    "{%s}query" % ns.DISCO_ITEMS: server_iq.disco_items,
-    "{%s}ping" % ns.PING: server_iq.ping,
-    "{%s}query" % ns.VERSION: server_iq.version,
-    "{%s}session" % ns.SESSION: server_iq.session,
-    "{%s}query" % ns.MAM: mam.query,
-    "{%s}prefs" % ns.MAM: mam.prefs,
-    "{%s}metadata" % ns.MAM: mam.metadata,
-    "{%s}enable" % ns.CARBONS: carbons.toggle,
-    "{%s}disable" % ns.CARBONS: carbons.toggle,
-    "{%s}pubsub" % ns.PUBSUB: pep.handle,
-    "{%s}pubsub" % ns.PUBSUB_OWNER: pep.handle_owner,
-    "{%s}query" % private_storage.PRIVATE: private_storage.handle,
-    "{%s}vCard" % vcard.VCARD: vcard.handle,
-    "{%s}blocklist" % blocking.NS: blocking.handle,
-    "{%s}block" % blocking.NS: blocking.handle,
-    "{%s}unblock" % blocking.NS: blocking.handle,
-    "{%s}time" % account_info.TIME: account_info.entity_time,
-    "{%s}query" % account_info.LAST: account_info.last_activity,
-    "{%s}services" % account_info.EXTDISCO: account_info.external_services,
-    "{%s}credentials" % account_info.EXTDISCO: account_info.external_services,
-    "{%s}query" % registration.NS: registration.handle,
-}
-"""Payloads the server answers when an iq is addressed to it, or to no one: then on behalf of
-the sender's account (RFC 6120 §10.3.3), which is why the account's PEP service is here."""
-
 ACCOUNT_IQ: dict[str, IqHandler] = {
     "{%s}query" % ns.ROSTER: roster.handle,
     "{%s}query" % ns.DISCO_INFO: server_iq.disco_info,
+    "{%s}query" % ns.DISCO_ITEMS: server_iq.disco_items,
     "{%s}query" % ns.MAM: mam.query,
     "{%s}prefs" % ns.MAM: mam.prefs,
     "{%s}metadata" % ns.MAM: mam.metadata,
-    "{%s}query" % ns.DISCO_ITEMS: server_iq.disco_items,
     "{%s}pubsub" % ns.PUBSUB: pep.handle,
     "{%s}pubsub" % ns.PUBSUB_OWNER: pep.handle_owner,
     "{%s}query" % private_storage.PRIVATE: private_storage.handle,
@@ -87,6 +59,22 @@ ACCOUNT_IQ: dict[str, IqHandler] = {
     "{%s}query" % account_info.LAST: account_info.last_activity,
 }
 """Payloads the server answers on behalf of an account's bare JID (RFC 6121 §8.5.2)."""
+
+SERVER_IQ: dict[str, IqHandler] = {
+    **ACCOUNT_IQ,
+    "{%s}ping" % ns.PING: server_iq.ping,
+    "{%s}query" % ns.VERSION: server_iq.version,
+    "{%s}session" % ns.SESSION: server_iq.session,
+    "{%s}enable" % ns.CARBONS: carbons.toggle,
+    "{%s}disable" % ns.CARBONS: carbons.toggle,
+    "{%s}time" % account_info.TIME: account_info.entity_time,
+    "{%s}services" % account_info.EXTDISCO: account_info.external_services,
+    "{%s}credentials" % account_info.EXTDISCO: account_info.external_services,
+    "{%s}query" % registration.NS: registration.handle,
+}
+"""Payloads the server answers when an iq is addressed to it, or to no one: then on behalf of
+the sender's account (RFC 6120 §10.3.3), so everything an account answers is here too; each
+handler tells the server's JID from the account's (disco, last activity)."""
 
 
 class InvalidFrom(Exception):

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 
 from xes.jid import JID, InvalidJID
 from xes.muc.model import ALLOW_PM, WHOIS, RoomConfig
+from xes.stanza import forms
 from xes.stanza.core import StanzaError
 from xes.xml import E, Element, ns
 
@@ -122,15 +123,6 @@ class SubmittedConfig:
     admins: list[str] | None
 
 
-def _values(form: Element) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for field in form.find_all(_FIELD):
-        var = field.get("var")
-        if var:
-            out[var] = [v.text for v in field.find_all(_VALUE)]
-    return out
-
-
 def _as_bool(values: list[str], name: str) -> bool:
     value = values[0].strip().lower() if values else ""
     if value in ("1", "true"):
@@ -158,7 +150,7 @@ def parse_config_form(
     """The configuration an owner submitted; ``bad-request`` for a value that cannot be."""
     if form.get("type") != "submit":
         raise StanzaError("bad-request", "the configuration form must be of type submit")
-    values = _values(form)
+    values = forms.values(form)
     form_type = values.pop("FORM_TYPE", [ROOMCONFIG])
     if form_type[:1] != [ROOMCONFIG]:
         raise StanzaError("bad-request", f"FORM_TYPE must be {ROOMCONFIG}")
