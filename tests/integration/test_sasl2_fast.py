@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,21 @@ from tests.integration.server import XesServer
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 JS = Path(__file__).resolve().parents[1] / "js"
+
+
+@pytest.fixture(scope="module")
+def fast_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[XesServer]:
+    """A server of its own: the refusal tests fail on purpose, and the per-address lockout
+    (all clients here come from 127.0.0.1) must not catch the other tests."""
+    srv = XesServer(tmp_path_factory.mktemp("fast") / "node", extra="[auth]\nmax_failures = 1000\n")
+    srv.write_config()
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
 SASL2 = "urn:xmpp:sasl:2"
 AGENT = "5c6f5e46-3b0c-4a6e-9d4a-1d6a0c3f2b10"
 """The user-agent id tests/js/sasl2_fast.mjs presents."""
@@ -69,9 +85,9 @@ def attempt(srv: XesServer, user: str, proof_token: str, agent_id: str) -> bytes
 
 
 def test_password_login_with_bind2_then_fast_with_a_wrong_password(
-    shared_server: XesServer,
+    fast_server: XesServer,
 ) -> None:
-    srv = shared_server
+    srv = fast_server
     srv.add_user("fasty", "fasty-password")
     first, second = xmppjs(srv.c2s, srv.domain, "fasty", "fasty-password")
     assert first["step"] == "password" and first["sasl2"] and first["ping"] == "result"
@@ -92,8 +108,8 @@ def test_password_login_with_bind2_then_fast_with_a_wrong_password(
     assert token["token"] not in journal and token["token"] not in log  # only its hash is kept
 
 
-def test_fast_refusals_on_the_wire(shared_server: XesServer) -> None:
-    srv = shared_server
+def test_fast_refusals_on_the_wire(fast_server: XesServer) -> None:
+    srv = fast_server
     srv.add_user("fastr", "fastr-password")
     first, second = xmppjs(srv.c2s, srv.domain, "fastr", "fastr-password")
     # The FAST login got a new token that replaces the first: the first one is spent, so a
@@ -114,8 +130,8 @@ def test_fast_refusals_on_the_wire(shared_server: XesServer) -> None:
     assert b"not-authorized" in attempt(srv, "fastr", token, agent)
 
 
-def test_a_new_password_ends_every_token(shared_server: XesServer) -> None:
-    srv = shared_server
+def test_a_new_password_ends_every_token(fast_server: XesServer) -> None:
+    srv = fast_server
     srv.add_user("fastp", "fastp-password")
     _, last = xmppjs(srv.c2s, srv.domain, "fastp", "fastp-password")
     token = last["token"]["token"]
@@ -131,3 +147,47 @@ def test_a_token_from_one_node_works_on_another(tmp_path: Path) -> None:
         first, second = xmppjs(n1.c2s, n1.domain, "fastc", "fastc-password", second=n2.c2s)
         assert first["token"] and second["step"] == "fast" and second["ping"] == "result", second
         assert "HT-SHA-256-NONE" in n2.log_path.read_text()
+
+
+def test_resumption_inside_sasl2_delivers_what_was_missed_once(fast_server: XesServer) -> None:
+    """XEP-0198 inline in SASL2: xmpp.js loses its connection, reconnects with its FAST token
+    and resumes in the same <authenticate/>; a message sent meanwhile arrives once."""
+    import asyncio
+
+    from tests.integration.clients import Client
+
+    srv = fast_server
+    srv.add_user("resy", "resy-password")
+    srv.add_user("resx", "resx-password")
+    env = dict(os.environ, NODE_TLS_REJECT_UNAUTHORIZED="0")
+    proc = subprocess.Popen(
+        [_node(), str(JS / "sasl2_resume.mjs"), str(srv.c2s), srv.domain, "resy", "resy-password"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=JS,
+    )
+    assert proc.stdout is not None and proc.stdin is not None
+    online = json.loads(proc.stdout.readline())
+    assert online["step"] == "online" and online["sm"] and online["id"], online
+    assert json.loads(proc.stdout.readline())["step"] == "cut"
+
+    async def send() -> None:
+        sender = Client(f"resx@{srv.domain}/pc", "resx-password")
+        await sender.login(srv.c2s)
+        sender.send_message(mto=online["jid"], mbody="while you were away", mtype="chat")
+        await asyncio.sleep(0.5)
+        await sender.logout()
+
+    asyncio.run(send())
+    proc.stdin.write("go\n")
+    proc.stdin.flush()
+    after = json.loads(proc.stdout.readline())
+    proc.wait(timeout=30)
+    assert after["step"] == "after", after
+    assert after["resumed"] == 1, after
+    assert after["bodies"] == ["while you were away"], after
+    assert after["jid"] == online["jid"]
+    log = srv.log_path.read_text()
+    assert "session_resumed" in log

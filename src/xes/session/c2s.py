@@ -34,6 +34,7 @@ from xes.xml import (
     XmlStream,
     XmlStreamError,
     ns,
+    parse_fragment,
     serialize,
     stream_error,
     stream_header,
@@ -195,6 +196,7 @@ class C2SProtocol:
         self.fast_token = fast_token
         self.sasl2_request: sasl2.Authenticate | None = None
         self.sasl2_additional = b""
+        self.sasl2_extra: list[Element] = []
         self.credentials = credentials
         self.normalize_username = normalize_username
         self.auth_allowed = auth_allowed
@@ -302,7 +304,10 @@ class C2SProtocol:
             if self.policy.sasl2 and (self.tls or not self.policy.tls_required):
                 children.append(
                     sasl2.feature(
-                        self._offered(), self.policy.fast and self.tls, self.policy.bind2_inline
+                        self._offered(),
+                        self.policy.fast and self.tls,
+                        self.policy.bind2_inline,
+                        sm=ns.SM in self.policy.bind2_inline,
                     )
                 )
             if self.channel_binding is not None:
@@ -466,6 +471,17 @@ class C2SProtocol:
         req = self.sasl2_request
         assert req is not None
         actions: list[Action] = [Authenticated(username, self.sasl_mechanism)]
+        self.sasl2_additional = additional
+        if req.resume is not None:
+            # XEP-0198 inline: resume first; Bind2 only if that fails (see resume_failed).
+            self.state = State.BIND_PENDING
+            return [*actions, SmResume(req.resume[0], req.resume[1])]
+        return actions + self._sasl2_bind(username, req, [])
+
+    def _sasl2_bind(
+        self, username: str, req: sasl2.Authenticate, extra: list[Element]
+    ) -> list[Action]:
+        additional = self.sasl2_additional
         if req.bind_tag is not None:
             # XEP-0386 §3: the server picks the resource: the client's tag, then a part stable
             # per user-agent id, so a device that comes back gets its resource (and its offline
@@ -479,14 +495,14 @@ class C2SProtocol:
                 jid = JID.parse(f"{username}@{self.policy.domain}/{resource}")
             except InvalidJID:
                 jid = JID.parse(f"{username}@{self.policy.domain}/xes.{stable}")
-            self.sasl2_additional = additional
+            self.sasl2_extra = extra
             self.state = State.BIND_PENDING
-            return [*actions, BindRequested("", jid, bool(req.agent_id), inline=req)]
+            return [BindRequested("", jid, bool(req.agent_id), inline=req)]
         # Authenticated without Bind2: no stream restart (XEP-0388 §2.4); a bind iq follows.
         self.sasl2_request = None
         self.state = State.BINDING
-        success = self._sasl2_success_element(additional, f"{username}@{self.policy.domain}", [])
-        return [Send(serialize(success, ns.CLIENT)), *actions]
+        success = self._sasl2_success_element(additional, f"{username}@{self.policy.domain}", extra)
+        return [Send(serialize(success, ns.CLIENT))]
 
     def _sasl2_success_element(self, additional: bytes, aid: str, extra: list[Element]) -> Element:
         children: list[Element] = []
@@ -636,11 +652,12 @@ class C2SProtocol:
             if sm_enabled is not None:
                 self.sm_enabled = True
                 self.sm_in = 0  # XEP-0198 §4: counting starts with the enable
-            extra = [E("{%s}bound" % sasl2.BIND2, None, sm_enabled)]
+            extra = [*self.sasl2_extra, E("{%s}bound" % sasl2.BIND2, None, sm_enabled)]
             if token is not None:
                 extra.append(E("{%s}token" % sasl2.FAST, {"token": token[0], "expiry": token[1]}))
             success = self._sasl2_success_element(self.sasl2_additional, str(jid), extra)
             self.sasl2_request = None
+            self.sasl2_extra = []
             return [Send(serialize(success, ns.CLIENT))]
         reply = E(
             "{%s}iq" % ns.CLIENT,
@@ -709,8 +726,23 @@ class C2SProtocol:
         self.sm_in = handled
 
     def resume_failed(self, condition: str, handled: int | None) -> list[Action]:
+        req = self.sasl2_request
+        if req is not None and req.resume is not None and self.username is not None:
+            # Inline in SASL2: <failed/> goes inside <success/>, then Bind2 if it was asked.
+            failed = parse_fragment(sm.failed(condition, handled))
+            return self._sasl2_bind(self.username, req, [failed])
         self.state = State.BINDING
         return [Send(sm.failed(condition, handled))]
+
+    def sasl2_resumed(self, resumed: bytes) -> bytes | None:
+        """With SASL2 inline resumption: the ``<success/>`` that carries ``resumed``."""
+        req = self.sasl2_request
+        if req is None or req.resume is None:
+            return None
+        self.sasl2_request = None
+        aid = str(self.jid) if self.jid is not None else ""
+        success = self._sasl2_success_element(self.sasl2_additional, aid, [parse_fragment(resumed)])
+        return serialize(success, ns.CLIENT)
 
     def _on_csi(self, element: Element) -> list[Action]:
         # Not a stanza: not counted by stream management (XEP-0352 §5), never answered.

@@ -50,6 +50,8 @@ class Authenticate:
     """FAST: invalidate the token used."""
     inactive: bool = False
     """Bind2 carried XEP-0352 ``<inactive/>``: the session starts inactive."""
+    resume: tuple[str, int] | None = None
+    """XEP-0198 ``<resume previd h/>`` inline in SASL2: resume instead of binding."""
     sm_enable: tuple[bool, int | None] | None = None
     """Bind2 asked to enable stream management inline (XEP-0198 in XEP-0386): (resume, max)."""
 
@@ -91,6 +93,17 @@ def parse(element: Element) -> Authenticate:
         except ValueError as exc:
             raise Malformed("enable max is not a number") from exc
         sm_enable = (enable.get("resume") in ("true", "1"), max_s)
+    resume = None
+    resume_el = element.find("{%s}resume" % ns.SM)
+    if resume_el is not None:
+        try:
+            h = int(resume_el.get("h") or "")
+        except ValueError as exc:
+            raise Malformed("resume h is not a number") from exc
+        previd = resume_el.get("previd") or ""
+        if not previd or not 0 <= h < 2**32:
+            raise Malformed("resume needs previd and h")
+        resume = (previd, h)
     request = element.find("{%s}request-token" % FAST)
     fast = element.find("{%s}fast" % FAST)
     return Authenticate(
@@ -105,15 +118,20 @@ def parse(element: Element) -> Authenticate:
         fast=fast is not None,
         invalidate=fast is not None and fast.get("invalidate") in ("1", "true"),
         sm_enable=sm_enable,
+        resume=resume,
         inactive=bind is not None and bind.find("{urn:xmpp:csi:0}inactive") is not None,
     )
 
 
-def feature(mechanisms: list[str], fast: bool, bind_inline: tuple[str, ...]) -> Element:
+def feature(
+    mechanisms: list[str], fast: bool, bind_inline: tuple[str, ...], sm: bool = False
+) -> Element:
     """The ``<authentication/>`` stream feature with what can be inlined (``bind_inline``:
     the features Bind2 lists, e.g. carbons, client state indication)."""
     listed = [E("{%s}feature" % BIND2, {"var": var}) for var in bind_inline]
     inline = [E("{%s}bind" % BIND2, None, E("{%s}inline" % BIND2, None, *listed))]
+    if sm:
+        inline.append(E("{%s}sm" % ns.SM))  # XEP-0198 resumption inside <authenticate/>
     if fast:
         inline.append(
             E(

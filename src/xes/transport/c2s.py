@@ -341,8 +341,10 @@ class ClientConnection:
             self.bound = True
             self.hub.register(self)
             self._tg.start_soon(self._writer)
-            self._enqueue(sm.resumed(self.session_id, state.handled))
+            resumed = sm.resumed(self.session_id, state.handled)
             self.protocol.resume_succeeded(self.jid, state.handled)
+            # Resumed inside SASL2 (XEP-0198 inline): <resumed/> rides in <success/>.
+            self._enqueue(self.protocol.sasl2_resumed(resumed) or resumed)
             self._sm_sent = self._sm_acked = self._sm_recorded = event.h
             self._sm_resend_upto = state.next
         self._sm_start()

@@ -128,3 +128,37 @@ def test_token_derivation_is_keyed() -> None:
     assert a == sasl2.token_value(b"k" * 32, "id1")
     assert a != sasl2.token_value(b"j" * 32, "id1") and a != sasl2.token_value(b"k" * 32, "id2")
     assert sasl2.token_hash(a) != a and len(sasl2.token_hash(a)) == 64
+
+
+def test_inline_resume_then_bind2_when_it_fails() -> None:
+    from xes.session.stream_management import SmResume
+
+    good = FastCredential(TOKEN, sasl2.HT, expired=False)
+    p = to_negotiating(make(good))
+    inline = (
+        f"<fast xmlns='{sasl2.FAST}'/><resume xmlns='{ns.SM}' previd='old' h='3'/>"
+        f"<bind xmlns='{sasl2.BIND2}'><tag>phone</tag></bind>"
+    )
+    auth, resume = others(p.receive_data(authenticate(sasl2.HT, _ht(TOKEN), inline)))
+    assert auth == Authenticated("juliet", sasl2.HT)
+    assert resume == SmResume("old", 3)
+    # The session is gone: <failed/> inside <success/>, and Bind2 goes ahead.
+    [bind] = others(p.resume_failed("item-not-found", None))
+    assert isinstance(bind, BindRequested) and bind.inline is not None
+    [success] = elements(Reader().read(p.bind_succeeded("", bind.jid)))
+    assert success.find("{%s}failed" % ns.SM) is not None
+    assert success.find("{%s}bound" % sasl2.BIND2) is not None
+    assert p.state is State.BOUND
+
+
+def test_resume_inside_sasl2_wraps_resumed_in_success() -> None:
+    good = FastCredential(TOKEN, sasl2.HT, expired=False)
+    p = to_negotiating(make(good))
+    inline = f"<fast xmlns='{sasl2.FAST}'/><resume xmlns='{ns.SM}' previd='s1' h='0'/>"
+    p.receive_data(authenticate(sasl2.HT, _ht(TOKEN), inline))
+    from xes.jid import JID
+
+    p.resume_succeeded(JID.parse(f"juliet@{DOMAIN}/phone"), 0)
+    wrapped = p.sasl2_resumed(b"<resumed xmlns='urn:xmpp:sm:3' previd='s1' h='0'/>")
+    assert wrapped is not None and b"<success xmlns" in wrapped and b"<resumed" in wrapped
+    assert f"juliet@{DOMAIN}/phone".encode() in wrapped
