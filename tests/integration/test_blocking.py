@@ -5,6 +5,7 @@ at block and given back at unblock, and the same across a 3-node cluster."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -136,3 +137,40 @@ def test_block_list_is_enforced_on_every_node(tmp_path: Path) -> None:
             await b3.logout()
 
         run(scenario())
+
+
+def test_offline_messages_from_a_jid_blocked_since_are_not_delivered(
+    shared_server: XesServer,
+) -> None:
+    from tests.integration.smclient import CLIENT, SmClient
+
+    srv = shared_server
+    for name in ("ofa", "ofb"):
+        srv.add_user(name, f"pw-{name}")
+
+    async def send() -> None:
+        b = client(srv, "ofb", "pc")
+        await b.login(srv.c2s)
+        b.send_message(mto=f"ofa@{srv.domain}", mbody="stored while you were away", mtype="chat")
+        b.send_message(mto=f"ofa@{srv.domain}", mbody="also stored", mtype="chat")
+        await asyncio.sleep(0.5)
+        await b.logout()
+
+    run(send())
+    a = SmClient(srv.c2s)
+    a.login_parsed(srv, "ofa", "pw-ofa", "phone")
+    # Block before going available: the stored messages are flushed, not delivered.
+    a.send(
+        "<iq type='set' id='b1'><block xmlns='urn:xmpp:blocking'>"
+        f"<item jid='ofb@{srv.domain}'/></block></iq>"
+    )
+    a.wait_for(lambda e: e.tag == f"{{{CLIENT}}}iq" and e.get("id") == "b1")
+    a.send("<presence/>")
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        a.pump(0.2)
+    bodies = [
+        e.findtext(f"{{{CLIENT}}}body") for e in a.received if e.tag == f"{{{CLIENT}}}message"
+    ]
+    assert "stored while you were away" not in bodies and "also stored" not in bodies, bodies
+    a.close()

@@ -24,6 +24,8 @@ from xes.xml import E, Element, ns, parse_fragment, serialize
 NS = blocking_view.NS
 ERRORS = "urn:xmpp:blocking:errors"
 XEPS = ((191, "complete"),)
+MAX_JID_BYTES = 300
+"""Longest JID in a block list (with the owner it must fit an LMDB key)."""
 MAX_ITEMS = 1000
 """Most JIDs in one block or unblock request."""
 
@@ -50,9 +52,12 @@ def _items(elem: Element) -> list[str]:
     out = set()
     for item in items:
         try:
-            out.add(str(JID.parse(item.get("jid") or "")))
+            jid = str(JID.parse(item.get("jid") or ""))
         except InvalidJID as exc:
             raise StanzaError("jid-malformed", f"{item.get('jid')!r} is not a JID") from exc
+        if len(jid.encode()) > MAX_JID_BYTES:
+            raise StanzaError("not-acceptable", f"blocked JIDs are at most {MAX_JID_BYTES} bytes")
+        out.add(jid)
     return sorted(out)
 
 

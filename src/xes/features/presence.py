@@ -23,7 +23,7 @@ from xes.projections import accounts as accounts_view
 from xes.projections import offline as offline_view
 from xes.projections import roster as roster_view
 from xes.projections import sessions as sessions_view
-from xes.stanza.core import StanzaError
+from xes.stanza.core import StanzaError, sender_of
 from xes.stanza.delay import with_delay
 from xes.xml import E, Element, ns, parse_fragment, serialize
 
@@ -140,7 +140,7 @@ async def _after_initial_presence(hub: Hub, session: LocalSession) -> None:
                 if other.available and other.presence and other.session != session.session_id:
                     session.send_bytes(other.presence.encode())
         for item in items:
-            if item.pending_in:
+            if item.pending_in and not blocking.refuses(hub, txn, session.bare, item.contact):
                 session.send_bytes(item.pending_in.encode())
     await flush_offline(hub, session)
 
@@ -166,8 +166,11 @@ async def flush_offline(hub: Hub, session: LocalSession) -> None:
         return
     session.flushed_upto = stored[-1].seq
     if not session.sm_active:
-        for msg in stored:
-            session.send_bytes(with_delay(msg.xml, msg.at, hub.domain))
+        with hub.read() as txn:
+            for msg in stored:
+                if blocking.refuses(hub, txn, session.bare, sender_of(msg.xml)):
+                    continue  # stored before the user blocked the sender (XEP-0191 §3.5)
+                session.send_bytes(with_delay(msg.xml, msg.at, hub.domain))
     forget_before = int(time.time() * 1000) - hub.config.offline.device_ttl * 1000
     await hub.log.append(
         OfflineFlushed(

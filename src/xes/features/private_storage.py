@@ -61,6 +61,8 @@ async def handle(hub: Hub, session: LocalSession, iq: Element, query: Element) -
     if len(children) != 1:
         raise StanzaError("not-acceptable", "exactly one element to store or read")
     child = children[0]
+    if len(child.tag.encode()) > 256:
+        raise StanzaError("not-acceptable", "element name and namespace too long")
     if child.ns in RESERVED or not child.ns:
         raise StanzaError("not-acceptable", f"namespace {child.ns or '(none)'} cannot be stored")
     if iq.get("type") == "get":

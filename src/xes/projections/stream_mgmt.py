@@ -41,13 +41,14 @@ from xes.events.catalog import (
     SmRosterRequested,
     SmStanzasQueued,
 )
+from xes.projections import blocking as blocking_view
 from xes.projections import offline as offline_view
 from xes.projections import pep as pep_view
 from xes.projections import sessions as sessions_view
 from xes.projections.base import Projection, Rejected, dump, load
 from xes.projections.blocking import push_bytes as push_bytes_blocking
 from xes.stanza import carbons
-from xes.stanza.core import addressed
+from xes.stanza.core import addressed, sender_of
 from xes.stanza.delay import with_delay
 from xes.stanza.roster import item_element, push_bytes, removed_element
 from xes.store.env import Store, from_u64, u64
@@ -370,6 +371,8 @@ class StreamManagement(Projection):
             {"xml": with_delay(msg.xml, msg.at, by).decode(), "kind": "message", "at": msg.at}
             for msg in offline_view.for_device(self.store, txn, ev.owner, ev.resource, ev.after)
             if msg.seq <= ev.upto
+            # Stored before the owner blocked the sender: flushed, not delivered (XEP-0191).
+            and not blocking_view.blocks(self.store, txn, ev.owner, sender_of(msg.xml))
         ]
         self._save(txn, self._append(txn, st, rows))
 

@@ -72,7 +72,7 @@ def parse(element: Element) -> Authenticate:
             raise Malformed("initial-response is not base64") from exc
     agent = element.find("{%s}user-agent" % NS)
     agent_id = agent.get("id") if agent is not None else None
-    if agent_id is not None and not 0 < len(agent_id) <= MAX_AGENT_ID:
+    if agent_id is not None and not 0 < len(agent_id.encode()) <= MAX_AGENT_ID:
         raise Malformed("user-agent id too long")
 
     def text_of(parent: Element | None, tag: str) -> str:

@@ -6,6 +6,8 @@ Features never build error trees by hand; they raise :class:`StanzaError` or cal
 
 from __future__ import annotations
 
+import re
+
 from xes.xml import E, Element, escape_attr, ns
 
 ERROR_TYPES = {
@@ -96,3 +98,14 @@ def addressed(xml: str, to: str) -> bytes:
     serialization shared by every recipient of a fan-out, the address spliced per copy."""
     cut = xml.index(" ")
     return f"{xml[:cut]} to='{escape_attr(to)}'{xml[cut:]}".encode()
+
+
+_FROM = re.compile(r"""\sfrom=(?:'([^']*)'|"([^"]*)")""")
+
+
+def sender_of(xml: str) -> str:
+    """The ``from`` of a stanza the server serialized (no parse: stored rows are many)."""
+    m = _FROM.search(xml[: xml.find(">") + 1])
+    if m is None:
+        return ""
+    return m.group(1) if m.group(1) is not None else m.group(2)

@@ -11,6 +11,9 @@ from xes.pubsub.config import precondition_not_met
 from xes.stanza.core import StanzaError
 from xes.xml import E, Element, ns
 
+MAX_NODE_BYTES = 256
+"""Longest node name: with the account and an item id it stays inside an LMDB key (511)."""
+
 REJECTIONS = {
     "pubsub-item-not-found": "item-not-found",
     "pubsub-conflict": "conflict",
@@ -47,8 +50,8 @@ def node_of(elem: Element) -> str:
     node = elem.get("node")
     if not node:
         raise StanzaError("bad-request", "a PEP request names its node", app=app("nodeid-required"))
-    if len(node.encode()) > 1024:
-        raise StanzaError("not-acceptable", "node name too long")
+    if len(node.encode()) > MAX_NODE_BYTES:
+        raise StanzaError("not-acceptable", f"node names are at most {MAX_NODE_BYTES} bytes")
     return node
 
 

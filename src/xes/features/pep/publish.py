@@ -26,7 +26,7 @@ from xes.stanza import forms
 from xes.stanza.core import StanzaError, iq_result
 from xes.xml import E, Element, ns, parse_fragment, serialize
 
-MAX_ITEM_ID = 256
+MAX_ITEM_ID = 128
 LEGACY_BOOKMARKS = "storage:bookmarks"
 """XEP-0048's PEP node: a publish there is a bookmarks write (XEP-0411)."""
 
@@ -50,7 +50,7 @@ def _one_item(publish: Element) -> tuple[str, str]:
     if len(payloads) > 1:
         raise StanzaError("bad-request", "one payload element per item", app=app("invalid-payload"))
     item_id = item.get("id") or secrets.token_hex(8)
-    if len(item_id) > MAX_ITEM_ID:
+    if len(item_id.encode()) > MAX_ITEM_ID:
         raise StanzaError("not-acceptable", "item id too long")
     return item_id, serialize(payloads[0]).decode()
 
