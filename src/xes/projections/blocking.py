@@ -47,6 +47,10 @@ def blocklist(store: Store, txn: lmdb.Transaction, owner: str) -> list[str]:
 def blocks(store: Store, txn: lmdb.Transaction, owner: str, peer: str) -> bool:
     """Does ``owner`` block ``peer`` (a full, bare or domain JID) by any of its forms?"""
     db = store.db(ITEMS)
+    prefix = key(owner, "")
+    cur = txn.cursor(db=db)
+    if not cur.set_range(prefix) or not cur.key().startswith(prefix):
+        return False  # most accounts block no one: one cursor step on the message path
     bare, _, resource = peer.partition("/")
     domain = bare.rsplit("@", 1)[-1]
     candidates = [domain]
