@@ -83,6 +83,11 @@ class LimitsConfig:
     """Concurrent client connections per node."""
     offline_quota: int = 1000
     """Offline messages kept per user; beyond it the sender gets service-unavailable."""
+    min_free_disk_mb: int = 256
+    """Below this much free space in ``data_dir`` the node refuses new writes from clients (a
+    stanza error ``resource-constraint`` naming the disk; no new sessions) and takes them again
+    when space returns. What is already committed is never at risk: the margin is kept for the
+    log, session ends and acknowledgements."""
 
 
 @dataclass(frozen=True)

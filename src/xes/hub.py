@@ -85,6 +85,8 @@ class Hub:
     by_jid: dict[str, LocalSession] = field(default_factory=dict)
     resuming: dict[str, LocalSession] = field(default_factory=dict)
     """Connections waiting for their ``sm.resumed`` to be delivered, by session id."""
+    disk_low: bool = False
+    """``data_dir`` is below ``[limits] min_free_disk_mb``: client writes are refused."""
     fast_key: bytes = b""
     """What FAST tokens are derived from (XEP-0484, ADR 0015): the same on every node."""
     started: float = field(default_factory=time.time)

@@ -22,7 +22,7 @@ import anyio
 import structlog
 from anyio.abc import SocketAttribute, SocketStream, TaskGroup
 
-from xes import archive_retention, cluster_watch, delivery, preflight, telemetry
+from xes import archive_retention, cluster_watch, delivery, disk_watch, preflight, telemetry
 from xes.config import Config, ConfigError
 from xes.eventlog import process as log_process
 from xes.eventlog.client import LogClient, LogUnavailable, ProposalRejected
@@ -120,6 +120,7 @@ class Node:
                 functools.partial(cluster_watch.run, hub, down_after=config.cluster.node_down_after)
             )
             tg.start_soon(archive_retention.run, hub)
+            tg.start_soon(disk_watch.run, hub)
             self.limiter = LoginLimiter(
                 max_failures=config.auth.max_failures,
                 window_s=config.auth.failure_window,

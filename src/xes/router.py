@@ -93,9 +93,25 @@ def check_from(session: LocalSession, stanza: Element) -> None:
         raise InvalidFrom(claimed)
 
 
+DISK_FULL = "the server's disk is almost full: try again later"
+
+
+def _refused_for_disk(hub: Hub, stanza: Element) -> bool:
+    """While ``data_dir`` is nearly full (:mod:`xes.disk_watch`), what would be recorded is
+    refused; reads (iq get) and going unavailable still work."""
+    if not hub.disk_low:
+        return False
+    if stanza.name == "iq":
+        return stanza.get("type") == "set"
+    return not (stanza.name == "presence" and stanza.get("type") == "unavailable")
+
+
 async def dispatch(hub: Hub, session: LocalSession, stanza: Element) -> None:
     check_from(session, stanza)
     name = stanza.name
+    if _refused_for_disk(hub, stanza):
+        _reply_error(session, stanza, "resource-constraint", DISK_FULL, "wait")
+        return
     try:
         if _to_muc(hub, stanza.get("to")):
             await muc.handle(hub, session, stanza)
@@ -125,6 +141,10 @@ async def dispatch_groupchat_run(hub: Hub, session: LocalSession, stanzas: list[
     if not hub.config.muc.enabled:
         for stanza in stanzas:
             _reply_error(session, stanza, "service-unavailable", None, None)
+        return
+    if hub.disk_low:
+        for stanza in stanzas:
+            _reply_error(session, stanza, "resource-constraint", DISK_FULL, "wait")
         return
     for stanza, error in await muc_messages.groupchat_run(hub, session, stanzas):
         _reply_error(session, stanza, error.condition, error.text, error.type)

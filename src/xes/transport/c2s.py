@@ -756,6 +756,10 @@ class ClientConnection:
         self.protocol.tls_started(channel_binding_data(ssl_object, server_cert_der=self.cert_der))
 
     async def _bind(self, action: BindRequested) -> None:
+        if self.hub.disk_low:
+            log.warning("bind_refused_disk_low", peer=self.peer)
+            await self._execute(self.protocol.bind_failed(action.iq_id, "resource-constraint"))
+            return
         session_id = secrets.token_urlsafe(18)
         self.boot = self.hub.boot
         event = SessionBound(
