@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,18 @@ import pytest
 from tests.integration.server import XesServer
 
 pytestmark = pytest.mark.integration
+
+
+@contextmanager
+def running_server(root: Path, extra: str = "") -> Iterator[XesServer]:
+    """A started server at ``root`` with ``extra`` configuration lines; stopped afterwards."""
+    srv = XesServer(root, extra=extra)
+    srv.write_config()
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
 
 
 @pytest.fixture

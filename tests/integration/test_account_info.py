@@ -15,7 +15,7 @@ from slixmpp.exceptions import IqError
 from slixmpp.xmlstream import ET
 
 from tests.integration.clients import Client
-from tests.integration.conftest import run
+from tests.integration.conftest import run, running_server
 from tests.integration.server import XesServer
 from tests.integration.test_chat import befriend
 from tests.integration.test_pep import error_of
@@ -28,9 +28,9 @@ EXTDISCO = "urn:xmpp:extdisco:2"
 
 @pytest.fixture(scope="module")
 def info_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[XesServer]:
-    srv = XesServer(
+    with running_server(
         tmp_path_factory.mktemp("info") / "node",
-        extra=(
+        (
             "[contact]\n"
             'admin = ["xmpp:admin@xes.test", "mailto:admin@example.org"]\n'
             'abuse = ["mailto:abuse@example.org"]\n'
@@ -41,13 +41,8 @@ def info_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[XesServer]
             "[[external_services.services]]\n"
             f'type = "turn"\nhost = "turn.example.org"\nport = 3478\nsecret = "{TURN_SECRET}"\n'
         ),
-    )
-    srv.write_config()
-    srv.start()
-    try:
+    ) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def client(srv: XesServer, name: str, resource: str = "pc") -> Client:

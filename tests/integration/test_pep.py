@@ -14,7 +14,7 @@ from slixmpp.exceptions import IqError
 from slixmpp.xmlstream import ET
 
 from tests.integration.clients import Client, drain, next_matching
-from tests.integration.conftest import run
+from tests.integration.conftest import run, running_server
 from tests.integration.server import XesServer
 from tests.integration.test_chat import befriend
 
@@ -31,16 +31,11 @@ MAX_NODES = 6
 
 @pytest.fixture(scope="module")
 def pep_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[XesServer]:
-    srv = XesServer(
+    with running_server(
         tmp_path_factory.mktemp("pep") / "node",
-        extra=f"[pep]\nmax_nodes = {MAX_NODES}\nmax_item_bytes = {MAX_ITEM_BYTES}\n",
-    )
-    srv.write_config()
-    srv.start()
-    try:
+        f"[pep]\nmax_nodes = {MAX_NODES}\nmax_item_bytes = {MAX_ITEM_BYTES}\n",
+    ) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 class PepClient(Client):

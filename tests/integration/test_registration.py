@@ -13,7 +13,7 @@ import slixmpp
 from slixmpp.exceptions import IqError
 
 from tests.integration.clients import Client
-from tests.integration.conftest import run
+from tests.integration.conftest import run, running_server
 from tests.integration.rawclient import RawClient
 from tests.integration.server import XesServer
 from tests.integration.test_pep import error_of
@@ -23,19 +23,14 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 @pytest.fixture(scope="module")
 def open_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[XesServer]:
-    srv = XesServer(
+    with running_server(
         tmp_path_factory.mktemp("register") / "node",
-        extra=(
+        (
             "[registration]\nenabled = true\nper_address_per_hour = 4\n"
             "min_password_length = 8\nallow_remove = true\n"
         ),
-    )
-    srv.write_config()
-    srv.start()
-    try:
+    ) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 class Registrant(slixmpp.ClientXMPP):
