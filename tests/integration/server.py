@@ -13,30 +13,34 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+LOOPBACK_HOSTS = ("127.0.0.1", "127.0.0.11", "127.0.0.12", "127.0.0.13", "127.0.0.99")
+"""Every loopback address a test binds: the default, the WAN sites of `XesCluster`, an outsider."""
+
 
 def free_port() -> int:
-    """A port that is free now, below the kernel's ephemeral range.
+    """A port that is free now, below the kernel's ephemeral range, never handed out before.
 
     Port 0 hands out ports from the ephemeral range, which any outgoing connection (clients,
     Raft, the WAN proxy) may take before the server binds it; below that range only listeners
-    compete, and each candidate is checked on every loopback address a test uses.
+    compete, and each candidate is checked on every loopback address a test uses. Candidates
+    are walked in a shuffled order over the whole range, so the search only fails when every
+    port has really been used.
     """
     low = 32768
     with contextlib.suppress(OSError, ValueError):
         low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    for _ in range(200):
-        port = random.randrange(max(1024, low - 12000), low)
-        if port in _handed_out:
-            continue
+    candidates = [p for p in range(max(1024, low - 12000), low) if p not in _handed_out]
+    random.shuffle(candidates)
+    for port in candidates:
         try:
-            for host in ("127.0.0.1", "127.0.0.11", "127.0.0.12", "127.0.0.13"):
+            for host in LOOPBACK_HOSTS:
                 with socket.socket() as s:
                     s.bind((host, port))
         except OSError:
             continue
         _handed_out.add(port)
         return port
-    raise RuntimeError("no free port found")
+    raise RuntimeError(f"no free port found: {len(_handed_out)} handed out in this run")
 
 
 _handed_out: set[int] = set()

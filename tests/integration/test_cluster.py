@@ -17,7 +17,7 @@ import pytest
 from tests.integration.clients import Client, drain, next_matching
 from tests.integration.cluster import XesCluster, wait_until
 from tests.integration.conftest import run
-from tests.integration.server import XesServer, free_port
+from tests.integration.server import XesServer
 from tests.integration.test_chat import befriend
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(400)]
@@ -156,15 +156,12 @@ def test_three_nodes_serve_one_domain_and_survive_a_leader_kill(tmp_path: Path) 
 
 def test_wrong_secret_is_refused_and_logged(tmp_path: Path) -> None:
     cluster = XesCluster(tmp_path / "c", size=3)
-    intruder = XesServer(tmp_path / "intruder")
+    # The intruder connects out to members with smaller addresses (pysyncobj's rule), so it
+    # listens on a loopback address that sorts after every member's.
+    intruder = XesServer(tmp_path / "intruder", raft_host="127.0.0.99")
     try:
         cluster.start()
-        # The intruder connects out to members with smaller addresses (pysyncobj's rule).
-        while (port := free_port()) and f"127.0.0.1:{port}" <= max(
-            n.raft_addr for n in cluster.nodes
-        ):
-            pass
-        intruder.raft = port
+        assert all(intruder.raft_addr > n.raft_addr for n in cluster.nodes)
         peers = [n.raft_addr for n in cluster.nodes]
         intruder.extra = f'node_id = "n9"\npeers = {peers!r}\nsecret = "not-the-secret"\n'.replace(
             "'", '"'
