@@ -15,10 +15,10 @@
 #   xes-cluster/nN/data/                the node's data_dir (LMDB, Raft journal, log.sock)
 #   xes-cluster/nN/xes.log, xes.pid     console log and pid of `xes serve`
 #
-# node  STARTTLS        direct TLS      Raft
-# n1    127.0.0.1:5222  127.0.0.1:5223  127.0.0.1:5290
-# n2    127.0.0.1:5232  127.0.0.1:5233  127.0.0.1:5291
-# n3    127.0.0.1:5242  127.0.0.1:5243  127.0.0.1:5292
+# node  STARTTLS        direct TLS      Raft            HTTP / HTTPS
+# n1    127.0.0.1:5222  127.0.0.1:5223  127.0.0.1:5290  5280 / 5281
+# n2    127.0.0.1:5232  127.0.0.1:5233  127.0.0.1:5291  5282 / 5283
+# n3    127.0.0.1:5242  127.0.0.1:5243  127.0.0.1:5292  5284 / 5285
 #
 # xes comes from .venv/bin/xes (installed there like tools/serve.sh does when missing), or from
 # $XES (the xes of another virtualenv: its python must sit beside it).
@@ -31,6 +31,8 @@ HOST=127.0.0.1
 NODES=(n1 n2 n3)
 C2S=(5222 5232 5242)
 C2S_TLS=(5223 5233 5243)
+HTTP=(5280 5282 5284)
+HTTPS=(5281 5283 5285)
 RAFT=(5290 5291 5292)
 START_TIMEOUT=90 # seconds for all client ports to accept (a node opens them once it has quorum)
 STOP_TIMEOUT=60  # seconds per node after SIGTERM (streams closed, session ends recorded)
@@ -133,6 +135,8 @@ init() {
 			[listen]
 			c2s = "$HOST:${C2S[i]}"
 			c2s_tls = "$HOST:${C2S_TLS[i]}"
+			http = "$HOST:${HTTP[i]}"
+			https = "$HOST:${HTTPS[i]}"
 
 			[tls]
 			cert = "$DIR/tls/localhost.crt"

@@ -23,6 +23,43 @@ class ListenConfig:
     """Client STARTTLS listener (RFC 6120); empty string disables it."""
     c2s_tls: str | None = "127.0.0.1:5223"
     """Client direct-TLS listener (XEP-0368); empty string disables it."""
+    http: str | None = "127.0.0.1:5280"
+    """Plain HTTP listener (WebSocket, BOSH, upload, metrics, admin API); empty string disables
+    it. Meant for loopback or a TLS-ending reverse proxy (``[http] trusted_proxies``)."""
+    https: str | None = "127.0.0.1:5281"
+    """HTTPS listener with the node's certificate; empty string disables it."""
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    max_header_bytes: int = 16384
+    """Largest request line plus headers; larger requests get 431."""
+    max_body_bytes: int = 1048576
+    """Largest request body outside file upload (BOSH, admin API); larger ones get 413."""
+    header_timeout: float = 10.0
+    """Seconds a client may take to send a request head (slowloris)."""
+    idle_timeout: float = 30.0
+    """Seconds a keep-alive connection may sit idle, and the longest pause inside a body."""
+    send_timeout: float = 30.0
+    """Seconds a client may take to read a response before the connection is dropped."""
+    max_connections: int = 10000
+    """Open HTTP connections (WebSockets included) on this node."""
+    max_connections_per_address: int = 1000
+    """Open HTTP connections from one client address."""
+    requests_per_second: float = 50.0
+    """Sustained requests per client address (token bucket); beyond it 429."""
+    request_burst: int = 200
+    """Requests one address may make at once before the rate applies."""
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
+    """Addresses (CIDR) whose plain-HTTP requests count as TLS-protected (a reverse proxy that
+    ended TLS) and whose ``X-Forwarded-For`` names the client."""
+    allowed_origins: tuple[str, ...] = ("*",)
+    """``Origin`` values a browser page may come from for WebSocket and BOSH; ``*`` any."""
+    public_url: str | None = None
+    """The base URL clients reach this node's HTTP side at (``https://chat.example.org``);
+    default: taken from each request's ``Host``. Used in host-meta and upload slots."""
+    websocket: bool = True
+    """Serve XMPP over WebSocket (RFC 7395) at ``/xmpp-websocket``."""
 
 
 @dataclass(frozen=True)
@@ -310,6 +347,7 @@ class Config:
     """Where LMDB, the Raft journal, the TLS material and the log-process socket live."""
     listen: ListenConfig = field(default_factory=ListenConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
@@ -361,6 +399,7 @@ class Config:
 _SECTIONS: dict[str, type[Any]] = {
     "listen": ListenConfig,
     "tls": TlsConfig,
+    "http": HttpConfig,
     "auth": AuthConfig,
     "limits": LimitsConfig,
     "cluster": ClusterConfig,
@@ -423,6 +462,33 @@ def _check_muc(config: Config) -> None:
         raise ConfigError("[muc] messages_per_second and joins_per_second must be positive")
     if muc.message_burst < 1 or muc.join_burst < 1:
         raise ConfigError("[muc] message_burst and join_burst must be at least 1")
+
+
+def _check_http(config: Config) -> None:
+    import ipaddress
+
+    http = config.http
+    for name in (
+        "max_header_bytes",
+        "max_body_bytes",
+        "max_connections",
+        "max_connections_per_address",
+        "request_burst",
+    ):
+        if getattr(http, name) <= 0:
+            raise ConfigError(f"[http] {name} must be positive")
+    for name in ("header_timeout", "idle_timeout", "send_timeout", "requests_per_second"):
+        if getattr(http, name) <= 0:
+            raise ConfigError(f"[http] {name} must be positive")
+    for net in http.trusted_proxies:
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"[http] trusted_proxies: {net!r} is not an address or CIDR network"
+            ) from None
+    if http.public_url and not http.public_url.startswith(("http://", "https://")):
+        raise ConfigError("[http] public_url must start with http:// or https://")
 
 
 def _check_pep(config: Config) -> None:
@@ -503,6 +569,7 @@ def parse_config(
         raise ConfigError("[archive] default must be always, never or roster")
     if not 0 < config.archive.page_size <= config.archive.max_page_size:
         raise ConfigError("[archive] needs 0 < page_size <= max_page_size")
+    _check_http(config)
     _check_muc(config)
     _check_pep(config)
     _check_external_services(config)

@@ -20,18 +20,20 @@ from typing import Any
 
 import anyio
 import structlog
-from anyio.abc import SocketAttribute, SocketStream, TaskGroup
+from anyio.abc import ByteStream, SocketAttribute, SocketStream, TaskGroup
 
 from xes import archive_retention, cluster_watch, delivery, disk_watch, preflight, telemetry
+from xes import http as web
 from xes.config import Config, ConfigError
 from xes.eventlog import process as log_process
 from xes.eventlog.client import LogClient, LogUnavailable, ProposalRejected
 from xes.events.catalog import NodeStarted
 from xes.features import session_end, stream_mgmt
+from xes.http.server import Request
 from xes.hub import Hub
 from xes.projections import sessions as sessions_view
 from xes.projections.projector import all_db_names
-from xes.session.sasl import LoginLimiter
+from xes.session.sasl import LoginLimiter, channel_binding_data
 from xes.store.env import open_store
 from xes.tlsutil import certificate_der, ensure_self_signed, server_context
 from xes.transport.c2s import ClientConnection
@@ -133,6 +135,14 @@ class Node:
                 listeners.append((config.listen.c2s_tls, True))
             for addr, direct in listeners:
                 await tg.start(self._listen, addr, direct)
+            self.http = web.build(self)
+            if config.listen.http:
+                await tg.start(self._listen_http, config.listen.http, None, "[listen] http")
+            if config.listen.https:
+                https_context = server_context(*tls_paths(config), alpn=("http/1.1",))
+                await tg.start(
+                    self._listen_http, config.listen.https, https_context, "[listen] https"
+                )
             log.info("node_ready", domain=config.domain, node=self.node_id, boot=self.boot)
             with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async for signum in signals:
@@ -156,17 +166,57 @@ class Node:
         async with listener:
             await listener.serve(lambda stream: self._handle(stream, direct_tls))
 
+    async def _listen_http(
+        self, addr: str, tls_context: ssl.SSLContext | None, key: str, *, task_status: Any
+    ) -> None:
+        host, port = _split(addr)
+        try:
+            listener = await anyio.create_tcp_listener(
+                local_host=host, local_port=port, reuse_port=False
+            )
+        except OSError as exc:
+            raise ConfigError(preflight.port_error(addr, key, exc)) from None
+        log.info("listening", addr=addr, http="https" if tls_context else "http")
+        task_status.started()
+        async with listener:
+            await listener.serve(lambda stream: self.http.serve(stream, tls_context))
+
+    async def run_web_client(self, stream: ByteStream, request: Request, transport: str) -> None:
+        """A client stream carried by the HTTP side (WebSocket, BOSH): the same connection
+        and session as on the TCP listeners, already secured by HTTPS or a trusted proxy."""
+        channel = None
+        if request.ssl_object is not None:
+            channel = channel_binding_data(request.ssl_object, server_cert_der=self.cert_der)
+        await self._run_client(
+            ClientConnection(
+                self.hub,
+                stream,
+                self.tls_context,
+                self.cert_der,
+                self.limiter,
+                request.peer,
+                False,
+                transport=transport,
+                secured=request.secure,
+                channel_binding=channel,
+            )
+        )
+
     async def _handle(self, stream: SocketStream, direct_tls: bool) -> None:
-        if len(self.connections) >= self.config.limits.max_connections:
-            await stream.aclose()
-            return
         try:
             peer = str(stream.extra(SocketAttribute.remote_address)[0])
         except Exception:
             peer = "?"
-        conn = ClientConnection(
-            self.hub, stream, self.tls_context, self.cert_der, self.limiter, peer, direct_tls
+        await self._run_client(
+            ClientConnection(
+                self.hub, stream, self.tls_context, self.cert_der, self.limiter, peer, direct_tls
+            )
         )
+
+    async def _run_client(self, conn: ClientConnection) -> None:
+        if len(self.connections) >= self.config.limits.max_connections:
+            await conn.stream.aclose()
+            return
         self.connections.add(conn)
         try:
             await conn.run()

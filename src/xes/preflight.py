@@ -35,6 +35,10 @@ def listen_addresses(config: Config) -> list[tuple[str, str]]:
         out.append(("[listen] c2s", config.listen.c2s))
     if config.listen.c2s_tls:
         out.append(("[listen] c2s_tls", config.listen.c2s_tls))
+    if config.listen.http:
+        out.append(("[listen] http", config.listen.http))
+    if config.listen.https:
+        out.append(("[listen] https", config.listen.https))
     raft_key = "[cluster] raft_bind" if config.cluster.raft_bind else "[cluster] raft"
     out.append((raft_key, config.cluster.raft_bind or config.cluster.raft))
     return out

@@ -69,6 +69,8 @@ class XesServer:
     extra: str = ""
     c2s: int = field(default_factory=free_port)
     c2s_tls: int = field(default_factory=free_port)
+    http: int = field(default_factory=free_port)
+    https: int = field(default_factory=free_port)
     raft: int = field(default_factory=free_port)
     raft_host: str = "127.0.0.1"
     proc: subprocess.Popen[bytes] | None = None
@@ -93,6 +95,8 @@ class XesServer:
             "[listen]\n"
             f'c2s = "127.0.0.1:{self.c2s}"\n'
             f'c2s_tls = "127.0.0.1:{self.c2s_tls}"\n'
+            f'http = "127.0.0.1:{self.http}"\n'
+            f'https = "127.0.0.1:{self.https}"\n'
             "[cluster]\n"
             f'raft = "{self.raft_host}:{self.raft}"\n' + self.extra
         )

@@ -8,7 +8,6 @@ import hashlib
 import hmac
 import json
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,12 +16,11 @@ from typing import Any
 import pytest
 
 from tests.integration.cluster import running_cluster
+from tests.integration.jsdriver import JS, node_binary
 from tests.integration.rawclient import RawClient
 from tests.integration.server import XesServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
-
-JS = Path(__file__).resolve().parents[1] / "js"
 
 
 @pytest.fixture(scope="module")
@@ -43,13 +41,7 @@ AGENT = "5c6f5e46-3b0c-4a6e-9d4a-1d6a0c3f2b10"
 """The user-agent id tests/js/sasl2_fast.mjs presents."""
 
 
-def _node() -> str:
-    node = shutil.which("node")
-    if node is None or not (JS / "node_modules" / "@xmpp" / "client").exists():
-        if os.environ.get("CI") or os.geteuid() == 0:
-            raise AssertionError("node and tests/js/node_modules are needed: run tools/test.sh")
-        pytest.skip("node or xmpp.js missing (tools/test.sh installs them)")
-    return node
+_node = node_binary
 
 
 def xmppjs(

@@ -31,7 +31,8 @@ def write(path: Path, body: str) -> Path:
 
 def listen(c2s: int, raft: int) -> str:
     return (
-        f'[listen]\nc2s = "127.0.0.1:{c2s}"\nc2s_tls = ""\n[cluster]\nraft = "127.0.0.1:{raft}"\n'
+        f'[listen]\nc2s = "127.0.0.1:{c2s}"\nc2s_tls = ""\nhttp = ""\nhttps = ""\n'
+        f'[cluster]\nraft = "127.0.0.1:{raft}"\n'
     )
 
 

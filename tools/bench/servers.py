@@ -242,6 +242,7 @@ class Xes(Server):
             config.write_text(
                 f'domain = "{DOMAIN}"\ndata_dir = "{node / "data"}"\n'
                 f'[listen]\nc2s = "127.0.0.1:{self.ports[i]}"\nc2s_tls = ""\n'
+                'http = ""\nhttps = ""\n'
                 f'[tls]\ncert = "{self.cert}"\nkey = "{self.key}"\n'
                 f"[auth]\nscram_iterations = {SCRAM_ITERATIONS}\n"
                 "[limits]\nstanzas_per_second = 1000000.0\nstanza_burst = 2000000\n"

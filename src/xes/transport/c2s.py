@@ -96,6 +96,10 @@ class ClientConnection:
         limiter: LoginLimiter,
         peer: str,
         direct_tls: bool,
+        *,
+        transport: str = "tcp",
+        secured: bool = False,
+        channel_binding: tuple[str, bytes] | None = None,
     ) -> None:
         self.hub = hub
         self.stream: ByteStream = stream
@@ -104,11 +108,18 @@ class ClientConnection:
         self.limiter = limiter
         self.peer = peer
         self.direct_tls = direct_tls
+        self.transport = transport
+        """``tcp``, ``websocket`` or ``bosh``: which listener the stream came through."""
+        self.secured = secured
+        """The transport under this stream is already encrypted (HTTPS, or a trusted proxy's
+        TLS): no STARTTLS; ``channel_binding`` is that TLS connection's, if we ended it."""
+        self._channel_binding = channel_binding
         config = hub.config
         self.protocol = C2SProtocol(
             C2SPolicy(
                 domain=config.domain,
                 tls_required=config.tls.required,
+                tls_available=transport == "tcp",
                 mechanisms=config.auth.mechanisms,
                 limits=config.xml_limits,
                 extra_features=(
@@ -537,6 +548,8 @@ class ClientConnection:
             with self._cancel:
                 if self.direct_tls:
                     await self._start_tls()
+                elif self.secured:
+                    self.protocol.tls_started(self._channel_binding)
                 async with anyio.create_task_group() as tg:
                     self._tg = tg
                     await self._read_loop()

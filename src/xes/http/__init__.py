@@ -1,0 +1,40 @@
+"""The HTTP side of a node: one :class:`~xes.http.server.HttpServer` per node, served on the
+``[listen] http`` and ``https`` ports, with a route per feature (ADR 0016)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from xes.http import hostmeta, websocket
+from xes.http.server import HttpServer, Route
+
+if TYPE_CHECKING:
+    from xes.node import Node
+
+
+def build(node: Node) -> HttpServer:
+    """The routes of ``node``'s HTTP side, as its configuration enables them."""
+    config = node.config
+    server = HttpServer(config.http)
+    ws_path = websocket.PATH if config.http.websocket else None
+    if ws_path:
+
+        async def run_websocket(stream, request):  # type: ignore[no-untyped-def]
+            await node.run_web_client(stream, request, "websocket")
+
+        server.add(
+            Route(
+                ws_path,
+                websocket.make_handler(
+                    config.http.allowed_origins, config.tls.required, run_websocket
+                ),
+            )
+        )
+    hostmeta.add_routes(
+        server,
+        domain=config.domain,
+        public_url=config.http.public_url,
+        websocket_path=ws_path,
+        bosh_path=None,
+    )
+    return server
