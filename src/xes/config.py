@@ -63,6 +63,14 @@ class HttpConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    enabled: bool = True
+    """Serve Prometheus metrics at ``/metrics`` on the HTTP listeners."""
+    allow: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
+    """Client networks (CIDR) that may read ``/metrics``; everyone else gets 403."""
+
+
+@dataclass(frozen=True)
 class TlsConfig:
     cert: str | None = None
     """PEM certificate chain; default: a self-signed one generated in ``data_dir/tls``."""
@@ -348,6 +356,7 @@ class Config:
     listen: ListenConfig = field(default_factory=ListenConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
@@ -400,6 +409,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "listen": ListenConfig,
     "tls": TlsConfig,
     "http": HttpConfig,
+    "metrics": MetricsConfig,
     "auth": AuthConfig,
     "limits": LimitsConfig,
     "cluster": ClusterConfig,
@@ -480,13 +490,15 @@ def _check_http(config: Config) -> None:
     for name in ("header_timeout", "idle_timeout", "send_timeout", "requests_per_second"):
         if getattr(http, name) <= 0:
             raise ConfigError(f"[http] {name} must be positive")
-    for net in http.trusted_proxies:
-        try:
-            ipaddress.ip_network(net, strict=False)
-        except ValueError:
-            raise ConfigError(
-                f"[http] trusted_proxies: {net!r} is not an address or CIDR network"
-            ) from None
+    for key, nets in (
+        ("[http] trusted_proxies", http.trusted_proxies),
+        ("[metrics] allow", config.metrics.allow),
+    ):
+        for net in nets:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise ConfigError(f"{key}: {net!r} is not an address or CIDR network") from None
     if http.public_url and not http.public_url.startswith(("http://", "https://")):
         raise ConfigError("[http] public_url must start with http:// or https://")
 

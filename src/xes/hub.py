@@ -19,6 +19,7 @@ import lmdb
 from xes.config import Config
 from xes.eventlog.client import LogClient
 from xes.jid import JID
+from xes.stats import NodeStats
 from xes.store.env import Store
 from xes.xml import Element, serialize
 
@@ -96,6 +97,8 @@ class Hub:
     (the result of its own account removal, XEP-0077 §3.2), by session id."""
     requests: dict[str, ServerRequest] = field(default_factory=dict)
     """iq requests the server sent to local clients (e.g. XEP-0115 disco#info), by id."""
+    stats: NodeStats = field(default_factory=NodeStats)
+    """Counters for ``/metrics`` (not state: they start at zero with the process)."""
 
     @property
     def domain(self) -> str:

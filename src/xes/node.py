@@ -76,6 +76,8 @@ class Node:
         self.stopping = anyio.Event()
         self.connections: set[ClientConnection] = set()
         self._rejoining = False
+        self.log_pid: int | None = None
+        """The log process's pid (its CPU and memory are in ``/metrics`` too)."""
 
     async def run(self) -> None:
         config = self.config
@@ -91,6 +93,7 @@ class Node:
                 "fix [tls] cert and key (or remove both for a self-signed pair)"
             ) from None
         proc = log_process.spawn(config)
+        self.log_pid = proc.pid
         try:
             await self._serve(proc)
         finally:
@@ -128,13 +131,7 @@ class Node:
                 window_s=config.auth.failure_window,
                 lockout_s=config.auth.lockout,
             )
-            listeners = []
-            if config.listen.c2s:
-                listeners.append((config.listen.c2s, False))
-            if config.listen.c2s_tls:
-                listeners.append((config.listen.c2s_tls, True))
-            for addr, direct in listeners:
-                await tg.start(self._listen, addr, direct)
+            # HTTP first: a node whose client port accepts is ready on every port.
             self.http = web.build(self)
             if config.listen.http:
                 await tg.start(self._listen_http, config.listen.http, None, "[listen] http")
@@ -143,6 +140,13 @@ class Node:
                 await tg.start(
                     self._listen_http, config.listen.https, https_context, "[listen] https"
                 )
+            listeners = []
+            if config.listen.c2s:
+                listeners.append((config.listen.c2s, False))
+            if config.listen.c2s_tls:
+                listeners.append((config.listen.c2s_tls, True))
+            for addr, direct in listeners:
+                await tg.start(self._listen, addr, direct)
             log.info("node_ready", domain=config.domain, node=self.node_id, boot=self.boot)
             with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async for signum in signals:

@@ -25,6 +25,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 from xes.eventlog import wire
 from xes.events import Envelope, encode_proposal, wrap
+from xes.stats import LatencyHistogram
 
 log = structlog.get_logger("xes.logclient")
 
@@ -92,6 +93,10 @@ class LogClient:
         self._applied_event = anyio.Event()
         self._listeners: list[anyio.Event] = []
         self.closed = anyio.Event()
+        self.proposal_latency = LatencyHistogram()
+        """Seconds from proposing to applied here (read-your-writes), for ``/metrics``."""
+        self.rejected = 0
+        """Proposals the log refused (a premise no longer held) or did not commit in time."""
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -140,20 +145,24 @@ class LogClient:
         pending = _Pending(data)
         self._queue.append(pending)
         self._wake.set()
+        started = time.monotonic()
         # The caller hears back within retry_for whatever Raft does (a submit to a leader that
         # is cut off may stay unanswered for longer). Retries with the same ids go on in the
         # background, so the proposal may still be committed: the outcome is unknown.
         with anyio.move_on_after(self.retry_for):
             await pending.done.wait()
         if not pending.done.is_set():
+            self.rejected += 1
             raise LogUnavailable(f"not committed within {self.retry_for:g} s (outcome unknown)")
         if pending.error is not None:
             raise pending.error
         result = pending.result
         if not result.get("ok"):
+            self.rejected += 1
             raise ProposalRejected(result.get("reason", "rejected"))
         placed = Placed([tuple(e) for e in result["events"]])  # type: ignore[misc]
         await self.wait_applied(placed.index)
+        self.proposal_latency.observe(time.monotonic() - started)
         return placed
 
     async def wait_applied(self, index: int) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from xes.http import hostmeta, websocket
+from xes.http import hostmeta, metrics, websocket
 from xes.http.server import HttpServer, Route
 
 if TYPE_CHECKING:
@@ -30,6 +30,8 @@ def build(node: Node) -> HttpServer:
                 ),
             )
         )
+    if config.metrics.enabled:
+        server.add(metrics.route(node, lambda: node.log_pid))
     hostmeta.add_routes(
         server,
         domain=config.domain,

@@ -65,6 +65,7 @@ from xes.session.sasl import LoginLimiter, channel_binding_data
 from xes.session.stream_management import SmAck, SmEnable, SmRequest, SmResume
 from xes.stanza import csi
 from xes.stanza.delay import stamp, with_delay
+from xes.stats import stanza_kind
 from xes.transport.direct import DirectWriter, buffered_plaintext, direct_writer
 from xes.xml import E, ns, parse_fragment
 
@@ -114,6 +115,8 @@ class ClientConnection:
         """The transport under this stream is already encrypted (HTTPS, or a trusted proxy's
         TLS): no STARTTLS; ``channel_binding`` is that TLS connection's, if we ended it."""
         self._channel_binding = channel_binding
+        self._stats = hub.stats
+        self._stats.connections_opened[transport] += 1
         config = hub.config
         self.protocol = C2SProtocol(
             C2SPolicy(
@@ -243,6 +246,7 @@ class ClientConnection:
     def _enqueue(self, data: bytes) -> None:
         if self.closing:
             return
+        self._stats.stanzas_out[stanza_kind(data)] += 1
         if self._direct is not None and not self._writing and not self._queued:
             # Nothing ahead of it: write now instead of waking the writer (transport.direct).
             try:
@@ -639,6 +643,7 @@ class ClientConnection:
             if isinstance(action, Send):
                 await self._out(action.data)
             elif isinstance(action, StanzaReceived):
+                self._stats.stanzas_in[action.stanza.name] += 1
                 run = self._groupchat_run(action, actions, i)
                 i += len(run) - 1
                 for _ in run:
@@ -677,6 +682,7 @@ class ClientConnection:
             elif isinstance(action, RegistrationRequested):
                 await self._register(action)
             elif isinstance(action, Authenticated):
+                self._stats.logins[self.transport] += 1
                 self.limiter.record_success(action.username, self.peer, time.monotonic())
                 log.info(
                     "authenticated",
@@ -685,6 +691,7 @@ class ClientConnection:
                     peer=self.peer,
                 )
             elif isinstance(action, AuthFailed):
+                self._stats.login_failures[action.condition or "unknown"] += 1
                 self.limiter.record_failure(action.username or "", self.peer, time.monotonic())
                 log.info("auth_failed", condition=action.condition, peer=self.peer)
             elif isinstance(action, Close):
