@@ -4,10 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-  if ! command -v go-sendxmpp >/dev/null 2>&1 || ! command -v xmppc >/dev/null 2>&1; then
+  if ! command -v go-sendxmpp >/dev/null 2>&1 || ! command -v xmppc >/dev/null 2>&1 \
+    || ! command -v chromium >/dev/null 2>&1; then
     apt-get update -qq >/dev/null 2>&1 || true
     # As root with apt (CI), a failed install fails the run: the test must not be skipped there.
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq go-sendxmpp xmppc >/dev/null
+    # chromium: the status page test opens the page headless and takes its screenshot.
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq go-sendxmpp xmppc chromium >/dev/null
   fi
 fi
 if ! command -v npm >/dev/null 2>&1; then

@@ -336,38 +336,16 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 
 def cluster_report(config: Config, local: dict[str, Any]) -> dict[str, Any]:
     """This node's Raft status plus each member's, asked over the Raft port with the secret."""
-    from xes.eventlog.raft import query_status
+    from xes.cluster_report import cluster_report as report
     from xes.projections import sessions as sessions_view
 
     live = _open_live(config)
     try:
         with live.env.begin() as txn:
-            node_ids = {n.raft: n.node for n in sessions_view.nodes(live, txn)}
+            nodes = {n.raft: (n.node, n.down) for n in sessions_view.nodes(live, txn)}
     finally:
         live.close()
-    members = []
-    for addr in local.get("members", []):
-        if addr == local.get("self"):
-            status: dict[str, Any] | None = local
-        else:
-            status = query_status(addr, config.cluster_secret)
-        members.append(
-            {
-                "raft": addr,
-                "node": node_ids.get(addr),
-                "reachable": status is not None,
-                "state": status.get("state") if status else None,
-                "term": status.get("term") if status else None,
-                "commit_index": status.get("commit_index") if status else None,
-                "applied_index": status.get("last_applied") if status else None,
-                "match_index": local.get("match_index", {}).get(addr),
-            }
-        )
-    top = max((m["commit_index"] or 0 for m in members), default=0)
-    for member in members:
-        applied = member["applied_index"]
-        member["lag"] = None if applied is None else top - applied
-    return {"local": local, "leader": local.get("leader"), "members": members}
+    return report(config.cluster_secret, local, nodes)
 
 
 def format_cluster_report(report: dict[str, Any]) -> str:

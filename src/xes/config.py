@@ -71,6 +71,20 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class AdminConfig:
+    token_file: str | None = None
+    """File holding the admin API's bearer token (``Authorization: Bearer``, 16+ characters).
+    The admin API, the status page and XEP-0133 are off unless this or ``admins`` is set."""
+    admins: tuple[str, ...] = ()
+    """Bare JIDs of server administrators: HTTP Basic with their XMPP password on the admin
+    API and status page, and XEP-0133 ad-hoc commands from their XMPP clients."""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.token_file or self.admins)
+
+
+@dataclass(frozen=True)
 class TlsConfig:
     cert: str | None = None
     """PEM certificate chain; default: a self-signed one generated in ``data_dir/tls``."""
@@ -357,6 +371,7 @@ class Config:
     tls: TlsConfig = field(default_factory=TlsConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
@@ -410,6 +425,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "tls": TlsConfig,
     "http": HttpConfig,
     "metrics": MetricsConfig,
+    "admin": AdminConfig,
     "auth": AuthConfig,
     "limits": LimitsConfig,
     "cluster": ClusterConfig,
@@ -499,6 +515,17 @@ def _check_http(config: Config) -> None:
                 ipaddress.ip_network(net, strict=False)
             except ValueError:
                 raise ConfigError(f"{key}: {net!r} is not an address or CIDR network") from None
+    for admin in config.admin.admins:
+        from xes.jid import JID, InvalidJID
+
+        try:
+            jid = JID.parse(admin)
+        except InvalidJID as exc:
+            raise ConfigError(f"[admin] admins: {admin!r} is not a JID ({exc})") from None
+        if jid.local is None or jid.resource or jid.domain != config.domain or str(jid) != admin:
+            raise ConfigError(
+                f"[admin] admins: {admin!r} must be a normalised bare JID of {config.domain}"
+            )
     if http.public_url and not http.public_url.startswith(("http://", "https://")):
         raise ConfigError("[http] public_url must start with http:// or https://")
 

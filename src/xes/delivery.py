@@ -25,6 +25,7 @@ from xes.events.catalog import (
     RosterItemRemoved,
     RosterItemUpdated,
     SessionBound,
+    SessionEnded,
     SmEnabled,
     SmResumed,
     SmStanzasQueued,
@@ -150,6 +151,12 @@ def deliver(
         if event.node == hub.node and event.boot == hub.boot and hub.on_self_down is not None:
             log.warning("declared_down", node=event.node, boot=event.boot, by=event.by)
             hub.on_self_down()
+    elif isinstance(event, SessionEnded) and event.reason == "kicked":
+        # An administrator ended it (admin API, XEP-0133) on whichever node: its stream here
+        # closes; the end is recorded already, so the connection records nothing more.
+        session = hub.sessions.get(event.session)
+        if session is not None:
+            session.close("policy-violation", "the session was ended by an administrator")
     elif isinstance(event, AccountRemoved):
         for session in hub.local_of_bare(event.jid):
             farewell = hub.farewells.pop(session.session_id, None)

@@ -24,6 +24,7 @@ from anyio.abc import ByteStream, SocketAttribute, SocketStream, TaskGroup
 
 from xes import archive_retention, cluster_watch, delivery, disk_watch, preflight, telemetry
 from xes import http as web
+from xes.admin.auth import AdminAuth, read_token
 from xes.config import Config, ConfigError
 from xes.eventlog import process as log_process
 from xes.eventlog.client import LogClient, LogUnavailable, ProposalRejected
@@ -131,6 +132,7 @@ class Node:
                 window_s=config.auth.failure_window,
                 lockout_s=config.auth.lockout,
             )
+            self.admin_auth = AdminAuth(hub, read_token(config), self.limiter)
             # HTTP first: a node whose client port accepts is ready on every port.
             self.http = web.build(self)
             if config.listen.http:

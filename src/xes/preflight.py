@@ -24,6 +24,7 @@ def check(config: Config) -> None:
     check_data_dir(config.data_dir)
     check_secret(config)
     check_tls(config)
+    check_admin(config)
     for key, addr in listen_addresses(config):
         check_port(addr, key)
 
@@ -76,6 +77,12 @@ def check_tls(config: Config) -> None:
             raise ConfigError(f"{key} {value} cannot be read: fix the path or its permissions")
     if bool(config.tls.cert) != bool(config.tls.key):
         raise ConfigError("[tls] needs both cert and key (or neither: a self-signed pair)")
+
+
+def check_admin(config: Config) -> None:
+    from xes.admin.auth import read_token
+
+    read_token(config)
 
 
 def split(addr: str) -> tuple[str, int]:

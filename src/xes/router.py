@@ -17,6 +17,7 @@ from xes.eventlog.client import LogUnavailable, ProposalRejected
 from xes.events.catalog import IqRouted
 from xes.features import (
     account_info,
+    admin_commands,
     blocking,
     carbons,
     mam,
@@ -71,6 +72,7 @@ SERVER_IQ: dict[str, IqHandler] = {
     "{%s}services" % account_info.EXTDISCO: account_info.external_services,
     "{%s}credentials" % account_info.EXTDISCO: account_info.external_services,
     "{%s}query" % registration.NS: registration.handle,
+    "{%s}command" % admin_commands.COMMANDS: admin_commands.handle,
 }
 """Payloads the server answers when an iq is addressed to it, or to no one: then on behalf of
 the sender's account (RFC 6120 §10.3.3), so everything an account answers is here too; each

@@ -157,7 +157,8 @@ class SessionEnded:
     jid: str
     """Full JID the session had bound."""
     reason: str
-    """closed | conflict | error | node_restarted | shutdown | timeout."""
+    """closed | conflict | error | node_restarted | shutdown | timeout | kicked (an
+    administrator ended it: the node holding it closes the stream)."""
     outbox_upto: int | None = None
     """For a stream-management session: the last outbox row the proposer re-routed; apply
     refuses the end if more rows arrived since, so none is dropped unseen (ADR 0008)."""

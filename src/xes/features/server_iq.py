@@ -8,7 +8,7 @@ from __future__ import annotations
 import platform
 
 from xes import __version__
-from xes.features import account_info, pep
+from xes.features import account_info, admin_commands, pep
 from xes.hub import Hub, LocalSession
 from xes.stanza.core import StanzaError, iq_result
 from xes.xml import E, Element, ns
@@ -71,11 +71,18 @@ async def disco_info(hub: Hub, session: LocalSession, iq: Element, query: Elemen
         children += [E("{%s}feature" % ns.DISCO_INFO, {"var": var}) for var in features]
         return iq_result(iq, E("{%s}query" % ns.DISCO_INFO, None, *children))
     if node:
-        raise StanzaError("item-not-found")
+        if node == admin_commands.COMMANDS:
+            return iq_result(iq, E("{%s}query" % ns.DISCO_INFO, {"node": node}))
+        found = admin_commands.node_info(node) if admin_commands.enabled(hub) else None
+        if found is None:
+            raise StanzaError("item-not-found")
+        return iq_result(iq, E("{%s}query" % ns.DISCO_INFO, {"node": node}, *found))
     children = [
         E("{%s}identity" % ns.DISCO_INFO, {"category": "server", "type": "im", "name": "xes"})
     ]
     features = list(SERVER_FEATURES)
+    if admin_commands.enabled(hub):
+        features.append(admin_commands.COMMANDS)  # XEP-0050 §2.1 (XEP-0133 for admins)
     if hub.config.external_services.services:
         features.append(account_info.EXTDISCO)
     if hub.config.pep.enabled:
@@ -92,7 +99,12 @@ async def disco_info(hub: Hub, session: LocalSession, iq: Element, query: Elemen
 async def disco_items(hub: Hub, session: LocalSession, iq: Element, query: Element) -> Element:
     if iq.get("type") != "get":
         raise StanzaError("bad-request")
-    if query.get("node"):
+    node = query.get("node")
+    if node == admin_commands.COMMANDS and not _for_account(iq):
+        # XEP-0050 §2.2: the commands this entity offers the requester (admins: XEP-0133).
+        found = admin_commands.items(hub, session) if admin_commands.enabled(hub) else []
+        return iq_result(iq, E("{%s}query" % ns.DISCO_ITEMS, {"node": node}, *found))
+    if node:
         raise StanzaError("item-not-found")
     if _for_account(iq):
         return iq_result(

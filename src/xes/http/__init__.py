@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from xes.http import hostmeta, metrics, websocket
+from xes.http import admin_api, hostmeta, metrics, websocket
 from xes.http.server import HttpServer, Route
 
 if TYPE_CHECKING:
@@ -30,6 +30,9 @@ def build(node: Node) -> HttpServer:
                 ),
             )
         )
+    if node.admin_auth.enabled:
+        for route in admin_api.AdminApi(node, node.admin_auth).routes():
+            server.add(route)
     if config.metrics.enabled:
         server.add(metrics.route(node, lambda: node.log_pid))
     hostmeta.add_routes(

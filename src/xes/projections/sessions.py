@@ -261,6 +261,11 @@ def of_node(
     ]
 
 
+def all_sessions(store: Store, txn: lmdb.Transaction) -> list[SessionView]:
+    """Every bound session in the cluster (the admin API, announcements)."""
+    return [SessionView.from_json(k.decode(), load(v)) for k, v in txn.cursor(db=store.db(BY_ID))]
+
+
 def nodes(store: Store, txn: lmdb.Transaction) -> list[NodeView]:
     """Every node that ever started, with its latest boot and whether that boot is down."""
     return [
