@@ -51,7 +51,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 NS_STREAM = "http://etherx.jabber.org/streams"
-FEATURES_END = re.compile(rb"</stream:features>|<stream:features\s*/>")
+FRAMING = "urn:ietf:params:xml:ns:xmpp-framing"
+FEATURES_END = re.compile(rb"</(?:stream:)?features>|<(?:stream:)?features\b[^>]*/>")
+"""Over WebSocket (RFC 7395) features may come unprefixed: ``<features xmlns=...streams>``."""
 PROCEED = re.compile(rb"<proceed\b[^>]*>|<failure\b[^>]*>")
 MECHANISM = re.compile(rb"<mechanism>([^<]+)</mechanism>")
 SASL_STEP = re.compile(
@@ -62,6 +64,7 @@ MESSAGE_END = b"</message>"
 ERROR_STANZA = re.compile(rb"<(message|iq|presence)\b[^>]*type=['\"]error['\"]")
 MAM_RESULT = re.compile(rb"<result\b[^>]*urn:xmpp:mam:2")
 PAD = "x" * 100
+_STANZA_NAME = re.compile(r"^<(iq|message|presence)(?=[\s/>])")
 
 _TLS = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 _TLS.check_hostname = False
@@ -136,6 +139,8 @@ class Scram:
 class Conn:
     """One client stream: sequential reads while logging in, then a reader task."""
 
+    STREAM_END = "</stream:stream>"
+
     def __init__(self, domain: str) -> None:
         self.domain = domain
         self.reader: asyncio.StreamReader
@@ -147,6 +152,10 @@ class Conn:
 
     async def connect(self, host: str, port: int) -> None:
         self.reader, self.writer = await asyncio.open_connection(host, port, limit=1 << 20)
+
+    async def recv(self) -> bytes:
+        """The next bytes of the XMPP stream (b"" at its end)."""
+        return await self.reader.read(1 << 18)
 
     async def until(self, rx: re.Pattern[bytes], timeout: float) -> re.Match[bytes]:
         """Read until ``rx`` matches; consume the buffer up to the match's end.
@@ -164,7 +173,7 @@ class Conn:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError(f"waited for {rx.pattern!r}; got {bytes(self.buf[-200:])!r}")
-            chunk = await asyncio.wait_for(self.reader.read(65536), left)
+            chunk = await asyncio.wait_for(self.recv(), left)
             if not chunk:
                 raise ConnectionError(
                     f"closed waiting for {rx.pattern!r}: {bytes(self.buf[-200:])!r}"
@@ -284,7 +293,7 @@ class Conn:
                 on_data(bytes(self.buf), time.monotonic())
                 self.buf.clear()
             while True:
-                chunk = await self.reader.read(1 << 18)
+                chunk = await self.recv()
                 if not chunk:
                     return
                 on_data(chunk, time.monotonic())
@@ -297,11 +306,86 @@ class Conn:
             with contextlib.suppress(BaseException):
                 await self.task
         with contextlib.suppress(Exception):
-            self.send("</stream:stream>")
+            self.send(self.STREAM_END)
             await asyncio.wait_for(self.writer.drain(), timeout)
         self.writer.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.writer.wait_closed(), timeout)
+
+
+class WsConn(Conn):
+    """The same client over XMPP-over-WebSocket (RFC 7395) on ``wss://HOST:PORT/xmpp-websocket``.
+
+    What the workloads write (stream header, stanzas, stream end) is framed: the header becomes
+    ``<open/>``, the end ``<close/>``, each send one text message (the workloads send one
+    stanza per call); what arrives is the text of the messages, concatenated, so the byte
+    regexes read it as they read a TCP stream. No STARTTLS: the WebSocket runs over TLS."""
+
+    STREAM_END = f"<close xmlns='{FRAMING}'/>"
+    PATH = "/xmpp-websocket"
+
+    def __init__(self, domain: str) -> None:
+        super().__init__(domain)
+        import wsproto
+
+        self.ws = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+
+    async def connect(self, host: str, port: int) -> None:
+        from wsproto.events import AcceptConnection, RejectConnection, Request
+
+        self.reader, self.writer = await asyncio.open_connection(
+            host, port, ssl=_TLS, server_hostname=self.domain, limit=1 << 20
+        )
+        self.writer.write(
+            self.ws.send(Request(host=self.domain, target=self.PATH, subprotocols=["xmpp"]))
+        )
+        while True:
+            data = await self.reader.read(65536)
+            if not data:
+                raise ConnectionError("closed during the WebSocket handshake")
+            self.ws.receive_data(data)
+            for event in self.ws.events():
+                if isinstance(event, AcceptConnection):
+                    return
+                if isinstance(event, RejectConnection):
+                    raise RuntimeError(f"WebSocket refused: HTTP {event.status_code}")
+
+    def send(self, data: str) -> None:
+        from wsproto.events import Message
+
+        if data.startswith(("<?xml", "<stream:stream")):
+            data = f"<open xmlns='{FRAMING}' to='{self.domain}' version='1.0'/>"
+        elif data == "</stream:stream>":
+            data = self.STREAM_END
+        elif "xmlns=" not in data[: data.find(">")]:
+            data = _STANZA_NAME.sub(r"<\1 xmlns='jabber:client'", data, count=1)
+        self.writer.write(self.ws.send(Message(data=data)))
+
+    async def starttls(self, timeout: float) -> bytes:
+        return await self.header(timeout)
+
+    async def recv(self) -> bytes:
+        from wsproto.events import CloseConnection, Ping, TextMessage
+
+        while True:
+            out = []
+            for event in self.ws.events():
+                if isinstance(event, TextMessage):
+                    out.append(event.data.encode())
+                elif isinstance(event, Ping):
+                    self.writer.write(self.ws.send(event.response()))
+                elif isinstance(event, CloseConnection):
+                    return b""
+            if out:
+                return b"".join(out)
+            data = await self.reader.read(1 << 18)
+            if not data:
+                return b""
+            self.ws.receive_data(data)
+
+
+def new_conn(spec: Spec) -> Conn:
+    return WsConn(spec.domain) if spec.transport == "websocket" else Conn(spec.domain)
 
 
 class Counter:
@@ -388,6 +472,8 @@ class Spec:
     queries: int = 30
     page: int = 50
     extra: dict[str, Any] = field(default_factory=dict)
+    transport: str = "tcp"
+    """``tcp`` (STARTTLS) or ``websocket`` (wss, RFC 7395: ``ports`` are then HTTPS ports)."""
 
     def port(self, i: int) -> int:
         return self.ports[i % len(self.ports)]
@@ -405,7 +491,7 @@ async def login_many(
 
     async def one(i: int, user: str, port: int) -> None:
         async with sem:
-            conn = Conn(spec.domain)
+            conn = new_conn(spec)
             try:
                 await conn.login_as(spec, user, port, "bench", presence=True)
             except Exception as exc:
@@ -462,7 +548,7 @@ async def w_register(spec: Spec, ctl: Control) -> dict[str, Any]:
 
     async def one(i: int, user: str) -> None:
         async with sem:
-            conn = Conn(spec.domain)
+            conn = new_conn(spec)
             try:
                 await conn.connect(spec.host, spec.port(i))
                 await conn.starttls(spec.timeout)
@@ -502,7 +588,7 @@ async def w_logins(spec: Spec, ctl: Control) -> dict[str, Any]:
             user = users[n % len(users)]
             port = spec.port(n)
             n += spec.concurrency
-            conn = Conn(spec.domain)
+            conn = new_conn(spec)
             started = time.monotonic()
             try:
                 await conn.login_as(spec, user, port, f"l{n}", presence=False)

@@ -77,7 +77,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "queries": 100,
     },
 }
-WORKLOADS = ("idle", "logins", "messages", "muc", "archive")
+WORKLOADS = ("idle", "logins", "messages", "muc", "archive", "websocket")
 ALL_SERVERS = ("xes", "xes3", "prosody", "ejabberd")
 
 
@@ -175,7 +175,8 @@ def run_loadgen(
     on_mark: dict[str, Any] | None = None,
 ) -> Phase:
     """Run one generator workload; snapshot server CPU (and memory) at each of its marks."""
-    spec = dict(spec, sync=True, ports=server.ports, domain=srv.DOMAIN, password=srv.PASSWORD)
+    ports = server.ws_ports if spec.get("transport") == "websocket" else server.ports
+    spec = dict(spec, sync=True, ports=ports, domain=srv.DOMAIN, password=srv.PASSWORD)
     argv = srv.pinned(
         GEN_CPU if server.cpu is not None else None,
         [sys.executable, str(LOADGEN), "--spec", json.dumps(spec)],
@@ -405,6 +406,21 @@ def run_workload(
             spec = dict(common, workload="muc", occupants=occupants, mode="rate", rate=rate)
             phase = run_loadgen(server, spec, timeout=prof["duration"] + 600)
             out[f"muc_rate{rate}"] = with_cpu(phase, phase.result["delivered"])
+    elif workload == "websocket":
+        # RFC 7395 over wss://: the same logins and saturated 1:1 messages as over TCP.
+        ws = {"transport": "websocket"}
+        spec = dict(
+            common,
+            **ws,
+            workload="logins",
+            concurrency=prof["login_concurrency"],
+            users=[f"i{i + 1}" for i in range(min(idle, 1000))],
+        )
+        phase = run_loadgen(server, spec, timeout=prof["duration"] + 300)
+        out["ws_logins"] = with_cpu(phase, phase.result["logins"])
+        spec = dict(common, **ws, workload="messages", pairs=pairs, mode="saturate")
+        phase = run_loadgen(server, spec, timeout=prof["duration"] + 300)
+        out["ws_messages"] = with_cpu(phase, phase.result["received"])
     elif workload == "archive":
         already = 0
         for size in prof["archives"]:
@@ -475,6 +491,13 @@ def rows(prof: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     for size in prof["archives"]:
         out.append((f"MAM last page ({size} msgs) p50 / p99 ms", f"archive{size}",
                     "p50_ms/p99_ms", "lower"))  # fmt: skip
+    out += [
+        ("WebSocket logins/s (wss+SCRAM-SHA-1+bind)", "ws_logins", "rate", "higher"),
+        ("  logins per server CPU-s", "ws_logins", "per_cpu", "higher"),
+        ("WebSocket 1:1 msgs/s at saturation", "ws_messages", "rate", "higher"),
+        ("  msgs per server CPU-s", "ws_messages", "per_cpu", "higher"),
+        ("  latency p50 / p99 ms at saturation", "ws_messages", "p50_ms/p99_ms", "lower"),
+    ]
     out.append(("lost messages (1:1 and MUC, all runs)", "*", "lost", "lower"))
     return out
 

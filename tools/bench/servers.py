@@ -135,6 +135,8 @@ class Server:
     supports: frozenset[str] = frozenset({"logins", "messages", "muc", "idle", "archive"})
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     ports: list[int] = field(default_factory=list)
+    ws_ports: list[int] = field(default_factory=list)
+    """HTTPS ports serving XMPP over WebSocket at /xmpp-websocket (``websocket`` workload)."""
     version: str = ""
 
     def start(self) -> None:
@@ -171,7 +173,7 @@ class Server:
 
     def wait_ports(self, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
-        while not all(accepts(p) for p in self.ports):
+        while not all(accepts(p) for p in [*self.ports, *self.ws_ports]):
             for proc in self.procs:
                 if proc.poll() is not None:
                     raise RuntimeError(f"{self.label} exited ({proc.returncode}); see {self.root}")
@@ -225,12 +227,13 @@ class Xes(Server):
     def __post_init__(self) -> None:
         self.name = "xes" if self.nodes == 1 else f"xes{self.nodes}"
         self.label = "xes" if self.nodes == 1 else f"xes {self.nodes} nodes"
-        self.supports = frozenset({"logins", "messages", "muc", "idle", "archive"})
+        self.supports = frozenset({"logins", "messages", "muc", "idle", "archive", "websocket"})
 
     def write_configs(self) -> None:
         secret = secrets.token_urlsafe(24)
         raft = [free_port() for _ in range(self.nodes)]
         self.ports = [free_port() for _ in range(self.nodes)]
+        self.ws_ports = [free_port() for _ in range(self.nodes)]
         for i in range(self.nodes):
             node = self.root / f"n{i + 1}"
             node.mkdir(parents=True, exist_ok=True)
@@ -242,7 +245,9 @@ class Xes(Server):
             config.write_text(
                 f'domain = "{DOMAIN}"\ndata_dir = "{node / "data"}"\n'
                 f'[listen]\nc2s = "127.0.0.1:{self.ports[i]}"\nc2s_tls = ""\n'
-                'http = ""\nhttps = ""\n'
+                f'http = ""\nhttps = "127.0.0.1:{self.ws_ports[i]}"\n'
+                "[http]\nrequests_per_second = 1000000.0\nrequest_burst = 2000000\n"
+                "max_connections_per_address = 200000\nmax_connections = 200000\n"
                 f'[tls]\ncert = "{self.cert}"\nkey = "{self.key}"\n'
                 f"[auth]\nscram_iterations = {SCRAM_ITERATIONS}\n"
                 "[limits]\nstanzas_per_second = 1000000.0\nstanza_burst = 2000000\n"
@@ -320,6 +325,7 @@ class Prosody(Server):
 
     def __post_init__(self) -> None:
         self.name = self.label = "prosody"
+        self.supports = frozenset({"logins", "messages", "muc", "idle", "archive", "websocket"})
 
     @property
     def config(self) -> Path:
@@ -327,6 +333,7 @@ class Prosody(Server):
 
     def write_config(self) -> None:
         self.ports = [free_port()]
+        self.ws_ports = [free_port()]
         data = self.root / "data"
         data.mkdir(parents=True, exist_ok=True)
         self.config.write_text(
@@ -345,10 +352,12 @@ legacy_ssl_ports = {{ }}
 s2s_ports = {{ }}
 component_ports = {{ }}
 http_ports = {{ }}
-https_ports = {{ }}
+https_ports = {{ {self.ws_ports[0]} }}
+https_interfaces = {{ "127.0.0.1" }}
+https_ssl = {{ certificate = "{self.cert}"; key = "{self.key}"; }}
 modules_enabled = {{
     "roster"; "saslauth"; "tls"; "disco"; "ping"; "register"; "offline";
-    "mam"; "smacks";
+    "mam"; "smacks"; "websocket";
 }}
 modules_disabled = {{ "s2s" }}
 c2s_require_encryption = true
