@@ -41,17 +41,28 @@ from xes.transport.c2s import ClientConnection
 log = structlog.get_logger("xes.node")
 
 
-def fast_key(config: Config) -> bytes:
-    """The key FAST tokens are derived from: from the cluster secret, so every node has the
-    same; a lone node without one keeps a random key in its data directory."""
+def cluster_key(config: Config, label: bytes, local_file: str) -> bytes:
+    """A key every node derives alike from the cluster secret (one per ``label``, so a leak of
+    one use does not give another); a lone node without a secret keeps a random key in its
+    data directory instead."""
     secret = config.cluster_secret
     if secret:
-        return hashlib.sha256(b"xes fast token key\x00" + secret.encode()).digest()
-    path = config.data_dir / "fast.key"
+        return hashlib.sha256(label + b"\x00" + secret.encode()).digest()
+    path = config.data_dir / local_file
     if not path.exists():
         path.write_bytes(secrets.token_bytes(32))
         path.chmod(0o600)
     return path.read_bytes()
+
+
+def fast_key(config: Config) -> bytes:
+    """The key FAST tokens are derived from (XEP-0484, ADR 0015)."""
+    return cluster_key(config, b"xes fast token key", "fast.key")
+
+
+def upload_key(config: Config) -> bytes:
+    """The key of upload PUT tokens and of the nodes' proofs to each other (ADR 0017)."""
+    return cluster_key(config, b"xes upload key", "upload.key")
 
 
 def tls_paths(config: Config) -> tuple[Path, Path]:
