@@ -89,6 +89,8 @@ class Hub:
     """``data_dir`` is below ``[limits] min_free_disk_mb``: client writes are refused."""
     fast_key: bytes = b""
     """What FAST tokens are derived from (XEP-0484, ADR 0015): the same on every node."""
+    upload_key: bytes = b""
+    """What upload PUT tokens and the nodes' proofs to each other are made with (ADR 0017)."""
     started: float = field(default_factory=time.time)
     """When this node's process started serving (XEP-0012 server uptime)."""
     farewells: dict[str, bytes] = field(default_factory=dict)

@@ -29,6 +29,9 @@ from xes.eventlog import process as log_process
 from xes.eventlog.client import LogClient, LogUnavailable, ProposalRejected
 from xes.events.catalog import NodeStarted
 from xes.features import session_end, stream_mgmt
+from xes.features.upload import files as upload_files
+from xes.features.upload import retention as upload_retention
+from xes.features.upload.web import UploadSite
 from xes.http.server import Request
 from xes.hub import Hub
 from xes.projections import sessions as sessions_view
@@ -122,6 +125,7 @@ class Node:
             client.riders = stream_mgmt.riders
             hub = Hub(config=config, node=self.node_id, boot=self.boot, store=store, log=client)
             hub.fast_key = fast_key(config)
+            hub.upload_key = upload_key(config)
             hub.on_self_down = lambda: tg.start_soon(self._rejoin, "declared down")
             hub.on_isolated = lambda: tg.start_soon(self._rejoin, "no majority")
             self.hub = hub
@@ -134,6 +138,12 @@ class Node:
             )
             tg.start_soon(archive_retention.run, hub)
             tg.start_soon(disk_watch.run, hub)
+            if config.upload.enabled:
+                store_dir = upload_files.FileStore(config.upload_dir)
+                store_dir.open()
+                self.upload_site = UploadSite(hub, store_dir)
+                tg.start_soon(upload_files.run_sweeper, hub, store_dir)
+                tg.start_soon(upload_retention.run, hub)
             self.limiter = LoginLimiter(
                 max_failures=config.auth.max_failures,
                 window_s=config.auth.failure_window,

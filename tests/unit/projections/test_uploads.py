@@ -96,7 +96,7 @@ def test_open_slot_cap_and_expiry(tmp_path: Path) -> None:
 
 
 def test_account_removal_frees_everything(tmp_path: Path) -> None:
-    store, proj, apply = setup(tmp_path)
+    store, _, apply = setup(tmp_path)
     apply([granted("s1")])
     apply([stored("s1")])
     apply([granted("s2")])

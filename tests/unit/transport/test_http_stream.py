@@ -59,7 +59,10 @@ def make_server(parts: list[bytes], length: int) -> HttpServer:
 
 async def test_streamed_body_then_keep_alive() -> None:
     server = make_server([b"abc", b"", b"defg"], 7)
-    raw = b"GET /file HTTP/1.1\r\nHost: x\r\n\r\nGET /plain HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    raw = (
+        b"GET /file HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"GET /plain HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
     out = await exchange(server, raw)
     first, _, rest = out.partition(b"\r\n\r\n")
     assert first.startswith(b"HTTP/1.1 200") and b"content-length: 7" in first.lower()

@@ -21,6 +21,10 @@ BIDI_CONTROLS = frozenset("\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u206
 
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 
+OPEN_SLOT_GRACE_MS = 600_000
+"""How long after its expiry an unused slot is kept: a PUT that began just in time may still be
+sending. Only then does the leader delete the slot (and the quota it held)."""
+
 _TOKEN = r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}"
 _CONTENT_TYPE = re.compile(rf"{_TOKEN}/{_TOKEN}(\s*;\s*[a-z0-9_.+-]+=[a-z0-9_.+\"-]+)*")
 
