@@ -225,19 +225,26 @@ def test_refused_puts_and_unknown_files(srv: XesServer) -> None:
     run(scenario())
 
 
-def test_put_after_expiry_is_refused(tmp_path: Path) -> None:
-    extra = UPLOAD.replace("max_open_slots = 3", "max_open_slots = 3\nslot_ttl = 1")
+def test_expiry_and_retention(tmp_path: Path) -> None:
+    """A PUT after its slot expired is refused; a file past retention is deleted (about 2 s)."""
+    extra = UPLOAD + "slot_ttl = 1\nretention_days = 0.00002\nretention_check_interval = 0.5\n"
     with running_server(tmp_path / "node", extra) as server:
 
-        async def scenario() -> None:
+        async def scenario() -> tuple[Slot, Slot]:
             eva = user(server, "eva")
             await eva.login(server.c2s)
-            slot = Slot(await ask(eva, "late.png", len(PNG)))
+            late = Slot(await ask(eva, "late.png", len(PNG)))
+            kept = Slot(await ask(eva, "kept.png", len(PNG)))
+            assert kept.put(PNG) == 201
             await eva.logout()
-            time.sleep(1.5)
-            assert slot.put(PNG) == 410
+            return late, kept
 
-        run(scenario())
+        late, kept = run(scenario())
+        time.sleep(1.5)
+        assert late.put(PNG) == 410
+        on_disk = server.data_dir / "uploads" / kept.path.split("/")[2]
+        wait_until(lambda: https(kept.port, "GET", kept.path)[0] == 404, 20)
+        wait_until(lambda: not on_disk.exists(), 20)
 
 
 def test_file_served_by_every_node_and_gone_with_the_account(tmp_path: Path) -> None:
@@ -273,3 +280,17 @@ def test_file_served_by_every_node_and_gone_with_the_account(tmp_path: Path) -> 
             wait_until(lambda node=node: https(node.https, "GET", slot.path)[0] == 404, 20)
         wait_until(lambda: not held.exists(), 20)
         wait_until(lambda: not (n2.data_dir / "uploads" / slot_id).exists(), 20)
+
+        # A file whose only holder is down: 503 with Retry-After, not a partial body.
+        async def second() -> Slot:
+            gus = Client(f"gus@{n1.domain}/phone", "pw-gus")
+            await gus.login(n2.c2s)
+            slot = Slot(await ask(gus, "x-ray.png", len(PNG)))
+            assert slot.port == n2.https and slot.put(PNG) == 201
+            await gus.logout()
+            return slot
+
+        slot = run(second())
+        n2.stop()
+        status, headers, body = https(n3.https, "GET", slot.path)
+        assert status == 503 and headers["retry-after"].isdigit() and PNG not in body
