@@ -14,10 +14,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import anyio
 import lmdb
 
 from xes.config import Config
-from xes.eventlog.client import LogClient
+from xes.eventlog.client import LogClient, LogUnavailable
 from xes.jid import JID
 from xes.store.env import Store
 from xes.xml import Element, serialize
@@ -147,3 +148,26 @@ class Hub:
 
     def local_of_bare(self, bare: str) -> list[LocalSession]:
         return [s for s in self.sessions.values() if s.bare == bare]
+
+
+async def run_while_leader(
+    hub: Hub,
+    period: float,
+    duty: Callable[[Hub, int], Awaitable[object]],
+    wanted: Callable[[], bool] = lambda: True,
+) -> None:
+    """Every ``period`` seconds, ``duty(hub, now_ms)`` if this node leads the cluster.
+
+    Duties that turn configuration into events (retention) run on the leader alone, so two
+    nodes never propose the same deletions; any node may run this loop. ``wanted`` skips a
+    round without asking the log (nothing configured)."""
+    while True:
+        await anyio.sleep(period)
+        if not wanted():
+            continue
+        try:
+            status = await hub.log.status()
+        except LogUnavailable:
+            continue
+        if status.get("state") == "leader":
+            await duty(hub, int(time.time() * 1000))

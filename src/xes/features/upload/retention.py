@@ -10,15 +10,12 @@ Open slots go once their PUT can no longer be running (expiry plus
 
 from __future__ import annotations
 
-import time
-
-import anyio
 import structlog
 
 from xes.eventlog.client import LogUnavailable, ProposalRejected
 from xes.events.catalog import UploadDeleted
 from xes.features.upload import policy
-from xes.hub import Hub
+from xes.hub import Hub, run_while_leader
 from xes.projections import uploads as uploads_view
 
 log = structlog.get_logger("xes.upload")
@@ -30,14 +27,7 @@ MAX_BATCHES = 100
 
 
 async def run(hub: Hub) -> None:
-    while True:
-        await anyio.sleep(hub.config.upload.retention_check_interval)
-        try:
-            status = await hub.log.status()
-        except LogUnavailable:
-            continue
-        if status.get("state") == "leader":
-            await expire(hub, int(time.time() * 1000))
+    await run_while_leader(hub, hub.config.upload.retention_check_interval, expire)
 
 
 async def expire(hub: Hub, now_ms: int) -> int:
