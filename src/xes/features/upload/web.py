@@ -134,6 +134,8 @@ class UploadSite:
             return _answer(status, f"this slot is for exactly {row.size} bytes")
         if not policy.same_content_type(request.headers.get("content-type"), row.content_type):
             return _answer(415, f"this slot is for {row.content_type}")
+        if self.hub.disk_low:
+            return _answer(507, "the server's disk is almost full: try again later")
         if row.slot in self.receiving:
             return _answer(409, "this slot's file is being uploaded")
         assert request.body_chunks is not None
