@@ -9,14 +9,11 @@ only the leader proposes, so two nodes do not race.
 
 from __future__ import annotations
 
-import time
-
-import anyio
 import structlog
 
 from xes.eventlog.client import LogUnavailable, ProposalRejected
 from xes.events.catalog import ArchiveExpired
-from xes.hub import Hub
+from xes.hub import Hub, run_while_leader
 from xes.projections import archive as archive_view
 
 log = structlog.get_logger("xes.archive_retention")
@@ -36,16 +33,7 @@ def retention_days(hub: Hub) -> dict[str, float]:
 
 async def run(hub: Hub) -> None:
     period = hub.config.archive.retention_check_interval
-    while True:
-        await anyio.sleep(period)
-        if not retention_days(hub):
-            continue
-        try:
-            status = await hub.log.status()
-        except LogUnavailable:
-            continue
-        if status.get("state") == "leader":
-            await expire(hub, int(time.time() * 1000))
+    await run_while_leader(hub, period, expire, lambda: bool(retention_days(hub)))
 
 
 async def expire(hub: Hub, now_ms: int) -> int:

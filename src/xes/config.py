@@ -85,6 +85,39 @@ class AdminConfig:
 
 
 @dataclass(frozen=True)
+class UploadConfig:
+    """HTTP File Upload (XEP-0363, ADR 0017): files shared in chats, stored by the nodes."""
+
+    enabled: bool = False
+    """Run the upload service (off by default: storing patients' files is a decision)."""
+    domain: str = ""
+    """Its JID; default ``upload.<domain>``."""
+    max_file_size: int = 104857600
+    """Largest file in bytes; a larger request gets ``file-too-large`` with this number."""
+    quota_per_user: int = 1073741824
+    """Bytes one account may keep (stored files plus open slots); 0: no quota."""
+    retention_days: float = 0
+    """Days a file is kept; 0 keeps it until its account is removed."""
+    dir: str | None = None
+    """Where this node keeps files; default ``data_dir/uploads``."""
+    allowed_content_types: tuple[str, ...] = ()
+    """Content types a slot may name (``image/*`` matches a family); empty: any."""
+    slot_ttl: int = 300
+    """Seconds between a slot being granted and the latest start of its PUT."""
+    max_open_slots: int = 10
+    """Granted but not yet uploaded slots one account may hold; more get ``retry``."""
+    internal_url: str | None = None
+    """Base URL the other nodes fetch this node's files from (default: ``[listen] https``)."""
+    internal_ca: str | None = None
+    """PEM CA bundle the other nodes' HTTPS certificates are verified against when fetching;
+    default: not verified (the HMAC authenticates us, the event's SHA-256 the body)."""
+    fetch_timeout: float = 30.0
+    """Seconds a fetch from another node may stall before the GET gets 503."""
+    retention_check_interval: float = 60.0
+    """Seconds between the leader's checks for expired slots and files past retention."""
+
+
+@dataclass(frozen=True)
 class TlsConfig:
     cert: str | None = None
     """PEM certificate chain; default: a self-signed one generated in ``data_dir/tls``."""
@@ -372,6 +405,7 @@ class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
+    upload: UploadConfig = field(default_factory=UploadConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
@@ -402,6 +436,16 @@ class Config:
         return self.muc.domain or f"conference.{self.domain}"
 
     @property
+    def upload_domain(self) -> str:
+        """The upload service's JID (``[upload] domain``, default ``upload.<domain>``)."""
+        return self.upload.domain or f"upload.{self.domain}"
+
+    @property
+    def upload_dir(self) -> Path:
+        """Where this node keeps uploaded files (``[upload] dir``, default ``data_dir/uploads``)."""
+        return Path(self.upload.dir) if self.upload.dir else self.data_dir / "uploads"
+
+    @property
     def socket_path(self) -> Path:
         return self.data_dir / "log.sock"
 
@@ -426,6 +470,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "http": HttpConfig,
     "metrics": MetricsConfig,
     "admin": AdminConfig,
+    "upload": UploadConfig,
     "auth": AuthConfig,
     "limits": LimitsConfig,
     "cluster": ClusterConfig,
@@ -455,20 +500,26 @@ def _section(cls: type[Any], raw: dict[str, Any], where: str) -> Any:
     return cls(**values)
 
 
+def _check_service_domain(config: Config, section: str, domain: str) -> None:
+    """A service's own domain (``[muc] domain``, ``[upload] domain``): bare, normalised, and
+    not the server's."""
+    if not domain:
+        return
+    from xes.jid import JID, InvalidJID
+
+    try:
+        parsed = JID.parse(domain)
+    except InvalidJID as exc:
+        raise ConfigError(f"[{section}] domain: {exc}") from exc
+    if parsed.local or parsed.resource or parsed.domain == config.domain:
+        raise ConfigError(f"[{section}] domain must be a bare domain other than the server's")
+    if parsed.domain != domain:
+        raise ConfigError(f"[{section}] domain must be written normalised: {parsed.domain}")
+
+
 def _check_muc(config: Config) -> None:
     muc = config.muc
-    if muc.domain:
-        from xes.jid import JID, InvalidJID
-
-        try:
-            parsed = JID.parse(muc.domain)
-        except InvalidJID as exc:
-            raise ConfigError(f"[muc] domain: {exc}") from exc
-        if parsed.local or parsed.resource or parsed.domain == config.domain:
-            raise ConfigError("[muc] domain must be a bare domain other than the server's")
-        config_domain = parsed.domain
-        if config_domain != muc.domain:
-            raise ConfigError(f"[muc] domain must be written normalised: {config_domain}")
+    _check_service_domain(config, "muc", muc.domain)
     if muc.default_whois not in ("moderators", "anyone"):
         raise ConfigError("[muc] default_whois must be moderators or anyone")
     if muc.default_allow_pm not in ("anyone", "participants", "moderators", "none"):
@@ -528,6 +579,34 @@ def _check_http(config: Config) -> None:
             )
     if http.public_url and not http.public_url.startswith(("http://", "https://")):
         raise ConfigError("[http] public_url must start with http:// or https://")
+
+
+def _check_upload(config: Config) -> None:
+    upload = config.upload
+    _check_service_domain(config, "upload", upload.domain)
+    if upload.enabled and config.upload_domain == config.muc_domain and config.muc.enabled:
+        raise ConfigError("[upload] domain must differ from the group chat service's")
+    for name in ("max_file_size", "slot_ttl", "max_open_slots"):
+        if getattr(upload, name) <= 0:
+            raise ConfigError(f"[upload] {name} must be positive")
+    if upload.quota_per_user < 0 or upload.retention_days < 0:
+        raise ConfigError("[upload] quota_per_user and retention_days must not be negative")
+    if 0 < upload.quota_per_user < upload.max_file_size:
+        raise ConfigError("[upload] quota_per_user (when set) must be at least max_file_size")
+    if upload.fetch_timeout <= 0 or upload.retention_check_interval <= 0:
+        raise ConfigError("[upload] fetch_timeout and retention_check_interval must be positive")
+    for pattern in upload.allowed_content_types:
+        kind, slash, sub = str(pattern).partition("/")
+        if not (kind and slash and sub) or any(c.isspace() or c in ";," for c in pattern):
+            raise ConfigError(
+                f"[upload] allowed_content_types: {pattern!r} is not type/subtype or type/*"
+            )
+    if upload.internal_url and not upload.internal_url.startswith(("http://", "https://")):
+        raise ConfigError("[upload] internal_url must start with http:// or https://")
+    if upload.internal_ca and not Path(upload.internal_ca).is_file():
+        raise ConfigError(f"[upload] internal_ca {upload.internal_ca} is not a readable file")
+    if upload.enabled and not (config.listen.https or config.http.public_url):
+        raise ConfigError("[upload] needs [listen] https or [http] public_url for its URLs")
 
 
 def _check_pep(config: Config) -> None:
@@ -604,12 +683,16 @@ def parse_config(
             if not isinstance(raw[name], dict):
                 raise ConfigError(f"[{name}] must be a table")
             config = replace(config, **{name: _section(cls, raw[name], name)})
+    if config.upload.dir and base is not None and not Path(config.upload.dir).is_absolute():
+        upload = replace(config.upload, dir=str(base / Path(config.upload.dir).expanduser()))
+        config = replace(config, upload=upload)
     if config.archive.default not in PREF_DEFAULTS:
         raise ConfigError("[archive] default must be always, never or roster")
     if not 0 < config.archive.page_size <= config.archive.max_page_size:
         raise ConfigError("[archive] needs 0 < page_size <= max_page_size")
     _check_http(config)
     _check_muc(config)
+    _check_upload(config)
     _check_pep(config)
     _check_external_services(config)
     if not 0 < config.csi.max_held < 10 * config.stream_management.max_unacked:

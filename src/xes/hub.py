@@ -14,10 +14,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import anyio
 import lmdb
 
 from xes.config import Config
-from xes.eventlog.client import LogClient
+from xes.eventlog.client import LogClient, LogUnavailable
 from xes.jid import JID
 from xes.stats import NodeStats
 from xes.store.env import Store
@@ -90,6 +91,8 @@ class Hub:
     """``data_dir`` is below ``[limits] min_free_disk_mb``: client writes are refused."""
     fast_key: bytes = b""
     """What FAST tokens are derived from (XEP-0484, ADR 0015): the same on every node."""
+    upload_key: bytes = b""
+    """What upload PUT tokens and the nodes' proofs to each other are made with (ADR 0017)."""
     started: float = field(default_factory=time.time)
     """When this node's process started serving (XEP-0012 server uptime)."""
     farewells: dict[str, bytes] = field(default_factory=dict)
@@ -148,3 +151,26 @@ class Hub:
 
     def local_of_bare(self, bare: str) -> list[LocalSession]:
         return [s for s in self.sessions.values() if s.bare == bare]
+
+
+async def run_while_leader(
+    hub: Hub,
+    period: float,
+    duty: Callable[[Hub, int], Awaitable[object]],
+    wanted: Callable[[], bool] = lambda: True,
+) -> None:
+    """Every ``period`` seconds, ``duty(hub, now_ms)`` if this node leads the cluster.
+
+    Duties that turn configuration into events (retention) run on the leader alone, so two
+    nodes never propose the same deletions; any node may run this loop. ``wanted`` skips a
+    round without asking the log (nothing configured)."""
+    while True:
+        await anyio.sleep(period)
+        if not wanted():
+            continue
+        try:
+            status = await hub.log.status()
+        except LogUnavailable:
+            continue
+        if status.get("state") == "leader":
+            await duty(hub, int(time.time() * 1000))

@@ -30,6 +30,9 @@ from xes.eventlog import process as log_process
 from xes.eventlog.client import LogClient, LogUnavailable, ProposalRejected
 from xes.events.catalog import NodeStarted
 from xes.features import session_end, stream_mgmt
+from xes.features.upload import files as upload_files
+from xes.features.upload import retention as upload_retention
+from xes.features.upload.web import UploadSite
 from xes.http.server import Request
 from xes.hub import Hub
 from xes.projections import sessions as sessions_view
@@ -42,17 +45,28 @@ from xes.transport.c2s import ClientConnection
 log = structlog.get_logger("xes.node")
 
 
-def fast_key(config: Config) -> bytes:
-    """The key FAST tokens are derived from: from the cluster secret, so every node has the
-    same; a lone node without one keeps a random key in its data directory."""
+def cluster_key(config: Config, label: bytes, local_file: str) -> bytes:
+    """A key every node derives alike from the cluster secret (one per ``label``, so a leak of
+    one use does not give another); a lone node without a secret keeps a random key in its
+    data directory instead."""
     secret = config.cluster_secret
     if secret:
-        return hashlib.sha256(b"xes fast token key\x00" + secret.encode()).digest()
-    path = config.data_dir / "fast.key"
+        return hashlib.sha256(label + b"\x00" + secret.encode()).digest()
+    path = config.data_dir / local_file
     if not path.exists():
         path.write_bytes(secrets.token_bytes(32))
         path.chmod(0o600)
     return path.read_bytes()
+
+
+def fast_key(config: Config) -> bytes:
+    """The key FAST tokens are derived from (XEP-0484, ADR 0015)."""
+    return cluster_key(config, b"xes fast token key", "fast.key")
+
+
+def upload_key(config: Config) -> bytes:
+    """The key of upload PUT tokens and of the nodes' proofs to each other (ADR 0017)."""
+    return cluster_key(config, b"xes upload key", "upload.key")
 
 
 def tls_paths(config: Config) -> tuple[Path, Path]:
@@ -115,6 +129,7 @@ class Node:
             client.riders = stream_mgmt.riders
             hub = Hub(config=config, node=self.node_id, boot=self.boot, store=store, log=client)
             hub.fast_key = fast_key(config)
+            hub.upload_key = upload_key(config)
             hub.on_self_down = lambda: tg.start_soon(self._rejoin, "declared down")
             hub.on_isolated = lambda: tg.start_soon(self._rejoin, "no majority")
             self.hub = hub
@@ -127,6 +142,12 @@ class Node:
             )
             tg.start_soon(archive_retention.run, hub)
             tg.start_soon(disk_watch.run, hub)
+            if config.upload.enabled:
+                store_dir = upload_files.FileStore(config.upload_dir)
+                store_dir.open()
+                self.upload_site = UploadSite(hub, store_dir)
+                tg.start_soon(upload_files.run_sweeper, hub, store_dir)
+                tg.start_soon(upload_retention.run, hub)
             self.limiter = LoginLimiter(
                 max_failures=config.auth.max_failures,
                 window_s=config.auth.failure_window,

@@ -29,6 +29,7 @@ from xes.features import (
     registration,
     roster,
     server_iq,
+    upload,
     vcard,
 )
 from xes.features.muc import messages as muc_messages
@@ -117,6 +118,8 @@ async def dispatch(hub: Hub, session: LocalSession, stanza: Element) -> None:
     try:
         if _to_muc(hub, stanza.get("to")):
             await muc.handle(hub, session, stanza)
+        elif upload.is_upload_domain(hub, _domain_of(stanza.get("to"))):
+            await upload.handle(hub, session, stanza)
         elif name == "message":
             await message.handle(hub, session, stanza)
         elif name == "presence":
@@ -157,12 +160,14 @@ def groupchat_room(hub: Hub, stanza: Element) -> str | None:
     return muc_messages.plain_groupchat_room(hub, stanza)
 
 
+def _domain_of(to: str | None) -> str:
+    """The domain part of a ``to`` address, as services are matched (empty without one)."""
+    return to.split("/", 1)[0].rsplit("@", 1)[-1].lower() if to else ""
+
+
 def _to_muc(hub: Hub, to: str | None) -> bool:
     """Is the stanza for the group chat service (the service, a room or an occupant)?"""
-    if not to:
-        return False
-    domain = to.split("/", 1)[0].rsplit("@", 1)[-1].lower()
-    return muc.is_muc_domain(hub, domain)
+    return bool(to) and muc.is_muc_domain(hub, _domain_of(to))
 
 
 def _reply_error(

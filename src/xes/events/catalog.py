@@ -880,3 +880,74 @@ class FastTokenRevoked:
 
     def stream(self) -> str:
         return f"fast:{self.jid}"
+
+
+# --- HTTP File Upload (XEP-0363), ADR 0017 -------------------------------------------------
+
+
+@event("upload.slot_granted")
+@dataclass(frozen=True, slots=True)
+class UploadSlotGranted:
+    """A slot for one file: its bytes reserved against the owner's quota until it expires
+    unused or the file is deleted. The PUT token is derived from ``slot`` with a key that is
+    not in the log, so this event grants nothing to whoever reads it."""
+
+    slot: str
+    """Slot id chosen by the proposer (128 random bits, URL-safe base64): the file's name on
+    disk and the path segment of its URLs."""
+    owner: str
+    """Bare JID that asked for the slot (its quota pays for the file)."""
+    filename: str
+    """The file name the client gave (already checked: no path separators or controls)."""
+    size: int
+    """Exact size in bytes the PUT must carry."""
+    content_type: str
+    """Content type the PUT must carry and the GET answers with."""
+    expires: int
+    """Latest start of the PUT (ms since the epoch)."""
+    quota: int
+    """The owner's quota in bytes as the proposer read ``[upload] quota_per_user`` (0: none):
+    apply refuses the slot if it would take the owner's usage beyond it."""
+    max_open: int
+    """``[upload] max_open_slots`` as the proposer read it: apply refuses a slot beyond it."""
+
+    def stream(self) -> str:
+        return f"upload:{self.owner}"
+
+
+@event("upload.stored")
+@dataclass(frozen=True, slots=True)
+class UploadStored:
+    """The PUT of a slot completed on one node, which now holds the file; other nodes fetch
+    it from there when asked for it."""
+
+    slot: str
+    """The slot whose file arrived."""
+    owner: str
+    """Bare JID of the slot's owner (names the stream)."""
+    sha256: str
+    """SHA-256 (hex) of the bytes: a node that fetches the file checks it."""
+    node: str
+    """Node id holding the file."""
+    url: str
+    """Base URL of that node's HTTP side for other nodes (``[upload] internal_url``)."""
+    put_started: int
+    """When the PUT began (ms): apply refuses the file if that was after the slot expired."""
+
+    def stream(self) -> str:
+        return f"upload:{self.owner}"
+
+
+@event("upload.deleted")
+@dataclass(frozen=True, slots=True)
+class UploadDeleted:
+    """Slots and their files deleted: past retention, expired unused, or by their owner.
+    Every node then deletes its copy on disk (a side task following the projection)."""
+
+    slots: list[str]
+    """Slot ids, sorted; ids already gone are ignored."""
+    reason: str
+    """retention | slot_expired | owner."""
+
+    def stream(self) -> str:
+        return "upload:deletions"

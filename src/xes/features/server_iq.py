@@ -114,6 +114,9 @@ async def disco_items(hub: Hub, session: LocalSession, iq: Element, query: Eleme
     if hub.config.muc.enabled:
         # XEP-0045 §6.1: the server lists its group chat service.
         items.append(E("{%s}item" % ns.DISCO_ITEMS, {"jid": hub.config.muc_domain}))
+    if hub.config.upload.enabled:
+        # XEP-0363 §3: the upload service is found among the server's items.
+        items.append(E("{%s}item" % ns.DISCO_ITEMS, {"jid": hub.config.upload_domain}))
     return iq_result(iq, E("{%s}query" % ns.DISCO_ITEMS, None, *items))
 
 

@@ -42,4 +42,6 @@ def build(node: Node) -> HttpServer:
         websocket_path=ws_path,
         bosh_path=None,
     )
+    if config.upload.enabled:
+        node.upload_site.add_routes(server)
     return server

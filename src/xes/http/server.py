@@ -73,6 +73,11 @@ class Response:
     content_type: str = "text/plain; charset=utf-8"
     headers: list[tuple[str, str]] = field(default_factory=list)
     close: bool = False
+    chunks: Callable[[], AsyncIterator[bytes]] | None = None
+    """A body sent as it is produced (a file) instead of ``body``: exactly ``length`` bytes.
+    If it yields fewer or more, the connection is cut rather than a wrong body completed."""
+    length: int = 0
+    """With ``chunks``: the ``Content-Length``."""
 
     @classmethod
     def text(cls, status: int, text: str, **kw: Any) -> Response:
@@ -410,10 +415,11 @@ class _Connection:
         await self._respond(response)
 
     async def _respond(self, response: Response, head: bool = False) -> None:
+        length = response.length if response.chunks is not None else len(response.body)
         headers = [
             ("Server", SERVER_HEADER),
             ("Content-Type", response.content_type),
-            ("Content-Length", str(len(response.body))),
+            ("Content-Length", str(length)),
             ("X-Content-Type-Options", "nosniff"),
             *response.headers,
         ]
@@ -422,10 +428,29 @@ class _Connection:
         events: list[Any] = [
             h11.Response(status_code=response.status, headers=headers, reason=_reason(response))
         ]
+        if response.chunks is not None and not head:
+            await self._send(*events)
+            await self._send_chunks(response.chunks, length)
+            return
         if response.body and not head:
             events.append(h11.Data(data=response.body))
         events.append(h11.EndOfMessage())
         await self._send(*events)
+
+    async def _send_chunks(self, chunks: Callable[[], AsyncIterator[bytes]], length: int) -> None:
+        """A streamed body: each part under ``send_timeout``. h11 refuses to send more than
+        ``Content-Length``; a source that ends short raises, so the connection closes and the
+        client sees a truncated response, never one that looks complete."""
+        sent = 0
+        async for chunk in chunks():
+            sent += len(chunk)
+            if sent > length:
+                raise anyio.BrokenResourceError(f"streamed body longer than {length} bytes")
+            if chunk:
+                await self._send(h11.Data(data=chunk))
+        if sent != length:
+            raise anyio.BrokenResourceError(f"streamed body ended at {sent} of {length} bytes")
+        await self._send(h11.EndOfMessage())
 
 
 def _reason(response: Response) -> bytes:

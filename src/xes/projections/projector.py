@@ -46,6 +46,7 @@ from xes.projections.pep import Pep
 from xes.projections.roster import Roster
 from xes.projections.sessions import Sessions
 from xes.projections.stream_mgmt import StreamManagement
+from xes.projections.uploads import Uploads
 from xes.store import journal
 from xes.store.env import Store, from_u64, open_store, u64
 
@@ -62,6 +63,7 @@ PROJECTIONS: tuple[type[Projection], ...] = (
     Sessions,
     Offline,
     Archive,
+    Uploads,
 )
 """In apply order: ``sm`` reads a replaced session before ``sessions`` forgets it, and offline
 messages a flush delivers before ``offline`` drops them; ``muc`` sees the sessions a new boot
