@@ -63,6 +63,29 @@ class HttpConfig:
 
 
 @dataclass(frozen=True)
+class BoshConfig:
+    enabled: bool = True
+    """Serve XMPP over BOSH (XEP-0124, XEP-0206) at ``/http-bind`` on the HTTP listeners."""
+    max_wait: int = 60
+    """Longest time (s) a request is held when the client asks for more (its ``wait``)."""
+    max_hold: int = 1
+    """Most requests held at once (``hold``); the client may keep ``hold + 1`` open."""
+    inactivity: int = 60
+    """Seconds a session may go without a request open before it ends (XEP-0198 may then
+    detach it for resumption)."""
+    polling: int = 5
+    """Shortest interval (s) between empty requests of a polling client (``hold = 0``); more
+    often is a ``policy-violation``."""
+    max_sessions: int = 10000
+    """BOSH sessions on this node."""
+    max_sessions_per_address: int = 100
+    """BOSH sessions from one client address."""
+    max_pending: int = 1000
+    """Elements waiting for a client request; a client that lets more pile up loses the session
+    (XEP-0198 resumption gets them later) instead of making the node hold them all."""
+
+
+@dataclass(frozen=True)
 class TlsConfig:
     cert: str | None = None
     """PEM certificate chain; default: a self-signed one generated in ``data_dir/tls``."""
@@ -348,6 +371,7 @@ class Config:
     listen: ListenConfig = field(default_factory=ListenConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
+    bosh: BoshConfig = field(default_factory=BoshConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
@@ -400,6 +424,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "listen": ListenConfig,
     "tls": TlsConfig,
     "http": HttpConfig,
+    "bosh": BoshConfig,
     "auth": AuthConfig,
     "limits": LimitsConfig,
     "cluster": ClusterConfig,
@@ -491,6 +516,24 @@ def _check_http(config: Config) -> None:
         raise ConfigError("[http] public_url must start with http:// or https://")
 
 
+def _check_bosh(config: Config) -> None:
+    bosh = config.bosh
+    for name in (
+        "max_wait",
+        "inactivity",
+        "max_sessions",
+        "max_sessions_per_address",
+        "max_pending",
+    ):
+        if getattr(bosh, name) <= 0:
+            raise ConfigError(f"[bosh] {name} must be positive")
+    if bosh.max_hold < 0 or bosh.polling < 0:
+        raise ConfigError("[bosh] max_hold and polling must not be negative")
+    if bosh.inactivity <= bosh.polling:
+        # A polling client waits `polling` between requests: it must not time out meanwhile.
+        raise ConfigError("[bosh] needs polling < inactivity")
+
+
 def _check_pep(config: Config) -> None:
     pep = config.pep
     for name in ("max_nodes", "max_items", "max_item_bytes", "publish_burst"):
@@ -570,6 +613,7 @@ def parse_config(
     if not 0 < config.archive.page_size <= config.archive.max_page_size:
         raise ConfigError("[archive] needs 0 < page_size <= max_page_size")
     _check_http(config)
+    _check_bosh(config)
     _check_muc(config)
     _check_pep(config)
     _check_external_services(config)

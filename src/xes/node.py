@@ -136,6 +136,8 @@ class Node:
             for addr, direct in listeners:
                 await tg.start(self._listen, addr, direct)
             self.http = web.build(self)
+            for task in self.http.tasks:
+                await tg.start(task)
             if config.listen.http:
                 await tg.start(self._listen_http, config.listen.http, None, "[listen] http")
             if config.listen.https:

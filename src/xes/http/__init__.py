@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from xes.http import hostmeta, websocket
+from xes.http import bosh, hostmeta, websocket
 from xes.http.server import HttpServer, Route
 
 if TYPE_CHECKING:
@@ -30,11 +30,26 @@ def build(node: Node) -> HttpServer:
                 ),
             )
         )
+    bosh_path = bosh.PATH if config.bosh.enabled else None
+    if bosh_path:
+
+        async def run_bosh(stream, request):  # type: ignore[no-untyped-def]
+            await node.run_web_client(stream, request, "bosh")
+
+        manager = bosh.BoshManager(
+            config.bosh,
+            domain=config.domain,
+            allowed_origins=config.http.allowed_origins,
+            tls_required=config.tls.required,
+            run_client=run_bosh,
+        )
+        server.tasks.append(manager.run)
+        server.add(Route(bosh_path, manager.handle, methods=("GET", "HEAD", "POST", "OPTIONS")))
     hostmeta.add_routes(
         server,
         domain=config.domain,
         public_url=config.http.public_url,
         websocket_path=ws_path,
-        bosh_path=None,
+        bosh_path=bosh_path,
     )
     return server
