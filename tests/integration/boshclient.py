@@ -8,7 +8,7 @@ import base64
 import http.client
 import threading
 from typing import Any
-from xml.etree.ElementTree import Element  # noqa: TID251 - only the type; parsing is defusedxml
+from xml.etree.ElementTree import Element
 
 from defusedxml import ElementTree
 
@@ -117,17 +117,19 @@ class RawBosh:
         thread.start()
         return thread, out
 
-    def login(self, user: str, password: str, resource: str) -> str:
-        """SASL PLAIN, restart, bind: the full JID."""
-        created = self.create()
+    def authenticate(self, user: str, password: str, wait: int = 3) -> None:
+        """A new session, SASL PLAIN and the stream restart (XEP-0206 §5)."""
+        created = self.create(wait=wait)
         assert created.status == 200 and not created.terminated, created.data
         token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
         auth = self.send(f"<auth xmlns='{SASL}' mechanism='PLAIN'>{token}</auth>")
         assert any(c.tag == f"{{{SASL}}}success" for c in auth.children()), auth.data
         restarted = self.send(to=self.domain, xmpp__restart="true")
-        assert any(c.tag == f"{{{STREAMS}}}features" for c in restarted.children()), (
-            restarted.data
-        )
+        assert any(c.tag == f"{{{STREAMS}}}features" for c in restarted.children()), restarted.data
+
+    def login(self, user: str, password: str, resource: str) -> str:
+        """:meth:`authenticate`, then bind: the full JID."""
+        self.authenticate(user, password)
         bound = self.send(
             f"<iq xmlns='jabber:client' type='set' id='b1'><bind xmlns='{BIND}'>"
             f"<resource>{resource}</resource></bind></iq>"

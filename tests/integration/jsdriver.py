@@ -17,10 +17,10 @@ import pytest
 JS = Path(__file__).resolve().parents[1] / "js"
 
 
-def node_binary() -> str:
-    """``node`` with xmpp.js installed, or a skip (a failure on CI, where it must be there)."""
+def node_binary(package: str = "@xmpp/client") -> str:
+    """``node`` with ``package`` installed, or a skip (a failure on CI, where it must be)."""
     node = shutil.which("node")
-    if node is None or not (JS / "node_modules" / "@xmpp" / "client").exists():
+    if node is None or not (JS / "node_modules" / package).exists():
         if os.environ.get("CI") or os.geteuid() == 0:
             raise AssertionError("node and tests/js/node_modules are needed: run tools/test.sh")
         pytest.skip("node or xmpp.js missing (tools/test.sh installs them)")
@@ -28,15 +28,26 @@ def node_binary() -> str:
 
 
 class JsClient:
-    """One ``driver.mjs`` process: an xmpp.js client logged in through ``service``."""
+    """One ``driver.mjs`` process: an xmpp.js client logged in through ``service`` (or another
+    driver with the same commands and events: ``stanza_driver.mjs`` for StanzaJS)."""
 
-    def __init__(self, service: str, domain: str, user: str, password: str, resource: str):
+    def __init__(
+        self,
+        service: str,
+        domain: str,
+        user: str,
+        password: str,
+        resource: str,
+        *,
+        script: str = "driver.mjs",
+        package: str = "@xmpp/client",
+    ):
         env = dict(os.environ, NODE_TLS_REJECT_UNAUTHORIZED="0", NODE_NO_WARNINGS="1")
         self.proc = subprocess.Popen(
             [
-                node_binary(),
+                node_binary(package),
                 "--experimental-websocket",
-                str(JS / "driver.mjs"),
+                str(JS / script),
                 service,
                 domain,
                 user,
@@ -74,12 +85,14 @@ class JsClient:
                 stderr = ""
                 if self.proc.poll() is not None and self.proc.stderr is not None:
                     stderr = self.proc.stderr.read()
-                raise AssertionError(f"no {ev!r} from xmpp.js; seen {self.seen} {stderr}") from None
+                raise AssertionError(
+                    f"no {ev!r} from the JS client; seen {self.seen} {stderr}"
+                ) from None
             self.seen.append(event)
             if event["ev"] == ev:
                 return event
             if event["ev"] == "error" and ev != "error":
-                raise AssertionError(f"xmpp.js failed: {event}; seen {self.seen}")
+                raise AssertionError(f"the JS client failed: {event}; seen {self.seen}")
 
     def messages(self) -> list[dict[str, Any]]:
         return [e for e in self.seen if e["ev"] == "message"]
