@@ -218,3 +218,24 @@ def test_terminate_body() -> None:
     assert root.tag == f"{{{NS_HTTPBIND}}}body"
     assert root.get("type") == "terminate" and root.get("condition") == "item-not-found"
     assert ElementTree.fromstring(bosh.terminate_body()).get("condition") is None
+
+
+# -- configuration -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("bosh_section", "message"),
+    [
+        ({"max_wait": 0}, "max_wait must be positive"),
+        ({"max_pending": -1}, "max_pending must be positive"),
+        ({"max_hold": -1}, "must not be negative"),
+        ({"polling": 60, "inactivity": 60}, "polling < inactivity"),
+        ({"hold": 1}, "unknown key"),
+    ],
+)
+def test_bosh_section_is_validated(bosh_section: dict[str, object], message: str) -> None:
+    from xes.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError, match=message):
+        parse_config({"bosh": bosh_section})
+    assert parse_config({"bosh": {"max_wait": 30}}).bosh.max_wait == 30
