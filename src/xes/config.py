@@ -489,22 +489,29 @@ def _check_muc(config: Config) -> None:
         raise ConfigError("[muc] message_burst and join_burst must be at least 1")
 
 
+def _positive(section: Any, where: str, *names: str) -> None:
+    for name in names:
+        if getattr(section, name) <= 0:
+            raise ConfigError(f"[{where}] {name} must be positive")
+
+
 def _check_http(config: Config) -> None:
     import ipaddress
 
     http = config.http
-    for name in (
+    _positive(
+        http,
+        "http",
         "max_header_bytes",
         "max_body_bytes",
         "max_connections",
         "max_connections_per_address",
         "request_burst",
-    ):
-        if getattr(http, name) <= 0:
-            raise ConfigError(f"[http] {name} must be positive")
-    for name in ("header_timeout", "idle_timeout", "send_timeout", "requests_per_second"):
-        if getattr(http, name) <= 0:
-            raise ConfigError(f"[http] {name} must be positive")
+        "header_timeout",
+        "idle_timeout",
+        "send_timeout",
+        "requests_per_second",
+    )
     for net in http.trusted_proxies:
         try:
             ipaddress.ip_network(net, strict=False)
@@ -518,15 +525,15 @@ def _check_http(config: Config) -> None:
 
 def _check_bosh(config: Config) -> None:
     bosh = config.bosh
-    for name in (
+    _positive(
+        bosh,
+        "bosh",
         "max_wait",
         "inactivity",
         "max_sessions",
         "max_sessions_per_address",
         "max_pending",
-    ):
-        if getattr(bosh, name) <= 0:
-            raise ConfigError(f"[bosh] {name} must be positive")
+    )
     if bosh.max_hold < 0 or bosh.polling < 0:
         raise ConfigError("[bosh] max_hold and polling must not be negative")
     if bosh.inactivity <= bosh.polling:

@@ -18,9 +18,13 @@ from pathlib import Path
 import pytest
 
 from tests.integration.boshclient import HTTPBIND, STREAMS, RawBosh, post
-from tests.integration.clients import Client, next_matching
+from tests.integration.clients import Client
 from tests.integration.conftest import run, running_server
-from tests.integration.jsdriver import JsClient
+from tests.integration.jsdriver import (
+    JsClient,
+    chat_with_tcp_peer_and_read_mam,
+    missed_message_arrives_once,
+)
 from tests.integration.server import XesServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -62,25 +66,7 @@ def test_stanzajs_over_bosh_talks_to_tcp_client_and_reads_mam(web: XesServer) ->
         online = js.expect("online")
         assert online["jid"].startswith(f"ba@{web.domain}/")
         assert online["sm"], "XEP-0198 is offered over BOSH too"
-
-        async def scenario() -> None:
-            peer = Client(f"tcpb@{web.domain}/pc", "pw-tcpb")
-            await peer.login(web.c2s)
-            peer.send_message(mto=f"ba@{web.domain}", mbody="hello over tcp", mtype="chat")
-            got = await asyncio.to_thread(js.expect, "message")
-            assert got["body"] == "hello over tcp"
-            assert got["from"] == f"tcpb@{web.domain}/pc"
-            assert got["stanza_id"], "archived with a stanza-id (XEP-0359)"
-            js.send(op="send", to=f"tcpb@{web.domain}", body="hello over bosh", id="b1")
-            reply = await next_matching(peer.messages, lambda m: m["body"], timeout=15)
-            assert str(reply["body"]) == "hello over bosh"
-            assert str(reply["from"]) == online["jid"]
-            await peer.logout()
-
-        run(scenario())
-        js.send(op="mam", **{"with": f"tcpb@{web.domain}"})
-        items = js.expect("mam")["items"]
-        assert [i["body"] for i in items] == ["hello over tcp", "hello over bosh"]
+        chat_with_tcp_peer_and_read_mam(js, web, online, "tcpb", "bosh")
     finally:
         js.close()
 
@@ -96,24 +82,8 @@ def test_bosh_resumption_delivers_what_was_missed_once(web: XesServer) -> None:
         assert online["sm"] and online["id"]
         js.send(op="cut")
         cut = js.expect("cut")
-
-        async def send() -> None:
-            peer = Client(f"tcpr@{web.domain}/pc", "pw-tcpr")
-            await peer.login(web.c2s)
-            peer.send_message(mto=online["jid"], mbody="while you were away", mtype="chat")
-            await asyncio.sleep(0.5)
-            await peer.logout()
-
-        run(send())
-        resumed = js.expect("resumed", timeout=40)
+        resumed = missed_message_arrives_once(js, web, online, "tcpr")
         assert resumed["sid"] != cut["sid"], "resumed in a new BOSH session"
-        if not js.messages():
-            js.expect("message")
-        time.sleep(1.5)  # a duplicate would arrive meanwhile
-        while not js.events.empty():
-            js.seen.append(js.events.get())
-        bodies = [m["body"] for m in js.messages()]
-        assert bodies == ["while you were away"], js.seen
     finally:
         js.close()
     assert "session_resumed" in web.log_path.read_text()

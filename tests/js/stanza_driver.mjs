@@ -8,10 +8,9 @@
 //   {"ev":"mam",items:[{from,body}]}  {"ev":"resumed",sid}  {"ev":"cut",sid}
 //   {"ev":"error",error}  {"ev":"stopped"}
 import * as XMPP from "stanza";
-import readline from "node:readline";
+import { say, serveCommands } from "./commands.mjs";
 
 const [url, domain, username, password, resource] = process.argv.slice(2);
-const say = (o) => console.log(JSON.stringify(o));
 const client = XMPP.createClient({
   jid: `${username}@${domain}`,
   password,
@@ -77,11 +76,4 @@ try {
   say({ ev: "error", error: String(err) });
   process.exit(1);
 }
-const rl = readline.createInterface({ input: process.stdin });
-let chain = Promise.resolve();
-rl.on("line", (line) => {
-  chain = chain
-    .then(() => command(JSON.parse(line)))
-    .catch((err) => say({ ev: "error", error: String(err) }));
-});
-rl.on("close", () => chain.then(() => process.exit(0)));
+serveCommands(command);
