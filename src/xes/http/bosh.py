@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import secrets
 import time
 from collections import deque
@@ -123,6 +124,8 @@ class BoshSession:
         """The terminate body owed to the client's next request after the server ended."""
         self.last_answer = time.monotonic()
         self.idle_since: float | None = time.monotonic()
+        """Since when no request is held (None while one is): the inactivity clock (§7.1)."""
+        self._idle_changed = anyio.Event()
         self.stream = BoshStream(self)
 
     # -- towards the XMPP session ----------------------------------------------------------
@@ -170,7 +173,7 @@ class BoshSession:
         waiter = _Waiter(rid)
         self.held.append(waiter)
         self.held.sort(key=lambda w: w.rid)
-        self.idle_since = None
+        self._set_idle(None)
         return waiter
 
     def answer(self, waiter: _Waiter) -> None:
@@ -194,7 +197,12 @@ class BoshSession:
         with contextlib.suppress(ValueError):
             self.held.remove(waiter)
         if not self.held:
-            self.idle_since = time.monotonic()
+            self._set_idle(time.monotonic())
+
+    def _set_idle(self, since: float | None) -> None:
+        if (since is None) != (self.idle_since is None):
+            self.idle_since = since
+            self._idle_changed.set()
 
     def end(self, condition: str | None) -> None:
         """End the BOSH session: held requests get the terminate body (the oldest with what
@@ -213,6 +221,7 @@ class BoshSession:
             final = proto.terminate_body(condition)
         # With no request open, the client's next one gets the ending (kept a while).
         self.final = final
+        self._idle_changed.set()
         self.manager.forget(self, linger=self.terms.wait + self.terms.inactivity)
 
     def expire(self) -> None:
@@ -221,17 +230,17 @@ class BoshSession:
         self.end(None)
 
     async def watch(self) -> None:
-        """The inactivity timer: runs as long as the session."""
+        """The inactivity timer: runs as long as the session, wakes only when the session
+        goes idle or busy (or its idle time is up)."""
         while not self.ended:
+            self._idle_changed = anyio.Event()
             since = self.idle_since
-            if since is None:
-                await anyio.sleep(1.0)
-                continue
-            left = since + self.terms.inactivity - time.monotonic()
+            left = math.inf if since is None else since + self.terms.inactivity - time.monotonic()
             if left <= 0:
                 self.expire()
                 return
-            await anyio.sleep(min(left, 1.0) if left > 0.05 else 0.05)
+            with anyio.move_on_after(left):
+                await self._idle_changed.wait()
 
     async def wait_for(self, waiter: _Waiter, wait: float) -> bytes:
         with anyio.move_on_after(wait):
@@ -287,6 +296,8 @@ class BoshManager:
         else:
             self._per_address.pop(session.peer, None)
         if session.final is not None and self._tg is not None:
+            if len(self.ended) >= self.config.max_sessions:
+                self.ended.pop(next(iter(self.ended)))  # bounded: the oldest ending goes
             self.ended[session.sid] = session
             self._tg.start_soon(self._drop_later, session.sid, linger)
 
@@ -392,8 +403,8 @@ class BoshManager:
             for ready in verdict.ready:
                 session.process(ready)
         waiter = session.hold(body.rid)
-        if body.terminate:
-            session.end(None)
+        if session.inbound_ended:
+            session.end(None)  # the client's terminate came in its turn (its payload went first)
         elif len(session.held) > session.terms.hold:
             session.answer(session.held[0])  # §11: never more than hold
         elif session.pending:
