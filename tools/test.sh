@@ -18,7 +18,8 @@ if ! command -v npm >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
   fi
 fi
-# xmpp.js: the independent JavaScript client of the SASL2/FAST (and later web) tests.
+# xmpp.js and StanzaJS: the independent JavaScript clients of the SASL2/FAST, WebSocket and
+# BOSH tests.
 (cd tests/js && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip >/dev/null

@@ -118,6 +118,29 @@ class UploadConfig:
 
 
 @dataclass(frozen=True)
+class BoshConfig:
+    enabled: bool = True
+    """Serve XMPP over BOSH (XEP-0124, XEP-0206) at ``/http-bind`` on the HTTP listeners."""
+    max_wait: int = 60
+    """Longest time (s) a request is held when the client asks for more (its ``wait``)."""
+    max_hold: int = 1
+    """Most requests held at once (``hold``); the client may keep ``hold + 1`` open."""
+    inactivity: int = 60
+    """Seconds a session may go without a request open before it ends (XEP-0198 may then
+    detach it for resumption)."""
+    polling: int = 5
+    """Shortest interval (s) between empty requests of a polling client (``hold = 0``); more
+    often is a ``policy-violation``."""
+    max_sessions: int = 10000
+    """BOSH sessions on this node."""
+    max_sessions_per_address: int = 100
+    """BOSH sessions from one client address."""
+    max_pending: int = 1000
+    """Elements waiting for a client request; a client that lets more pile up loses the session
+    (XEP-0198 resumption gets them later) instead of making the node hold them all."""
+
+
+@dataclass(frozen=True)
 class TlsConfig:
     cert: str | None = None
     """PEM certificate chain; default: a self-signed one generated in ``data_dir/tls``."""
@@ -406,6 +429,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
     upload: UploadConfig = field(default_factory=UploadConfig)
+    bosh: BoshConfig = field(default_factory=BoshConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
@@ -471,6 +495,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "metrics": MetricsConfig,
     "admin": AdminConfig,
     "upload": UploadConfig,
+    "bosh": BoshConfig,
     "auth": AuthConfig,
     "limits": LimitsConfig,
     "cluster": ClusterConfig,
@@ -541,22 +566,29 @@ def _check_muc(config: Config) -> None:
         raise ConfigError("[muc] message_burst and join_burst must be at least 1")
 
 
+def _positive(section: Any, where: str, *names: str) -> None:
+    for name in names:
+        if getattr(section, name) <= 0:
+            raise ConfigError(f"[{where}] {name} must be positive")
+
+
 def _check_http(config: Config) -> None:
     import ipaddress
 
     http = config.http
-    for name in (
+    _positive(
+        http,
+        "http",
         "max_header_bytes",
         "max_body_bytes",
         "max_connections",
         "max_connections_per_address",
         "request_burst",
-    ):
-        if getattr(http, name) <= 0:
-            raise ConfigError(f"[http] {name} must be positive")
-    for name in ("header_timeout", "idle_timeout", "send_timeout", "requests_per_second"):
-        if getattr(http, name) <= 0:
-            raise ConfigError(f"[http] {name} must be positive")
+        "header_timeout",
+        "idle_timeout",
+        "send_timeout",
+        "requests_per_second",
+    )
     for key, nets in (
         ("[http] trusted_proxies", http.trusted_proxies),
         ("[metrics] allow", config.metrics.allow),
@@ -607,6 +639,24 @@ def _check_upload(config: Config) -> None:
         raise ConfigError(f"[upload] internal_ca {upload.internal_ca} is not a readable file")
     if upload.enabled and not (config.listen.https or config.http.public_url):
         raise ConfigError("[upload] needs [listen] https or [http] public_url for its URLs")
+
+
+def _check_bosh(config: Config) -> None:
+    bosh = config.bosh
+    _positive(
+        bosh,
+        "bosh",
+        "max_wait",
+        "inactivity",
+        "max_sessions",
+        "max_sessions_per_address",
+        "max_pending",
+    )
+    if bosh.max_hold < 0 or bosh.polling < 0:
+        raise ConfigError("[bosh] max_hold and polling must not be negative")
+    if bosh.inactivity <= bosh.polling:
+        # A polling client waits `polling` between requests: it must not time out meanwhile.
+        raise ConfigError("[bosh] needs polling < inactivity")
 
 
 def _check_pep(config: Config) -> None:
@@ -691,6 +741,7 @@ def parse_config(
     if not 0 < config.archive.page_size <= config.archive.max_page_size:
         raise ConfigError("[archive] needs 0 < page_size <= max_page_size")
     _check_http(config)
+    _check_bosh(config)
     _check_muc(config)
     _check_upload(config)
     _check_pep(config)

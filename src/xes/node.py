@@ -156,6 +156,8 @@ class Node:
             self.admin_auth = AdminAuth(hub, read_token(config), self.limiter)
             # HTTP first: a node whose client port accepts is ready on every port.
             self.http = web.build(self)
+            for task in self.http.tasks:
+                await tg.start(task)
             if config.listen.http:
                 await tg.start(self._listen_http, config.listen.http, None, "[listen] http")
             if config.listen.https:

@@ -6,7 +6,6 @@ stall no one."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
 import ssl
@@ -26,9 +25,12 @@ from wsproto.events import (
     TextMessage,
 )
 
-from tests.integration.clients import Client, next_matching
-from tests.integration.conftest import run, running_server
-from tests.integration.jsdriver import JsClient
+from tests.integration.conftest import running_server
+from tests.integration.jsdriver import (
+    JsClient,
+    chat_with_tcp_peer_and_read_mam,
+    missed_message_arrives_once,
+)
 from tests.integration.server import XesServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -57,25 +59,7 @@ def test_xmppjs_over_websocket_talks_to_tcp_client_and_reads_mam(web: XesServer)
         online = js.expect("online")
         assert online["jid"].startswith(f"wsa@{web.domain}/")
         assert online["sm"], "XEP-0198 is offered over WebSocket too"
-
-        async def scenario() -> None:
-            peer = Client(f"tcpb@{web.domain}/pc", "pw-tcpb")
-            await peer.login(web.c2s)
-            peer.send_message(mto=f"wsa@{web.domain}", mbody="hello over tcp", mtype="chat")
-            got = await asyncio.to_thread(js.expect, "message")
-            assert got["body"] == "hello over tcp"
-            assert got["from"] == f"tcpb@{web.domain}/pc"
-            assert got["stanza_id"], "archived with a stanza-id (XEP-0359)"
-            js.send(op="send", to=f"tcpb@{web.domain}", body="hello over websocket", id="w1")
-            reply = await next_matching(peer.messages, lambda m: m["body"], timeout=15)
-            assert str(reply["body"]) == "hello over websocket"
-            assert str(reply["from"]) == online["jid"]
-            await peer.logout()
-
-        run(scenario())
-        js.send(op="mam", **{"with": f"tcpb@{web.domain}"})
-        items = js.expect("mam")["items"]
-        assert [i["body"] for i in items] == ["hello over tcp", "hello over websocket"]
+        chat_with_tcp_peer_and_read_mam(js, web, online, "tcpb", "websocket")
     finally:
         js.close()
 
@@ -91,23 +75,7 @@ def test_websocket_resumption_delivers_what_was_missed_once(web: XesServer) -> N
         assert online["sm"] and online["id"]
         js.send(op="cut")
         js.expect("cut")
-
-        async def send() -> None:
-            peer = Client(f"tcpr@{web.domain}/pc", "pw-tcpr")
-            await peer.login(web.c2s)
-            peer.send_message(mto=online["jid"], mbody="while you were away", mtype="chat")
-            await asyncio.sleep(0.5)
-            await peer.logout()
-
-        run(send())
-        js.expect("resumed", timeout=30)
-        if not js.messages():
-            js.expect("message")
-        time.sleep(1.5)  # a duplicate would arrive meanwhile
-        while not js.events.empty():
-            js.seen.append(js.events.get())
-        bodies = [m["body"] for m in js.messages()]
-        assert bodies == ["while you were away"], js.seen
+        missed_message_arrives_once(js, web, online, "tcpr")
     finally:
         js.close()
     assert "session_resumed" in web.log_path.read_text()

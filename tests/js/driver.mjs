@@ -8,10 +8,9 @@
 //   {"ev":"mam",items:[{from,body}]}  {"ev":"resumed"}  {"ev":"cut"}  {"ev":"error",error}
 //   {"ev":"stopped"}
 import { client, xml } from "@xmpp/client";
-import readline from "node:readline";
+import { say, serveCommands } from "./commands.mjs";
 
 const [service, domain, username, password, resource] = process.argv.slice(2);
-const say = (o) => console.log(JSON.stringify(o));
 const xmpp = client({ service, domain, username, password, resource });
 xmpp.on("error", (err) => say({ ev: "error", error: String(err) }));
 xmpp.streamManagement.on("resumed", () => say({ ev: "resumed" }));
@@ -74,9 +73,4 @@ try {
   say({ ev: "error", error: String(err) });
   process.exit(1);
 }
-const rl = readline.createInterface({ input: process.stdin });
-let chain = Promise.resolve();
-rl.on("line", (line) => {
-  chain = chain.then(() => command(JSON.parse(line))).catch((err) => say({ ev: "error", error: String(err) }));
-});
-rl.on("close", () => chain.then(() => process.exit(0)));
+serveCommands(command);

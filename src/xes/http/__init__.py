@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from xes.http import admin_api, hostmeta, metrics, websocket
+from xes.http import admin_api, bosh, hostmeta, metrics, websocket
 from xes.http.server import HttpServer, Route
 
 if TYPE_CHECKING:
@@ -30,6 +30,21 @@ def build(node: Node) -> HttpServer:
                 ),
             )
         )
+    bosh_path = bosh.PATH if config.bosh.enabled else None
+    if bosh_path:
+
+        async def run_bosh(stream, request):  # type: ignore[no-untyped-def]
+            await node.run_web_client(stream, request, "bosh")
+
+        manager = bosh.BoshManager(
+            config.bosh,
+            domain=config.domain,
+            allowed_origins=config.http.allowed_origins,
+            tls_required=config.tls.required,
+            run_client=run_bosh,
+        )
+        server.tasks.append(manager.run)
+        server.add(Route(bosh_path, manager.handle, methods=("GET", "HEAD", "POST", "OPTIONS")))
     if node.admin_auth.enabled:
         for route in admin_api.AdminApi(node, node.admin_auth).routes():
             server.add(route)
@@ -40,7 +55,7 @@ def build(node: Node) -> HttpServer:
         domain=config.domain,
         public_url=config.http.public_url,
         websocket_path=ws_path,
-        bosh_path=None,
+        bosh_path=bosh_path,
     )
     if config.upload.enabled:
         node.upload_site.add_routes(server)

@@ -140,6 +140,9 @@ class HttpServer:
         self._trusted = [ipaddress.ip_network(net, strict=False) for net in config.trusted_proxies]
         self.on_request: Callable[[str, int], None] | None = None
         """Called with (route path, status) after each response (metrics)."""
+        self.tasks: list[Callable[..., Awaitable[None]]] = []
+        """Long-running tasks of the routes (BOSH sessions live in one), started by the node
+        in its task group with ``task_group.start`` before the listeners."""
 
     def add(self, route: Route) -> None:
         self.routes.append(route)

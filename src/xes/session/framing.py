@@ -31,7 +31,7 @@ FRAMING = "urn:ietf:params:xml:ns:xmpp-framing"
 MAX_OPEN_BYTES = 4096
 """An ``<open/>`` or ``<close/>`` is a few hundred bytes; anything bigger is not one."""
 
-_TAG = re.compile(
+TAG = re.compile(
     rb"<(?P<end>/)?(?P<name>[^\s/>]+)(?P<attrs>(?:[^>\"']|\"[^\"]*\"|'[^']*')*?)(?P<empty>/)?>"
 )
 """A start, end or empty-element tag. Quoted attribute values may hold ``>``; text between
@@ -51,39 +51,36 @@ class FramingError(Exception):
 
 
 @dataclass
-class WebSocketFraming:
-    """Translation state of one WebSocket connection (both directions)."""
+class ElementSplitter:
+    """Cuts the bytes a session writes into whole top-level elements (server to client).
 
-    opened: bool = False
-    """The client sent its first ``<open/>``."""
+    Web transports carry elements, not a byte stream: WebSocket one per message, BOSH several
+    per ``<body/>``. What each element becomes is the subclass's choice (the hooks below); the
+    cutting is shared so a partial write, a quoted ``>`` or a keepalive is handled once.
+    """
+
     closed: bool = False
-    """``<close/>`` went out: nothing more is written."""
+    """The stream's end tag went out: nothing more is written."""
     _pending: bytearray = field(default_factory=bytearray)
     _depth: int = 0
     _start: int = 0
     _scan: int = 0
 
-    # -- client to server --------------------------------------------------------------------
+    def on_header(self, attrs: bytes) -> str | None:
+        """The session's ``<stream:stream>`` header (its attributes): what to pass on."""
+        raise NotImplementedError
 
-    def inbound(self, message: bytes) -> bytes:
-        """Stream bytes for the session from one WebSocket message."""
-        head = message.lstrip()[:64]
-        if head.startswith((b"<open", b"<close")):
-            element = _parse_small(message)
-            if element.tag == "{%s}open" % FRAMING:
-                self.opened = True
-                return _stream_header(element.attrib)
-            if element.tag == "{%s}close" % FRAMING:
-                return b"</stream:stream>"
-        if not self.opened:
-            raise FramingError("not-well-formed", "the first message must be <open/> (RFC 7395)")
-        return message
+    def on_end(self) -> str | None:
+        """The session's ``</stream:stream>``: what to pass on."""
+        raise NotImplementedError
 
-    # -- server to client --------------------------------------------------------------------
+    def on_element(self, element: bytes) -> str:
+        """One complete top-level element, as the session wrote it."""
+        return top_level(element)
 
     def outbound(self, data: bytes) -> list[str]:
-        """WebSocket text messages for what the session wrote (whole elements only; a partial
-        one waits for the rest)."""
+        """What to pass on for what the session wrote (whole elements only; a partial one
+        waits for the rest)."""
         if self.closed:
             return []
         buf = self._pending
@@ -100,35 +97,71 @@ class WebSocketFraming:
                     break
                 pos = end + 2
                 continue
-            match = _TAG.match(buf, lt)
+            match = TAG.match(buf, lt)
             if match is None:
                 break  # an incomplete tag: wait for more
             pos = match.end()
             name = match.group("name")
+            piece: str | None = None
             if match.group("end"):
                 if self._depth == 0:
                     if name == b"stream:stream":
-                        out.append(f"<close xmlns='{FRAMING}'/>")
+                        piece = self.on_end()
                         self.closed = True
-                    continue  # a stray end tag: nothing the client could use
-                self._depth -= 1
-                if self._depth == 0:
-                    out.append(_top_level(bytes(buf[self._start : pos])))
+                    # else a stray end tag: nothing the client could use
+                else:
+                    self._depth -= 1
+                    if self._depth == 0:
+                        piece = self.on_element(bytes(buf[self._start : pos]))
             elif self._depth == 0 and name == b"stream:stream":
-                out.append(_open_reply(match.group("attrs")))
+                piece = self.on_header(match.group("attrs"))
             elif match.group("empty"):
                 if self._depth == 0:
-                    out.append(_top_level(bytes(buf[lt:pos])))
+                    piece = self.on_element(bytes(buf[lt:pos]))
             else:
                 if self._depth == 0:
                     self._start = lt
                 self._depth += 1
+            if piece is not None:
+                out.append(piece)
         # Keep only the element in progress (keepalive whitespace between elements goes).
         cut = self._start if self._depth else pos
         del buf[:cut]
         self._scan = pos - cut
         self._start -= cut
         return out
+
+
+@dataclass
+class WebSocketFraming(ElementSplitter):
+    """Translation state of one WebSocket connection (both directions)."""
+
+    opened: bool = False
+    """The client sent its first ``<open/>``."""
+
+    # -- client to server --------------------------------------------------------------------
+
+    def inbound(self, message: bytes) -> bytes:
+        """Stream bytes for the session from one WebSocket message."""
+        head = message.lstrip()[:64]
+        if head.startswith((b"<open", b"<close")):
+            element = _parse_small(message)
+            if element.tag == "{%s}open" % FRAMING:
+                self.opened = True
+                return stream_header(element.attrib)
+            if element.tag == "{%s}close" % FRAMING:
+                return b"</stream:stream>"
+        if not self.opened:
+            raise FramingError("not-well-formed", "the first message must be <open/> (RFC 7395)")
+        return message
+
+    # -- server to client --------------------------------------------------------------------
+
+    def on_header(self, attrs: bytes) -> str:
+        return _open_reply(attrs)
+
+    def on_end(self) -> str:
+        return f"<close xmlns='{FRAMING}'/>"
 
 
 def _parse_small(message: bytes):  # type: ignore[no-untyped-def]
@@ -140,7 +173,7 @@ def _parse_small(message: bytes):  # type: ignore[no-untyped-def]
         raise FramingError("not-well-formed", "malformed framing element") from None
 
 
-def _stream_header(attrs: dict[str, str]) -> bytes:
+def stream_header(attrs: dict[str, str]) -> bytes:
     parts = [f"<stream:stream xmlns='{ns.CLIENT}' xmlns:stream='{ns.STREAMS}'"]
     for key in ("to", "from", "version"):
         if key in attrs:
@@ -165,12 +198,17 @@ def _open_reply(attrs: bytes) -> str:
     return f"<open xmlns='{FRAMING}'{''.join(kept)}/>"
 
 
-def _top_level(element: bytes) -> str:
-    """One outbound element made self-contained: the namespace the stream gave it, explicit."""
-    match = _TAG.match(element)
+def top_level(element: bytes, keep_stream_prefix: bool = False) -> str:
+    """One outbound element made self-contained: the namespace the stream gave it, explicit.
+
+    ``keep_stream_prefix`` leaves ``<stream:features>`` and ``<stream:error>`` as written, for
+    a wrapper that declares the ``stream`` prefix itself (BOSH's ``<body/>``)."""
+    match = TAG.match(element)
     assert match is not None
     name, attrs, empty = match.group("name"), match.group("attrs"), match.group("empty")
     if name.startswith(_STREAM_PREFIX):
+        if keep_stream_prefix:
+            return element.decode()
         # <stream:features> and <stream:error> relied on the header's prefix declaration.
         local = name[len(_STREAM_PREFIX) :]
         head = b"<" + local + b" xmlns='" + ns.STREAMS.encode() + b"'" + attrs
