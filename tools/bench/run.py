@@ -419,8 +419,13 @@ def run_workload(
         phase = run_loadgen(server, spec, timeout=prof["duration"] + 300)
         out["ws_logins"] = with_cpu(phase, phase.result["logins"])
         spec = dict(common, **ws, workload="messages", pairs=pairs, mode="saturate")
-        phase = run_loadgen(server, spec, timeout=prof["duration"] + 300)
+        profiler, hooks = profile_hooks(server, args, prof)
+        phase = run_loadgen(server, spec, timeout=prof["duration"] + 300, on_mark=hooks)
         out["ws_messages"] = with_cpu(phase, phase.result["received"])
+        if profiler is not None:
+            out.setdefault("profile", {})["saturated 1:1 messages over WebSocket"] = (
+                profiler.finish()
+            )
     elif workload == "archive":
         already = 0
         for size in prof["archives"]:
@@ -497,6 +502,8 @@ def rows(prof: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         ("WebSocket 1:1 msgs/s at saturation", "ws_messages", "rate", "higher"),
         ("  msgs per server CPU-s", "ws_messages", "per_cpu", "higher"),
         ("  latency p50 / p99 ms at saturation", "ws_messages", "p50_ms/p99_ms", "lower"),
+        ("  server CPU busy %", "ws_messages", "server_busy", ""),
+        ("  generator CPU busy %", "ws_messages", "gen_busy", ""),
     ]
     out.append(("lost messages (1:1 and MUC, all runs)", "*", "lost", "lower"))
     return out

@@ -37,6 +37,7 @@ from wsproto.events import Request as WsRequest
 
 from xes.http.server import Request, Response, Upgrade
 from xes.session.framing import FRAMING, FramingError, WebSocketFraming
+from xes.transport.direct import buffered_plaintext, direct_writer
 from xes.xml import ns
 from xes.xml.element import escape_text
 
@@ -75,13 +76,18 @@ class WebSocketStream(ByteStream):
 
     async def receive(self, max_bytes: int = READ_SIZE) -> bytes:
         while True:
+            # Every message already read goes to the session at once (a client that sent ten
+            # stanzas is read as ten stanzas, as over TCP), not one per call.
+            out = []
             for event in self.ws.events():
-                out = await self._on_event(event)
-                if out:
-                    return out
+                data = await self._on_event(event)
                 if self._failure is not None:
                     await self._refuse(self._failure)
                     raise anyio.EndOfStream
+                if data:
+                    out.append(data)
+            if out:
+                return b"".join(out)
             if self._closed:
                 raise anyio.EndOfStream
             try:
@@ -90,7 +96,8 @@ class WebSocketStream(ByteStream):
                 self.ws.receive_data(None)
                 self._closed = True
                 continue
-            self.ws.receive_data(data)
+            # The other TLS records that read brought: a burst of frames is one receive.
+            self.ws.receive_data(data + buffered_plaintext(self.transport, READ_SIZE))
 
     async def _on_event(self, event: Any) -> bytes:
         if isinstance(event, (TextMessage, BytesMessage)):
@@ -149,6 +156,13 @@ class WebSocketStream(ByteStream):
         self.framing.closed = True
         self._closed = True
 
+    def direct_writer(self) -> _DirectFrames | None:
+        """Frames written from the caller straight to the socket when nothing waits ahead
+        (see :mod:`xes.transport.direct`): a room's or a contact's message reaches a WebSocket
+        client without a task switch, as it reaches a TCP one."""
+        inner = direct_writer(self.transport)
+        return None if inner is None else _DirectFrames(self, inner)
+
     async def send(self, item: bytes) -> None:
         data = b"".join(self.ws.send(Message(data=text)) for text in self.framing.outbound(item))
         await self._write(data)
@@ -163,6 +177,27 @@ class WebSocketStream(ByteStream):
     async def aclose(self) -> None:
         await self.send_eof()
         await self.transport.aclose()
+
+
+class _DirectFrames:
+    __slots__ = ("_inner", "_stream")
+
+    def __init__(self, stream: WebSocketStream, inner: Any) -> None:
+        self._stream = stream
+        self._inner = inner
+
+    def write(self, data: bytes) -> bool:
+        stream = self._stream
+        if stream.framing.closed or not self._inner.ready():
+            return False  # nothing consumed: the connection's queue takes it
+        framed = b"".join(
+            stream.ws.send(Message(data=text)) for text in stream.framing.outbound(data)
+        )
+        # Once the framing has taken the bytes they are written: after ready() a write can
+        # only fail on a broken connection, which its reader and writer then find closed.
+        if framed:
+            self._inner.write(framed)
+        return True
 
 
 def origin_allowed(allowed: tuple[str, ...], origin: str | None) -> bool:

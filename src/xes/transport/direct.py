@@ -40,8 +40,8 @@ class DirectWriter:
         self._ssl = ssl_object
         self._write_bio = write_bio
 
-    def write(self, data: bytes) -> bool:
-        """Write ``data`` now; False (nothing written) when it must go through the queue."""
+    def ready(self) -> bool:
+        """Can a write go out now, in order, without outrunning backpressure?"""
         transport = self._transport
         if (
             transport.is_closing()
@@ -49,11 +49,17 @@ class DirectWriter:
             or transport.get_write_buffer_size() > MAX_BUFFERED
         ):
             return False
+        # A TLS record of the stream's own on its way out: keep the order.
+        return self._ssl is None or not self._write_bio.pending
+
+    def write(self, data: bytes) -> bool:
+        """Write ``data`` now; False (nothing written) when it must go through the queue."""
+        if not self.ready():
+            return False
+        transport = self._transport
         if self._ssl is None:
             transport.write(data)
             return True
-        if self._write_bio.pending:
-            return False  # a TLS record of the stream's own is on its way out: keep the order
         try:
             self._ssl.write(data)
         except ssl.SSLError:
@@ -62,9 +68,13 @@ class DirectWriter:
         return True
 
 
-def direct_writer(stream: Any) -> DirectWriter | None:
-    """A direct writer for ``stream`` (anyio's TLSStream over an asyncio socket stream, or the
-    socket stream itself), or None when its internals are not the ones this module knows."""
+def direct_writer(stream: Any) -> Any:
+    """A direct writer for ``stream`` (anyio's TLSStream over an asyncio socket stream, the
+    socket stream itself, or a stream that offers its own, like a WebSocket's), or None when
+    its internals are not the ones this module knows. It has ``write(data) -> bool``."""
+    own = getattr(stream, "direct_writer", None)
+    if callable(own):
+        return own()
     ssl_object = write_bio = None
     socket_stream = stream
     if isinstance(stream, TLSStream):
