@@ -25,7 +25,7 @@ from xes.events.catalog import (
     AccountRemoved,
     FastTokenRevoked,
 )
-from xes.jid import JID, InvalidJID
+from xes.jid import JID, InvalidJID, bare_in
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -84,12 +84,13 @@ def submit(config: Config, command: bytes) -> dict[str, Any]:
 def _bare_in(raw: str, domain: str, what: str) -> str:
     """``raw`` (a bare JID, or its local part) as a bare JID of ``domain``; else exit."""
     try:
-        jid = JID.parse(raw if "@" in raw else f"{raw}@{domain}")
+        JID.parse(raw if "@" in raw else f"{raw}@{domain}")
     except InvalidJID as exc:
         raise SystemExit(f"invalid JID {raw!r}: {exc}") from None
-    if jid.domain != domain or jid.local is None or jid.resource is not None:
-        raise SystemExit(f"{raw!r} is not {what} {domain}")
-    return str(jid)
+    try:
+        return bare_in(raw, domain)
+    except InvalidJID:
+        raise SystemExit(f"{raw!r} is not {what} {domain}") from None
 
 
 def _user_jid(config: Config, raw: str) -> str:
@@ -233,23 +234,13 @@ def _room_jid(config: Config, raw: str) -> str:
     return _bare_in(raw, config.muc_domain, "a room of the group chat service")
 
 
-def _room_summary(room: Any) -> dict[str, Any]:
-    return {
-        "room": room.jid,
-        "name": room.config.name,
-        "occupants": len(room.occupants),
-        "persistent": room.config.persistent,
-        "public": room.config.public,
-        "members_only": room.config.members_only,
-        "locked": room.locked,
-    }
-
-
 def _room_details(room: Any, history: int, archived: int) -> dict[str, Any]:
+    from xes.projections import muc as muc_view
+
     config = room.config.to_json()
     config["password_protected"] = bool(config.pop("password_hash"))
     return {
-        **_room_summary(room),
+        **muc_view.summary(room),
         "config": config,
         "subject": room.subject,
         "subject_by": room.subject_by,
@@ -289,7 +280,7 @@ def cmd_muc(args: argparse.Namespace) -> int:
     try:
         with live.env.begin() as txn:
             if args.action == "list":
-                rows = [_room_summary(r) for r in muc_view.all_rooms(live, txn)]
+                rows = [muc_view.summary(r) for r in muc_view.all_rooms(live, txn)]
                 if args.json:
                     print(json.dumps(rows, indent=2, sort_keys=True))
                 for row in [] if args.json else rows:

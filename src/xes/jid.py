@@ -109,6 +109,16 @@ def bare_of(jid: str) -> str:
     return jid.split("/", 1)[0]
 
 
+def bare_in(raw: str, domain: str) -> str:
+    """``raw`` (a bare JID, or its local part) as a normalised bare JID of ``domain``; raises
+    :class:`InvalidJID` for anything else (what the CLI and the admin API accept for a user
+    or a room)."""
+    jid = JID.parse(raw if "@" in raw else f"{raw}@{domain}")
+    if jid.domain != domain or jid.local is None or jid.resource is not None:
+        raise InvalidJID(f"{raw!r} is not a bare JID of {domain}")
+    return str(jid)
+
+
 def normalize_localpart(username: str) -> str:
     """A SASL username prepared as a localpart (RFC 6120 §6.3.8); raises :class:`InvalidJID`."""
     return _prepare_local(username)

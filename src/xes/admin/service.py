@@ -27,7 +27,7 @@ from xes.events.catalog import (
 from xes.features import session_end
 from xes.features.registration import MAX_PASSWORD
 from xes.hub import Hub
-from xes.jid import JID, InvalidJID
+from xes.jid import InvalidJID, bare_in
 from xes.projections import accounts as accounts_view
 from xes.projections import muc as muc_view
 from xes.projections import sessions as sessions_view
@@ -51,23 +51,16 @@ class AdminError(Exception):
 def user_jid(hub: Hub, raw: str) -> str:
     """``raw`` (a bare JID of this domain or its local part), normalised."""
     try:
-        jid = JID.parse(raw if "@" in raw else f"{raw}@{hub.domain}")
+        return bare_in(raw, hub.domain)
     except InvalidJID as exc:
-        raise AdminError(400, f"invalid JID {raw!r}: {exc}") from None
-    if jid.domain != hub.domain or jid.local is None or jid.resource is not None:
-        raise AdminError(400, f"{raw!r} is not a bare JID of {hub.domain}")
-    return str(jid)
+        raise AdminError(400, f"{raw!r} is not a bare JID of {hub.domain}: {exc}") from None
 
 
 def room_jid(hub: Hub, raw: str) -> str:
-    domain = hub.config.muc_domain
     try:
-        jid = JID.parse(raw if "@" in raw else f"{raw}@{domain}")
+        return bare_in(raw, hub.config.muc_domain)
     except InvalidJID as exc:
-        raise AdminError(400, f"invalid room JID {raw!r}: {exc}") from None
-    if jid.domain != domain or jid.local is None or jid.resource is not None:
-        raise AdminError(400, f"{raw!r} is not a room of {domain}")
-    return str(jid)
+        raise AdminError(400, f"{raw!r} is not a room of {hub.config.muc_domain}: {exc}") from None
 
 
 def _check_password(hub: Hub, password: object) -> str:
@@ -194,16 +187,7 @@ async def cluster(hub: Hub) -> dict[str, Any]:
 def rooms(hub: Hub) -> list[dict[str, Any]]:
     with hub.read() as txn:
         all_rooms = muc_view.all_rooms(hub.store, txn)
-    return [
-        {
-            "room": room.jid,
-            "name": room.config.name,
-            "occupants": len(room.occupants),
-            "persistent": room.config.persistent,
-            "public": room.config.public,
-        }
-        for room in sorted(all_rooms, key=lambda r: r.jid)
-    ]
+    return [muc_view.summary(room) for room in sorted(all_rooms, key=lambda r: r.jid)]
 
 
 async def destroy_room(hub: Hub, raw: str, reason: str = "") -> str:

@@ -40,7 +40,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.process_collector import ProcessCollector
 
 from xes import __version__
-from xes.http.server import Request, Response, Route
+from xes.http.server import Request, Response, Route, in_networks
 
 if TYPE_CHECKING:
     from xes.node import Node
@@ -211,14 +211,6 @@ def _dir_bytes(path: Path) -> int:
         return 0
 
 
-def allowed(networks: list[Any], address: str) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in net for net in networks)
-
-
 def route(node: Node, log_pid: Callable[[], int | None]) -> Route:
     networks = [ipaddress.ip_network(n, strict=False) for n in node.config.metrics.allow]
     process_registry = CollectorRegistry(auto_describe=False)
@@ -229,7 +221,7 @@ def route(node: Node, log_pid: Callable[[], int | None]) -> Route:
     )
 
     async def handle(request: Request) -> Response:
-        if not allowed(networks, request.peer):
+        if not in_networks(networks, request.peer):
             log.info("metrics_refused", peer=request.peer)
             return Response.text(403, "not in [metrics] allow")
         raft = None

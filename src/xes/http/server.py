@@ -113,6 +113,15 @@ class Route:
     """The handler reads the body itself through ``Request.body_chunks``."""
 
 
+def in_networks(networks: list[Any], address: str) -> bool:
+    """Is ``address`` (an IP address as text) in one of ``networks``? Not an address: no."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)
+
+
 class HttpError(Exception):
     def __init__(self, status: int, text: str) -> None:
         super().__init__(text)
@@ -158,11 +167,7 @@ class HttpServer:
         return best
 
     def trusted(self, address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(ip in net for net in self._trusted)
+        return in_networks(self._trusted, address)
 
     # -- limits --------------------------------------------------------------------------------
 

@@ -121,6 +121,10 @@ class WebSocketStream(ByteStream):
                 self._passing = not finished
                 return chunk
             if self._message is None:
+                if finished and self.framing.opened:
+                    # The usual case: a whole element in one frame once the stream is open
+                    # (inbound still translates a restart's <open/>): no copies.
+                    return self.framing.inbound(chunk)
                 self._message = bytearray()
             self._message += chunk
             head = self._message.lstrip()

@@ -359,6 +359,19 @@ def parse(raw_row: bytes) -> Room:
     return Room.from_json(load(raw_row))
 
 
+def summary(room: Room) -> dict[str, Any]:
+    """One line about a room, as ``xes muc list`` and the admin API show it."""
+    return {
+        "room": room.jid,
+        "name": room.config.name,
+        "occupants": len(room.occupants),
+        "persistent": room.config.persistent,
+        "public": room.config.public,
+        "members_only": room.config.members_only,
+        "locked": room.locked,
+    }
+
+
 def all_rooms(store: Store, txn: lmdb.Transaction) -> list[Room]:
     return [Room.from_json(load(v)) for _, v in txn.cursor(db=store.db(ROOMS))]
 
