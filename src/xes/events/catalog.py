@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from xes.events.registry import event
+from xes.events.message_facts import facts_of_xml
+from xes.events.registry import event, upcaster
 
 # --- accounts -------------------------------------------------------------------------------
 
@@ -208,7 +209,7 @@ class PresenceRouted:
 # --- messages (RFC 6121 §8) -----------------------------------------------------------------
 
 
-@event("message.routed")
+@event("message.routed", v=2)
 @dataclass(frozen=True, slots=True)
 class MessageRouted:
     sender: str
@@ -242,9 +243,24 @@ class MessageRouted:
     received_carbons: list[str] = field(default_factory=list)
     """Full JIDs of the recipient's carbons-enabled resources not among ``targets``
     (XEP-0280 ``<received/>``)."""
+    body: bool = False
+    """v2: it carries a body, an instant message (the inbox counts it, XEP-0430)."""
+    marker: str | None = None
+    """v2: received | displayed | acknowledged: a XEP-0333 chat marker (or XEP-0184 receipt,
+    ``received``) for the earlier message ``marker_id`` (:mod:`xes.events.message_facts`)."""
+    marker_id: str | None = None
+    """v2: the id the marker names."""
+    msg_id: str | None = None
+    """v2: the sender's ``id`` attribute (what markers in one-to-one chats name)."""
 
     def stream(self) -> str:
         return f"chat:{self.to.split('/', 1)[0]}"
+
+
+@upcaster("message.routed", 1)
+def _message_routed_v1(data: dict[str, Any]) -> dict[str, Any]:
+    """v1 had no facts: read them from the stanza, as the v2 proposer does."""
+    return {**data, **facts_of_xml(data["xml"]).fields()}
 
 
 @event("iq.routed")
@@ -648,7 +664,7 @@ class MucSubjectSet:
         return f"muc:{self.room}"
 
 
-@event("muc.message_sent")
+@event("muc.message_sent", v=2)
 @dataclass(frozen=True, slots=True)
 class MucMessageSent:
     """A groupchat message to the room (XEP-0045 §7.4): one event, written by every node to its
@@ -669,9 +685,24 @@ class MucMessageSent:
     """The room logs its messages (``muc#roomconfig_enablelogging``)."""
     origin_id: str | None = None
     """The sender's XEP-0359 ``origin-id``."""
+    body: bool = False
+    """v2: it carries a body (the members' inboxes count it, XEP-0430)."""
+    marker: str | None = None
+    """v2: received | displayed | acknowledged: the occupant marks the room message
+    ``marker_id`` (XEP-0333 in a room names the room's stanza-id; XEP-0184 is ``received``)."""
+    marker_id: str | None = None
+    """v2: the id the marker names."""
+    msg_id: str | None = None
+    """v2: the sender's ``id`` attribute."""
 
     def stream(self) -> str:
         return f"muc:{self.room}"
+
+
+@upcaster("muc.message_sent", 1)
+def _muc_message_sent_v1(data: dict[str, Any]) -> dict[str, Any]:
+    """v1 had no facts: read them from the room's copy, as the v2 proposer does."""
+    return {**data, **facts_of_xml(data["xml"]).fields()}
 
 
 @event("muc.private_sent")

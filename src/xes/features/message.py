@@ -18,6 +18,7 @@ from __future__ import annotations
 import lmdb
 
 from xes.events.catalog import MessageRouted
+from xes.events.message_facts import facts_of
 from xes.features import blocking
 from xes.hub import Hub, LocalSession
 from xes.jid import JID, InvalidJID
@@ -119,6 +120,7 @@ async def handle(hub: Hub, session: LocalSession, stanza: Element) -> None:
             origin_id=origin if session.bare in archived_by else None,
             sent_carbons=sent_carbons,
             received_carbons=received_carbons,
+            **facts_of(stanza).fields(),
         )
     )
 

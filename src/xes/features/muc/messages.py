@@ -23,6 +23,7 @@ from xes.events.catalog import (
     MucRoleSet,
     MucSubjectSet,
 )
+from xes.events.message_facts import facts_of
 from xes.features.muc.common import (
     check_affiliations,
     is_muc_domain,
@@ -127,6 +128,7 @@ def _message_event(
         stanza_id,
         archived=archived,
         origin_id=sid.origin_id(stanza),
+        **facts_of(stanza).fields(),
     )
 
 
