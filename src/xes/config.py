@@ -258,6 +258,21 @@ class ArchiveConfig:
 
 
 @dataclass(frozen=True)
+class InboxConfig:
+    """Inbox (XEP-0430, ADR 0019): conversations with unread counts, kept from the archive."""
+
+    enabled: bool = True
+    """Answer ``urn:xmpp:inbox:1`` queries and conversation properties (the projection is
+    kept either way, so turning it on later shows every conversation since the start)."""
+    page_size: int = 50
+    """Entries in a query result when the client does not say (RSM ``max``)."""
+    max_page_size: int = 250
+    """Most entries in one result, whatever the client asks for."""
+    max_mute_seconds: int = 366 * 86400
+    """Longest mute a client may set on a conversation."""
+
+
+@dataclass(frozen=True)
 class MucConfig:
     """Group chat service (XEP-0045, ADR 0011). Room defaults apply to rooms created later."""
 
@@ -436,6 +451,7 @@ class Config:
     stream_management: StreamManagementConfig = field(default_factory=StreamManagementConfig)
     offline: OfflineConfig = field(default_factory=OfflineConfig)
     archive: ArchiveConfig = field(default_factory=ArchiveConfig)
+    inbox: InboxConfig = field(default_factory=InboxConfig)
     muc: MucConfig = field(default_factory=MucConfig)
     pep: PepConfig = field(default_factory=PepConfig)
     csi: CsiConfig = field(default_factory=CsiConfig)
@@ -502,6 +518,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "stream_management": StreamManagementConfig,
     "offline": OfflineConfig,
     "archive": ArchiveConfig,
+    "inbox": InboxConfig,
     "muc": MucConfig,
     "pep": PepConfig,
     "csi": CsiConfig,
@@ -740,6 +757,8 @@ def parse_config(
         raise ConfigError("[archive] default must be always, never or roster")
     if not 0 < config.archive.page_size <= config.archive.max_page_size:
         raise ConfigError("[archive] needs 0 < page_size <= max_page_size")
+    if not 0 < config.inbox.page_size <= config.inbox.max_page_size:
+        raise ConfigError("[inbox] needs 0 < page_size <= max_page_size")
     _check_http(config)
     _check_bosh(config)
     _check_muc(config)

@@ -16,8 +16,10 @@ from xes.events import Committed, decode_event
 from xes.events.catalog import (
     AccountRemoved,
     BlockingChanged,
+    InboxUpdated,
     IqRouted,
     MessageRouted,
+    MucMessageSent,
     NodeDown,
     OfflineFlushed,
     PresenceRouted,
@@ -33,11 +35,15 @@ from xes.events.catalog import (
 from xes.features.muc.mirror import RoomMirror
 from xes.features.pep import interest as pep_interest
 from xes.hub import Hub, LocalSession
+from xes.jid import bare_of
 from xes.muc.transition import Out
 from xes.projections import blocking as blocking_view
+from xes.projections import inbox as inbox_view
 from xes.projections import pep as pep_view
+from xes.projections import sessions as sessions_view
 from xes.stanza import carbons
 from xes.stanza.core import addressed
+from xes.stanza.inbox import entry_message
 from xes.stanza.roster import item_element, push_bytes, removed_element
 from xes.store.journal import applied_index, read_events
 
@@ -83,6 +89,11 @@ def deliver(
     if committed.envelope.type.startswith("muc."):
         writes = writes if writes is not None else RoomWrites()
         writes.add(hub, rooms.apply(txn, committed, event))
+        if isinstance(event, MucMessageSent) and event.marker in inbox_view.READING_MARKERS:
+            view = sessions_view.get(hub.store, txn, event.session)
+            if view is not None:
+                writes.flush(hub)
+                _inbox_push(hub, txn, committed, bare_of(view.jid), event.room)
         return
     if writes is not None:
         writes.flush(hub)  # what rooms sent so far goes out before anything else does
@@ -98,6 +109,10 @@ def deliver(
             # Stored offline while a session of the user may have come online meanwhile.
             for session in hub.local_of_bare(event.offline_for):
                 session.offline_stored()
+        if event.marker in inbox_view.READING_MARKERS:
+            _inbox_push(hub, txn, committed, bare_of(event.sender), bare_of(event.to))
+    elif isinstance(event, InboxUpdated):
+        _inbox_push(hub, txn, committed, event.owner, event.conversation)
     elif committed.envelope.type in pep_view.NOTIFYING:
         if event.notify:
             xml = pep_view.notification(committed, event)
@@ -227,6 +242,24 @@ def _deliver_presence(hub: Hub, data: bytes, targets: list[str]) -> None:
             for session in hub.local_of_bare(target):
                 if session.available or session.sm_active:  # the outbox decides for the latter
                     _send(session, data)
+
+
+def _inbox_push(hub: Hub, txn: Any, committed: Committed, owner: str, conversation: str) -> None:
+    """A changed inbox entry, to the owner's sessions here that watch the inbox (managed ones
+    read it from their outbox, where apply put it), if this event is what changed it."""
+    local = hub.local_of_bare(owner)
+    if not local:
+        return
+    entry = inbox_view.entry(hub.store, txn, owner, conversation)
+    if entry is None or entry.changed != committed.seq:
+        return
+    for session in local:
+        if not inbox_view.watching(hub.store, txn, owner, session.session_id):
+            continue
+        if session.sm_active:
+            session.sm_pull()
+        else:
+            session.send_bytes(entry_message(owner, session.full, entry).encode())
 
 
 def _push(hub: Hub, owner: str, committed: Committed, item: Any) -> None:

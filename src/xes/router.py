@@ -20,6 +20,7 @@ from xes.features import (
     admin_commands,
     blocking,
     carbons,
+    inbox,
     mam,
     message,
     muc,
@@ -59,6 +60,8 @@ ACCOUNT_IQ: dict[str, IqHandler] = {
     "{%s}block" % blocking.NS: blocking.handle,
     "{%s}unblock" % blocking.NS: blocking.handle,
     "{%s}query" % account_info.LAST: account_info.last_activity,
+    "{%s}inbox" % inbox.NS: inbox.query,
+    "{%s}query" % inbox.PROPERTIES: inbox.conversation,
 }
 """Payloads the server answers on behalf of an account's bare JID (RFC 6121 §8.5.2)."""
 

@@ -877,6 +877,45 @@ class BlockingChanged:
         return f"blocking:{self.owner}"
 
 
+# --- inbox (XEP-0430), ADR 0019 ------------------------------------------------------------
+
+
+@event("inbox.updated")
+@dataclass(frozen=True, slots=True)
+class InboxUpdated:
+    """The owner changed a conversation's entry: read it all, marked it unread, or set its
+    properties (archive box, mute, pin). Messages and markers change counts without it."""
+
+    owner: str
+    """Bare JID whose inbox it is."""
+    conversation: str
+    """The entry: the peer's bare JID or the room's JID."""
+    read: bool | None = None
+    """True: every message is read; False: the last one shows as unread again (if none does)."""
+    archived: bool | None = None
+    """Move the entry to the archive box (True) or back (False); None leaves it."""
+    muted_until: int | None = None
+    """ms since the epoch until which it is muted (0: unmuted); the proposer's clock."""
+    pinned: bool | None = None
+    """Pin the entry to the top of the inbox, or unpin it."""
+
+    def stream(self) -> str:
+        return f"inbox:{self.owner}"
+
+
+@event("inbox.watched")
+@dataclass(frozen=True, slots=True)
+class InboxWatched:
+    """A session asked for the inbox: from now on it is told when an entry is read elsewhere or
+    its properties change (its first query records this once)."""
+
+    owner: str
+    session: str
+
+    def stream(self) -> str:
+        return f"inbox:{self.owner}"
+
+
 # --- FAST tokens (XEP-0484), ADR 0015 -------------------------------------------------------
 
 

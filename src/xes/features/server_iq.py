@@ -8,7 +8,7 @@ from __future__ import annotations
 import platform
 
 from xes import __version__
-from xes.features import account_info, admin_commands, pep
+from xes.features import account_info, admin_commands, inbox, pep
 from xes.hub import Hub, LocalSession
 from xes.stanza.core import StanzaError, iq_result
 from xes.xml import E, Element, ns
@@ -63,6 +63,8 @@ async def disco_info(hub: Hub, session: LocalSession, iq: Element, query: Elemen
         features = [ns.DISCO_INFO, ns.DISCO_ITEMS]
         if hub.config.archive.enabled:
             features += ACCOUNT_ARCHIVE_FEATURES
+        if hub.config.inbox.enabled:
+            features += inbox.FEATURES
         if hub.config.pep.enabled:
             children.append(
                 E("{%s}identity" % ns.DISCO_INFO, {"category": "pubsub", "type": "pep"})
@@ -85,6 +87,8 @@ async def disco_info(hub: Hub, session: LocalSession, iq: Element, query: Elemen
         features.append(admin_commands.COMMANDS)  # XEP-0050 §2.1 (XEP-0133 for admins)
     if hub.config.external_services.services:
         features.append(account_info.EXTDISCO)
+    if hub.config.inbox.enabled:
+        features += inbox.FEATURES  # XEP-0430 §2.1
     if hub.config.pep.enabled:
         # XEP-0163 §6.1: a server that offers PEP says so on its own JID too.
         children.append(E("{%s}identity" % ns.DISCO_INFO, {"category": "pubsub", "type": "pep"}))

@@ -296,6 +296,12 @@ def seq_of(store: Store, txn: lmdb.Transaction, owner: str, id_: str) -> int:
     return from_u64(raw)
 
 
+def by_id(store: Store, txn: lmdb.Transaction, owner: str, id_: str) -> ArchivedMessage | None:
+    """The message ``owner``'s archive keeps under ``id_`` (as :func:`query` returns it)."""
+    raw = txn.get(_owner(owner) + id_.encode(), db=store.db(IDS))
+    return None if raw is None else _row(store, txn, owner, from_u64(raw))
+
+
 def edges(
     store: Store, txn: lmdb.Transaction, owner: str, min_seq: int = 0
 ) -> tuple[ArchivedMessage, ArchivedMessage] | None:

@@ -40,6 +40,7 @@ from xes.projections.accounts import Accounts
 from xes.projections.archive import Archive
 from xes.projections.base import Projection, Rejected
 from xes.projections.blocking import Blocking
+from xes.projections.inbox import Inbox
 from xes.projections.muc import Muc
 from xes.projections.offline import Offline
 from xes.projections.pep import Pep
@@ -63,11 +64,13 @@ PROJECTIONS: tuple[type[Projection], ...] = (
     Sessions,
     Offline,
     Archive,
+    Inbox,
     Uploads,
 )
 """In apply order: ``sm`` reads a replaced session before ``sessions`` forgets it, and offline
 messages a flush delivers before ``offline`` drops them; ``muc`` sees the sessions a new boot
-ends before ``sessions`` forgets them (it refuses to let an occupant's session end)."""
+ends before ``sessions`` forgets them (it refuses to let an occupant's session end); ``inbox``
+reads the room a message was sent to, as ``muc`` left it."""
 STREAMS = "streams.version"
 """Per-stream version counters (part of the replicated state, covered by the digest)."""
 

@@ -1,0 +1,455 @@
+"""Inbox projection (XEP-0430, ADR 0019): every user's conversations with exact unread counts.
+
+One entry per (owner, conversation): the peer's bare JID for one-to-one chats, the room's JID for
+group chats. Entries follow the archive: a one-to-one message counts for an owner whose archive
+keeps it (``archived_by``), under its archive id, so the entry's ``id`` is always a MAM id the
+client can page from; a room message counts for the room's members (affiliated users and current
+occupants with an account here) under the room's archive id.
+
+Counting is by ordinal, so it cannot drift. Each conversation numbers the instant messages the
+owner received (``n``); ``read`` is how many of them are read. ``unread = n - read`` is never
+negative and only apply changes either. An unread message keeps a row (its ordinal and the ids a
+marker may name: the sender's ``id``, ``origin-id``, the archive id) until it is read, so a
+XEP-0333 ``displayed``/``acknowledged`` marker from any of the owner's devices moves ``read`` up
+to exactly the message it names, never beyond, never backwards; an unknown or already read id
+changes nothing. The owner's own message reads the whole conversation (XEP-0430 §4: a message is
+read if a later one is). ``inbox.updated`` resets (or marks unread) explicitly and sets the
+entry's properties (archive box, mute, pin: modelled on MongooseIM's conversation properties).
+
+An index by last activity (pinned entries first) serves the query in order; a per-owner summary
+keeps the ``<fin/>`` totals. Sessions that asked for the inbox (``inbox.watched``) get the changed
+entry when a marker or an explicit change moves it: managed sessions as outbox rows placed here
+(ADR 0008), the others from delivery.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import lmdb
+
+from xes.events import Committed
+from xes.events.catalog import (
+    AccountRemoved,
+    InboxUpdated,
+    InboxWatched,
+    MessageRouted,
+    MucMessageSent,
+    MucRoomDestroyed,
+)
+from xes.jid import bare_of
+from xes.muc.model import Room
+from xes.projections import accounts as accounts_view
+from xes.projections import muc as muc_view
+from xes.projections import sessions as sessions_view
+from xes.projections import stream_mgmt
+from xes.projections.base import Projection, delete_prefix, dump, iter_prefix, key, load
+from xes.stanza.inbox import entry_message
+from xes.store.env import Store, from_u64, u64
+
+ENTRIES = "inbox.entries"
+ACTIVITY = "inbox.activity"
+UNREAD = "inbox.unread"
+IDS = "inbox.ids"
+SUMMARY = "inbox.summary"
+MEMBERS = "inbox.members"
+WATCHERS = "inbox.watchers"
+
+READING_MARKERS = ("displayed", "acknowledged")
+"""XEP-0430 §4: these markers read a message (and every earlier one); receipts do not."""
+AFFILIATED = ("owner", "admin", "member")
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    conversation: str
+    n: int
+    """Instant messages the owner received in this conversation."""
+    read: int
+    """How many of them are read."""
+    last: str | None
+    """Archive id of the last instant message (either direction)."""
+    last_seq: int
+    """Log position of the last activity (the sort key)."""
+    at: int
+    """Time of the last instant message (ms)."""
+    room: bool
+    archived: bool = False
+    """In the archive box: hidden by the default view until a new message brings it back."""
+    muted_until: int = 0
+    """ms since the epoch; 0 when not muted."""
+    pinned: bool = False
+    changed: int = 0
+    """Log position of the last marker or explicit change (delivery pushes that one)."""
+
+    @property
+    def unread(self) -> int:
+        return self.n - self.read
+
+    @property
+    def cursor(self) -> str:
+        """RSM id of the entry: its place in the activity order."""
+        return f"{int(self.pinned)}-{self.last_seq}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "n": self.n,
+            "read": self.read,
+            "last": self.last,
+            "seq": self.last_seq,
+            "at": self.at,
+            "room": self.room,
+            "archived": self.archived,
+            "muted": self.muted_until,
+            "pinned": self.pinned,
+            "changed": self.changed,
+        }
+
+    @classmethod
+    def from_json(cls, conversation: str, obj: dict[str, Any]) -> Entry:
+        return cls(
+            conversation,
+            obj["n"],
+            obj["read"],
+            obj["last"],
+            obj["seq"],
+            obj["at"],
+            obj["room"],
+            obj["archived"],
+            obj["muted"],
+            obj["pinned"],
+            obj["changed"],
+        )
+
+
+def _activity_key(owner: str, pinned: bool, seq: int) -> bytes:
+    return key(owner, "") + (b"\x01" if pinned else b"\x00") + u64(seq)
+
+
+def _unread_prefix(owner: str, conversation: str) -> bytes:
+    return key(owner, conversation, "")
+
+
+class Inbox(Projection):
+    name = "inbox"
+    dbs = (ENTRIES, ACTIVITY, UNREAD, IDS, SUMMARY, MEMBERS, WATCHERS)
+    handles = (
+        "message.routed",
+        "muc.message_sent",
+        "muc.room_destroyed",
+        "inbox.updated",
+        "inbox.watched",
+        "account.removed",
+    )
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
+        self._rooms: dict[str, tuple[bytes, Room]] = {}
+
+    # -- one-to-one ----------------------------------------------------------------------------
+
+    def on_message_routed(self, txn: lmdb.Transaction, c: Committed, ev: MessageRouted) -> None:
+        sender = bare_of(ev.sender)
+        peer = bare_of(ev.to)
+        if ev.marker in READING_MARKERS and ev.marker_id and sender != peer:
+            self._read_upto(txn, c, sender, peer, ev.marker_id)
+        if not ev.body or not ev.stanza_id or not ev.archived_by:
+            return
+        at = ev.received_at or c.envelope.at
+        for owner in sorted(set(ev.archived_by)):
+            if owner == sender:
+                self._activity(txn, c, owner, peer, ev.stanza_id, at, room=False, own=True)
+            else:
+                ids = _ids(ev.msg_id, ev.origin_id, ev.stanza_id)
+                self._activity(txn, c, owner, sender, ev.stanza_id, at, room=False, ids=ids)
+
+    # -- rooms ---------------------------------------------------------------------------------
+
+    def on_muc_message_sent(self, txn: lmdb.Transaction, c: Committed, ev: MucMessageSent) -> None:
+        room = self._room(txn, ev.room)
+        if room is None:
+            return
+        speaker = room.by_session(ev.session)
+        sender = speaker.bare if speaker is not None else None
+        if ev.marker in READING_MARKERS and ev.marker_id and sender is not None:
+            self._read_upto(txn, c, sender, ev.room, ev.marker_id)
+        if not ev.body:
+            return
+        ids = _ids(ev.msg_id, ev.origin_id, ev.stanza_id)
+        for member in self._members(txn, room):
+            own = member == sender
+            self._activity(
+                txn, c, member, ev.room, ev.stanza_id, c.envelope.at, room=True, own=own, ids=ids
+            )
+
+    def on_muc_room_destroyed(
+        self, txn: lmdb.Transaction, c: Committed, ev: MucRoomDestroyed
+    ) -> None:
+        prefix = key(ev.room, "")
+        owners = [k[len(prefix) :].decode() for k, _ in iter_prefix(txn, self.db(MEMBERS), prefix)]
+        for owner in owners:
+            self._drop(txn, owner, ev.room)
+
+    def _room(self, txn: lmdb.Transaction, jid: str) -> Room | None:
+        raw = muc_view.raw(self.store, txn, jid)
+        if raw is None:
+            return None
+        cached = self._rooms.get(jid)
+        if cached is not None and cached[0] == raw:
+            return cached[1]
+        room = muc_view.parse(raw)
+        if len(self._rooms) >= 1024:
+            self._rooms.clear()
+        self._rooms[jid] = (raw, room)
+        return room
+
+    def _members(self, txn: lmdb.Transaction, room: Room) -> list[str]:
+        """Whose inbox a room message reaches: affiliated users and the users present, if
+        they have an account here (a remote occupant's inbox is its own server's)."""
+        found = {b for b, a in room.affiliations.items() if a in AFFILIATED}
+        found.update(o.bare for o in room.occupants.values())
+        return [
+            b
+            for b in sorted(found)
+            if room.affiliation(b) != "outcast" and accounts_view.exists(self.store, txn, b)
+        ]
+
+    # -- explicit changes ----------------------------------------------------------------------
+
+    def on_inbox_updated(self, txn: lmdb.Transaction, c: Committed, ev: InboxUpdated) -> None:
+        entry = self._entry(txn, ev.owner, ev.conversation)
+        if entry is None:
+            return  # gone meanwhile (the account or room was removed)
+        n, read = entry.n, entry.read
+        if ev.read is True:
+            read = n
+            delete_prefix(txn, self.db(UNREAD), _unread_prefix(ev.owner, ev.conversation))
+            delete_prefix(txn, self.db(IDS), _unread_prefix(ev.owner, ev.conversation))
+        elif ev.read is False and entry.unread == 0 and n > 0:
+            read = n - 1  # "mark as unread" (MongooseIM): one message shows as new
+        new = Entry(
+            entry.conversation,
+            n,
+            read,
+            entry.last,
+            entry.last_seq,
+            entry.at,
+            entry.room,
+            entry.archived if ev.archived is None else ev.archived,
+            entry.muted_until if ev.muted_until is None else ev.muted_until,
+            entry.pinned if ev.pinned is None else ev.pinned,
+            c.seq,
+        )
+        self._save(txn, ev.owner, entry, new)
+        self._push(txn, c, ev.owner, new)
+
+    def on_inbox_watched(self, txn: lmdb.Transaction, c: Committed, ev: InboxWatched) -> None:
+        txn.put(key(ev.owner, ev.session), b"", db=self.db(WATCHERS))
+
+    def on_account_removed(self, txn: lmdb.Transaction, c: Committed, ev: AccountRemoved) -> None:
+        prefix = key(ev.jid, "")
+        for conv in [
+            k[len(prefix) :].decode() for k, _ in iter_prefix(txn, self.db(ENTRIES), prefix)
+        ]:
+            self._drop(txn, ev.jid, conv)
+        delete_prefix(txn, self.db(WATCHERS), prefix)
+        txn.delete(ev.jid.encode(), db=self.db(SUMMARY))
+
+    # -- the fold ------------------------------------------------------------------------------
+
+    def _entry(self, txn: lmdb.Transaction, owner: str, conversation: str) -> Entry | None:
+        raw = txn.get(key(owner, conversation), db=self.db(ENTRIES))
+        return None if raw is None else Entry.from_json(conversation, load(raw))
+
+    def _activity(
+        self,
+        txn: lmdb.Transaction,
+        c: Committed,
+        owner: str,
+        conversation: str,
+        stanza_id: str,
+        at: int,
+        *,
+        room: bool,
+        own: bool = False,
+        ids: list[str] | None = None,
+    ) -> None:
+        """An instant message in the conversation: the owner's own (reads all) or received."""
+        old = self._entry(txn, owner, conversation)
+        n = old.n if old else 0
+        read = old.read if old else 0
+        prefix = _unread_prefix(owner, conversation)
+        if own:
+            if old is not None and old.unread:
+                delete_prefix(txn, self.db(UNREAD), prefix)
+                delete_prefix(txn, self.db(IDS), prefix)
+            read = n
+        else:
+            n += 1
+            txn.put(prefix + u64(n), dump(ids or []), db=self.db(UNREAD))
+            for id_ in ids or ():
+                txn.put(prefix + id_.encode(), u64(n), db=self.db(IDS))
+        new = Entry(
+            conversation,
+            n,
+            read,
+            stanza_id,
+            c.seq,
+            max(at, old.at) if old else at,
+            room,
+            False,  # a new message brings an archived conversation back (MongooseIM)
+            old.muted_until if old else 0,
+            old.pinned if old else False,
+            old.changed if old else 0,
+        )
+        if old is None:
+            txn.put(key(conversation, owner), b"", db=self.db(MEMBERS))
+        self._save(txn, owner, old, new)
+
+    def _read_upto(
+        self, txn: lmdb.Transaction, c: Committed, owner: str, conversation: str, marked: str
+    ) -> None:
+        prefix = _unread_prefix(owner, conversation)
+        raw = txn.get(prefix + marked.encode(), db=self.db(IDS))
+        if raw is None:
+            return  # read already, or not a message of this conversation: nothing moves
+        upto = from_u64(raw)
+        entry = self._entry(txn, owner, conversation)
+        if entry is None or upto <= entry.read:
+            return
+        unread_db, ids_db = self.db(UNREAD), self.db(IDS)
+        for ordinal in range(entry.read + 1, upto + 1):
+            row = txn.get(prefix + u64(ordinal), db=unread_db)
+            if row is None:
+                continue
+            for id_ in load(row):
+                if txn.get(prefix + id_.encode(), db=ids_db) == u64(ordinal):
+                    txn.delete(prefix + id_.encode(), db=ids_db)
+            txn.delete(prefix + u64(ordinal), db=unread_db)
+        new = Entry(
+            conversation,
+            entry.n,
+            upto,
+            entry.last,
+            entry.last_seq,
+            entry.at,
+            entry.room,
+            entry.archived,
+            entry.muted_until,
+            entry.pinned,
+            c.seq,
+        )
+        self._save(txn, owner, entry, new)
+        self._push(txn, c, owner, new)
+
+    def _save(self, txn: lmdb.Transaction, owner: str, old: Entry | None, new: Entry) -> None:
+        activity = self.db(ACTIVITY)
+        if old is not None and (old.last_seq, old.pinned) != (new.last_seq, new.pinned):
+            txn.delete(_activity_key(owner, old.pinned, old.last_seq), db=activity)
+        if old is None or (old.last_seq, old.pinned) != (new.last_seq, new.pinned):
+            txn.put(
+                _activity_key(owner, new.pinned, new.last_seq),
+                new.conversation.encode(),
+                db=activity,
+            )
+        txn.put(key(owner, new.conversation), dump(new.to_json()), db=self.db(ENTRIES))
+        was_unread = old.unread if old else 0
+        if old is None or was_unread != new.unread:
+            s = _summary(self.store, txn, owner)
+            s["entries"] += 0 if old else 1
+            s["unread_conversations"] += int(new.unread > 0) - int(was_unread > 0)
+            s["unread"] += new.unread - was_unread
+            txn.put(owner.encode(), dump(s), db=self.db(SUMMARY))
+
+    def _drop(self, txn: lmdb.Transaction, owner: str, conversation: str) -> None:
+        entry = self._entry(txn, owner, conversation)
+        if entry is None:
+            return
+        txn.delete(_activity_key(owner, entry.pinned, entry.last_seq), db=self.db(ACTIVITY))
+        txn.delete(key(owner, conversation), db=self.db(ENTRIES))
+        txn.delete(key(conversation, owner), db=self.db(MEMBERS))
+        delete_prefix(txn, self.db(UNREAD), _unread_prefix(owner, conversation))
+        delete_prefix(txn, self.db(IDS), _unread_prefix(owner, conversation))
+        s = _summary(self.store, txn, owner)
+        s["entries"] -= 1
+        s["unread_conversations"] -= int(entry.unread > 0)
+        s["unread"] -= entry.unread
+        txn.put(owner.encode(), dump(s), db=self.db(SUMMARY))
+
+    def _push(self, txn: lmdb.Transaction, c: Committed, owner: str, entry: Entry) -> None:
+        """The changed entry, as outbox rows of the owner's managed sessions that watch the
+        inbox (the others get it from delivery); watchers whose session ended are forgotten."""
+        for session in watchers(self.store, txn, owner):
+            view = sessions_view.get(self.store, txn, session)
+            if view is None:
+                txn.delete(key(owner, session), db=self.db(WATCHERS))
+                continue
+            if stream_mgmt.state(self.store, txn, session) is not None:
+                xml = entry_message(owner, view.jid, entry)
+                stream_mgmt.queue(self.store, txn, session, [xml], c.envelope.at)
+
+
+def _ids(*candidates: str | None) -> list[str]:
+    """The ids a marker may name, each once, in a fixed order."""
+    out: list[str] = []
+    for id_ in candidates:
+        if id_ and id_ not in out and len(id_) <= 256:
+            out.append(id_)
+    return out
+
+
+def _summary(store: Store, txn: lmdb.Transaction, owner: str) -> dict[str, int]:
+    return load(txn.get(owner.encode(), db=store.db(SUMMARY))) or {
+        "entries": 0,
+        "unread_conversations": 0,
+        "unread": 0,
+    }
+
+
+# -- reads -------------------------------------------------------------------------------------
+
+
+def entry(store: Store, txn: lmdb.Transaction, owner: str, conversation: str) -> Entry | None:
+    raw = txn.get(key(owner, conversation), db=store.db(ENTRIES))
+    return None if raw is None else Entry.from_json(conversation, load(raw))
+
+
+def summary(store: Store, txn: lmdb.Transaction, owner: str) -> dict[str, int]:
+    """``entries``, ``unread_conversations`` and ``unread`` (all messages) of the owner."""
+    return _summary(store, txn, owner)
+
+
+def watchers(store: Store, txn: lmdb.Transaction, owner: str) -> list[str]:
+    prefix = key(owner, "")
+    return [k[len(prefix) :].decode() for k, _ in iter_prefix(txn, store.db(WATCHERS), prefix)]
+
+
+def watching(store: Store, txn: lmdb.Transaction, owner: str, session: str) -> bool:
+    return txn.get(key(owner, session), db=store.db(WATCHERS)) is not None
+
+
+def by_activity(
+    store: Store, txn: lmdb.Transaction, owner: str, before: str | None = None
+) -> Iterator[Entry]:
+    """The owner's entries, pinned first, then most recent activity first; from just below
+    the RSM cursor ``before`` when given (``ValueError`` if it is not one of ours)."""
+    prefix = key(owner, "")
+    cur = txn.cursor(db=store.db(ACTIVITY))
+    if before is None:
+        found = cur.set_range(prefix + b"\x02")
+        found = cur.prev() if found else cur.last()
+    else:
+        pinned, _, seq = before.partition("-")
+        if pinned not in ("0", "1") or not seq.isdigit():
+            raise ValueError(before)
+        found = cur.set_range(_activity_key(owner, pinned == "1", int(seq)))
+        found = cur.prev() if found else cur.last()
+    entries_db = store.db(ENTRIES)
+    while found and cur.key().startswith(prefix):
+        conversation = bytes(cur.value()).decode()
+        raw = txn.get(key(owner, conversation), db=entries_db)
+        if raw is not None:
+            yield Entry.from_json(conversation, load(raw))
+        found = cur.prev()
