@@ -18,6 +18,7 @@ change elsewhere (a marker from another device, another device's property change
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from xes.events.catalog import InboxUpdated, InboxWatched
@@ -29,6 +30,7 @@ from xes.projections.inbox import Entry
 from xes.stanza.core import StanzaError, iq_result
 from xes.stanza.forward import forwarded
 from xes.stanza.inbox import NS, PROPERTIES, entry_element, properties_element
+from xes.store.env import Store
 from xes.xml import E, Element, escape_attr, ns, serialize
 
 XEPS = ((430, "partial"),)
@@ -61,23 +63,6 @@ def _flag(elem: Element, name: str, default: bool) -> bool:
     return value in _TRUE
 
 
-def _rsm(hub: Hub, query: Element) -> tuple[int, str | None]:
-    cfg = hub.config.inbox
-    rsm = query.find("{%s}set" % ns.RSM)
-    if rsm is None:
-        return cfg.page_size, None
-    if rsm.find("{%s}before" % ns.RSM) is not None:
-        raise StanzaError("feature-not-implemented", "page forwards with <after/>")
-    most = cfg.page_size
-    max_el = rsm.find("{%s}max" % ns.RSM)
-    if max_el is not None:
-        if not max_el.text.strip().isdigit():
-            raise StanzaError("bad-request", "RSM max is a number")
-        most = min(int(max_el.text), cfg.max_page_size)
-    after = rsm.find("{%s}after" % ns.RSM)
-    return most, (after.text.strip() or None) if after is not None else None
-
-
 async def _watch(hub: Hub, session: LocalSession, owner: str) -> None:
     with hub.read() as txn:
         known = inbox_view.watching(hub.store, txn, owner, session.session_id)
@@ -95,41 +80,64 @@ def _wanted(entry: Entry, unread_only: bool, box: str) -> bool:
     return True
 
 
-async def query(hub: Hub, session: LocalSession, iq: Element, child: Element) -> Element:
-    owner = _own(hub, session, iq)
-    if not hub.config.inbox.enabled:
-        raise StanzaError("service-unavailable")
-    unread_only = _flag(child, "unread-only", False)
-    with_messages = _flag(child, "messages", True)
+@dataclass(frozen=True, slots=True)
+class InboxQuery:
+    """A XEP-0430 query, its attributes and RSM resolved."""
+
+    most: int
+    after: str | None = None
+    unread_only: bool = False
+    messages: bool = True
+    box: str = "all"
+
+
+def parse_query(child: Element, page_size: int, max_page_size: int) -> InboxQuery:
+    """The query in ``<inbox xmlns='urn:xmpp:inbox:1'/>``; ``bad-request`` if invalid."""
     box = child.get("box") or "all"
     if box not in BOXES:
         raise StanzaError("bad-request", "box is all, inbox or archive")
-    most, after = _rsm(hub, child)
-    await _watch(hub, session, owner)
-    queryid = iq.get("id") or ""
+    most, after = page_size, None
+    rsm = child.find("{%s}set" % ns.RSM)
+    if rsm is not None:
+        if rsm.find("{%s}before" % ns.RSM) is not None:
+            raise StanzaError("feature-not-implemented", "page forwards with <after/>")
+        max_el = rsm.find("{%s}max" % ns.RSM)
+        if max_el is not None:
+            if not max_el.text.strip().isdigit():
+                raise StanzaError("bad-request", "RSM max is a number")
+            most = min(int(max_el.text), max_page_size)
+        after_el = rsm.find("{%s}after" % ns.RSM)
+        after = (after_el.text.strip() or None) if after_el is not None else None
+    return InboxQuery(
+        most, after, _flag(child, "unread-only", False), _flag(child, "messages", True), box
+    )
+
+
+def render(
+    store: Store, txn: Any, owner: str, to: str, q: InboxQuery, queryid: str
+) -> tuple[list[bytes], Element]:
+    """The entry messages of one page and the ``<fin/>`` that closes the query (pure reads;
+    shared with ``tools/bench/inbox.py``)."""
     page: list[Entry] = []
     more = False
-    with hub.read() as txn:
-        try:
-            for entry in inbox_view.by_activity(hub.store, txn, owner, after):
-                if not _wanted(entry, unread_only, box):
-                    continue
-                if len(page) == most:
-                    more = True
-                    break
-                page.append(entry)
-        except ValueError as exc:
-            raise StanzaError("item-not-found", "no such inbox position (RSM after)") from exc
-        totals = inbox_view.summary(hub.store, txn, owner)
-        for entry in page:
-            data = _entry_message(hub, txn, owner, session.full, entry, queryid, with_messages)
-            session.send_bytes(data)
+    try:
+        for entry in inbox_view.by_activity(store, txn, owner, q.after):
+            if not _wanted(entry, q.unread_only, q.box):
+                continue
+            if len(page) == q.most:
+                more = True
+                break
+            page.append(entry)
+    except ValueError as exc:
+        raise StanzaError("item-not-found", "no such inbox position (RSM after)") from exc
+    totals = inbox_view.summary(store, txn, owner)
+    messages = [_entry_message(store, txn, owner, to, e, queryid, q.messages) for e in page]
     rsm: list[Element] = []
     if page:
         rsm.append(E("{%s}first" % ns.RSM, None, page[0].cursor))
         rsm.append(E("{%s}last" % ns.RSM, None, page[-1].cursor))
-    if box == "all":
-        count = totals["unread_conversations"] if unread_only else totals["entries"]
+    if q.box == "all":
+        count = totals["unread_conversations"] if q.unread_only else totals["entries"]
         rsm.append(E("{%s}count" % ns.RSM, None, str(count)))
     attrs = {
         "total": str(totals["entries"]),
@@ -138,19 +146,30 @@ async def query(hub: Hub, session: LocalSession, iq: Element, child: Element) ->
     }
     if not more:
         attrs["complete"] = "true"
-    return iq_result(iq, E("{%s}fin" % NS, attrs, E("{%s}set" % ns.RSM, None, *rsm)))
+    return messages, E("{%s}fin" % NS, attrs, E("{%s}set" % ns.RSM, None, *rsm))
+
+
+async def query(hub: Hub, session: LocalSession, iq: Element, child: Element) -> Element:
+    owner = _own(hub, session, iq)
+    cfg = hub.config.inbox
+    if not cfg.enabled:
+        raise StanzaError("service-unavailable")
+    q = parse_query(child, cfg.page_size, cfg.max_page_size)
+    await _watch(hub, session, owner)
+    with hub.read() as txn:
+        messages, fin = render(hub.store, txn, owner, session.full, q, iq.get("id") or "")
+    for data in messages:
+        session.send_bytes(data)
+    return iq_result(iq, fin)
 
 
 def _entry_message(
-    hub: Hub, txn: Any, owner: str, to: str, entry: Entry, queryid: str, messages: bool = True
+    store: Store, txn: Any, owner: str, to: str, entry: Entry, queryid: str, messages: bool
 ) -> bytes:
-    parts = [
-        serialize(entry_element(entry)).decode(),
-        serialize(properties_element(entry)).decode(),
-    ]
+    parts = [serialize(el).decode() for el in (entry_element(entry), properties_element(entry))]
     if messages and entry.last:
         archive_owner = entry.conversation if entry.room else owner
-        found = archive_view.by_id(hub.store, txn, archive_owner, entry.last)
+        found = archive_view.by_id(store, txn, archive_owner, entry.last)
         if found is not None:
             parts.append(
                 f"<result xmlns='{ns.MAM}' queryid='{escape_attr(queryid)}'"

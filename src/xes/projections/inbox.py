@@ -24,9 +24,9 @@ entry when a marker or an explicit change moves it: managed sessions as outbox r
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import lmdb
 
@@ -45,7 +45,7 @@ from xes.projections import accounts as accounts_view
 from xes.projections import muc as muc_view
 from xes.projections import sessions as sessions_view
 from xes.projections import stream_mgmt
-from xes.projections.base import Projection, delete_prefix, dump, iter_prefix, key, load
+from xes.projections.base import Projection, delete_prefix, iter_prefix, key
 from xes.stanza.inbox import entry_message
 from xes.store.env import Store, from_u64, u64
 
@@ -93,35 +93,26 @@ class Entry:
         """RSM id of the entry: its place in the activity order."""
         return f"{int(self.pinned)}-{self.last_seq}"
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "n": self.n,
-            "read": self.read,
-            "last": self.last,
-            "seq": self.last_seq,
-            "at": self.at,
-            "room": self.room,
-            "archived": self.archived,
-            "muted": self.muted_until,
-            "pinned": self.pinned,
-            "changed": self.changed,
-        }
+    def encode(self) -> bytes:
+        """A fixed binary row (apply writes one per message and owner: JSON costs more)."""
+        flags = self.room | self.archived << 1 | self.pinned << 2
+        head = _ROW.pack(
+            self.n, self.read, self.last_seq, self.at, self.muted_until, self.changed, flags
+        )
+        return head + (self.last or "").encode()
 
     @classmethod
-    def from_json(cls, conversation: str, obj: dict[str, Any]) -> Entry:
+    def decode(cls, conversation: str, raw: bytes) -> Entry:
+        n, read, seq, at, muted, changed, flags = _ROW.unpack_from(raw)
+        last = bytes(raw[_ROW.size :]).decode() or None
         return cls(
-            conversation,
-            obj["n"],
-            obj["read"],
-            obj["last"],
-            obj["seq"],
-            obj["at"],
-            obj["room"],
-            obj["archived"],
-            obj["muted"],
-            obj["pinned"],
-            obj["changed"],
-        )
+            conversation, n, read, last, seq, at, bool(flags & 1), bool(flags & 2),
+            muted, bool(flags & 4), changed,
+        )  # fmt: skip
+
+
+_ROW = struct.Struct(">QQQQQQB")
+_SUMMARY = struct.Struct(">QQQ")
 
 
 def _activity_key(owner: str, pinned: bool, seq: int) -> bytes:
@@ -261,7 +252,7 @@ class Inbox(Projection):
 
     def _entry(self, txn: lmdb.Transaction, owner: str, conversation: str) -> Entry | None:
         raw = txn.get(key(owner, conversation), db=self.db(ENTRIES))
-        return None if raw is None else Entry.from_json(conversation, load(raw))
+        return None if raw is None else Entry.decode(conversation, raw)
 
     def _activity(
         self,
@@ -288,7 +279,7 @@ class Inbox(Projection):
             read = n
         else:
             n += 1
-            txn.put(prefix + u64(n), dump(ids or []), db=self.db(UNREAD))
+            txn.put(prefix + u64(n), "\x00".join(ids or ()).encode(), db=self.db(UNREAD))
             for id_ in ids or ():
                 txn.put(prefix + id_.encode(), u64(n), db=self.db(IDS))
         new = Entry(
@@ -324,7 +315,7 @@ class Inbox(Projection):
             row = txn.get(prefix + u64(ordinal), db=unread_db)
             if row is None:
                 continue
-            for id_ in load(row):
+            for id_ in bytes(row).decode().split("\x00") if row else ():
                 if txn.get(prefix + id_.encode(), db=ids_db) == u64(ordinal):
                     txn.delete(prefix + id_.encode(), db=ids_db)
             txn.delete(prefix + u64(ordinal), db=unread_db)
@@ -354,14 +345,16 @@ class Inbox(Projection):
                 new.conversation.encode(),
                 db=activity,
             )
-        txn.put(key(owner, new.conversation), dump(new.to_json()), db=self.db(ENTRIES))
+        txn.put(key(owner, new.conversation), new.encode(), db=self.db(ENTRIES))
         was_unread = old.unread if old else 0
         if old is None or was_unread != new.unread:
-            s = _summary(self.store, txn, owner)
-            s["entries"] += 0 if old else 1
-            s["unread_conversations"] += int(new.unread > 0) - int(was_unread > 0)
-            s["unread"] += new.unread - was_unread
-            txn.put(owner.encode(), dump(s), db=self.db(SUMMARY))
+            entries, conversations, unread = _counts(self.store, txn, owner)
+            entries += 0 if old else 1
+            conversations += int(new.unread > 0) - int(was_unread > 0)
+            unread += new.unread - was_unread
+            txn.put(
+                owner.encode(), _SUMMARY.pack(entries, conversations, unread), db=self.db(SUMMARY)
+            )
 
     def _drop(self, txn: lmdb.Transaction, owner: str, conversation: str) -> None:
         entry = self._entry(txn, owner, conversation)
@@ -372,11 +365,11 @@ class Inbox(Projection):
         txn.delete(key(conversation, owner), db=self.db(MEMBERS))
         delete_prefix(txn, self.db(UNREAD), _unread_prefix(owner, conversation))
         delete_prefix(txn, self.db(IDS), _unread_prefix(owner, conversation))
-        s = _summary(self.store, txn, owner)
-        s["entries"] -= 1
-        s["unread_conversations"] -= int(entry.unread > 0)
-        s["unread"] -= entry.unread
-        txn.put(owner.encode(), dump(s), db=self.db(SUMMARY))
+        entries, conversations, unread = _counts(self.store, txn, owner)
+        summary_row = _SUMMARY.pack(
+            entries - 1, conversations - int(entry.unread > 0), unread - entry.unread
+        )
+        txn.put(owner.encode(), summary_row, db=self.db(SUMMARY))
 
     def _push(self, txn: lmdb.Transaction, c: Committed, owner: str, entry: Entry) -> None:
         """The changed entry, as outbox rows of the owner's managed sessions that watch the
@@ -400,12 +393,9 @@ def _ids(*candidates: str | None) -> list[str]:
     return out
 
 
-def _summary(store: Store, txn: lmdb.Transaction, owner: str) -> dict[str, int]:
-    return load(txn.get(owner.encode(), db=store.db(SUMMARY))) or {
-        "entries": 0,
-        "unread_conversations": 0,
-        "unread": 0,
-    }
+def _counts(store: Store, txn: lmdb.Transaction, owner: str) -> tuple[int, int, int]:
+    raw = txn.get(owner.encode(), db=store.db(SUMMARY))
+    return (0, 0, 0) if raw is None else _SUMMARY.unpack(raw)
 
 
 # -- reads -------------------------------------------------------------------------------------
@@ -413,12 +403,13 @@ def _summary(store: Store, txn: lmdb.Transaction, owner: str) -> dict[str, int]:
 
 def entry(store: Store, txn: lmdb.Transaction, owner: str, conversation: str) -> Entry | None:
     raw = txn.get(key(owner, conversation), db=store.db(ENTRIES))
-    return None if raw is None else Entry.from_json(conversation, load(raw))
+    return None if raw is None else Entry.decode(conversation, raw)
 
 
 def summary(store: Store, txn: lmdb.Transaction, owner: str) -> dict[str, int]:
     """``entries``, ``unread_conversations`` and ``unread`` (all messages) of the owner."""
-    return _summary(store, txn, owner)
+    entries, conversations, unread = _counts(store, txn, owner)
+    return {"entries": entries, "unread_conversations": conversations, "unread": unread}
 
 
 def watchers(store: Store, txn: lmdb.Transaction, owner: str) -> list[str]:
@@ -451,5 +442,5 @@ def by_activity(
         conversation = bytes(cur.value()).decode()
         raw = txn.get(key(owner, conversation), db=entries_db)
         if raw is not None:
-            yield Entry.from_json(conversation, load(raw))
+            yield Entry.decode(conversation, raw)
         found = cur.prev()

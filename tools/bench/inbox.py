@@ -1,0 +1,210 @@
+#!/usr/bin/env python3
+"""Inbox benchmark (issue 16): what the inbox adds to apply, and its query for 1,000 conversations.
+
+Apply: the same ``message.routed`` log entries (``--batch`` events each, each archived by owner
+and peer, 1,000 peers, one synced LMDB commit per entry as the log process does) go to two
+stores, entry by entry in turn so the machine's noise hits both alike: one with every projection,
+one with all but the inbox. The difference per message is the inbox's apply cost; it is reported
+against the apply cost without it.
+
+Query: on the store with the inbox (one user with ``--peers`` conversations, markers having read
+some of them), the code a client's ``<inbox/>`` query runs on the server minus the socket: parse
+the query, walk the page, render the entry messages with their last message and the ``<fin/>``
+to bytes. Workloads: the first page of 50, the first page without messages, unread-only, a page in
+the middle by RSM ``after``. p50/p99 in milliseconds.
+
+    .venv/bin/python tools/bench/inbox.py                   # 20,000 messages, 1,000 peers
+    .venv/bin/python tools/bench/inbox.py --messages 5000   # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "src"))
+
+from xes.events import Envelope  # noqa: E402
+from xes.events.catalog import MessageRouted  # noqa: E402
+from xes.events.envelope import canonical_json  # noqa: E402
+from xes.events.registry import to_data  # noqa: E402
+from xes.features.inbox import parse_query, render  # noqa: E402
+from xes.projections.inbox import Inbox  # noqa: E402
+from xes.projections.projector import Projector, all_db_names  # noqa: E402
+from xes.store.env import open_store  # noqa: E402
+from xes.xml import parse_fragment  # noqa: E402
+
+OWNER = "owner@bench.example"
+T0 = 1_750_000_000_000
+BODY = "x" * 100
+
+
+def envelope(n: int, event: MessageRouted) -> dict:  # type: ignore[type-arg]
+    return Envelope(
+        type=event.TYPE,  # type: ignore[attr-defined]
+        v=event.V,  # type: ignore[attr-defined]
+        stream=event.stream(),
+        id=f"bench.{n}",
+        at=T0 + n * 1000,
+        origin="bench",
+        data=to_data(event),
+    ).to_json()
+
+
+def message(n: int, peers: int, rng: random.Random) -> MessageRouted:
+    """Mostly messages to the owner; some answers; some displayed markers of a recent one."""
+    peer = f"peer{rng.randrange(peers)}@bench.example"
+    roll = rng.random()
+    if roll < 0.1:
+        xml = (
+            f"<message from='{OWNER}/pc' to='{peer}' type='chat' id='m{n}'>"
+            f"<body>{BODY}</body></message>"
+        )
+        return MessageRouted(
+            f"{OWNER}/pc", peer, "chat", xml, [], stanza_id=f"s{n:08d}",
+            archived_by=[OWNER, peer], body=True, msg_id=f"m{n}",
+        )  # fmt: skip
+    if roll < 0.2 and n > 50:
+        marked = f"m{n - rng.randrange(1, 50)}"
+        xml = (
+            f"<message from='{OWNER}/pc' to='{peer}' type='chat'>"
+            f"<displayed xmlns='urn:xmpp:chat-markers:0' id='{marked}'/></message>"
+        )
+        return MessageRouted(
+            f"{OWNER}/pc", peer, "chat", xml, [], stanza_id=f"s{n:08d}",
+            archived_by=[OWNER, peer], marker="displayed", marker_id=marked,
+        )  # fmt: skip
+    xml = (
+        f"<message from='{peer}/pc' to='{OWNER}' type='chat' id='m{n}'>"
+        f"<body>{BODY}</body><stanza-id xmlns='urn:xmpp:sid:0' by='{OWNER}' id='s{n:08d}'/>"
+        "</message>"
+    )
+    return MessageRouted(
+        f"{peer}/pc", OWNER, "chat", xml, [], stanza_id=f"s{n:08d}",
+        archived_by=[OWNER, peer], body=True, msg_id=f"m{n}",
+    )  # fmt: skip
+
+
+def apply_cost(
+    with_inbox: Projector, without: Projector, messages: int, batch: int, peers: int
+) -> tuple[float, float]:
+    """Microseconds per message with and without the inbox projection (interleaved entries)."""
+    rng = random.Random(430)
+    spent = {"with": 0.0, "without": 0.0}
+    index = 0
+    n = 0
+    while n < messages:
+        envelopes = []
+        for _ in range(min(batch, messages - n)):
+            envelopes.append(envelope(n, message(n, peers, rng)))
+            n += 1
+        index += 1
+        command = canonical_json([envelopes])
+        for name, projector in (("with", with_inbox), ("without", without))[:: 1 - 2 * (index % 2)]:
+            t = time.perf_counter()
+            projector.apply(index, command)
+            spent[name] += time.perf_counter() - t
+    return spent["with"] / messages * 1e6, spent["without"] / messages * 1e6
+
+
+QUERIES = {
+    "first page (50, with last messages)": "<inbox xmlns='urn:xmpp:inbox:1'/>",
+    "first page, messages='false'": "<inbox xmlns='urn:xmpp:inbox:1' messages='false'/>",
+    "unread-only": "<inbox xmlns='urn:xmpp:inbox:1' unread-only='true'/>",
+}
+
+
+def query_latencies(store, queries: int) -> dict[str, dict[str, float]]:  # type: ignore[no-untyped-def]
+    out = {}
+    with store.env.begin(buffers=False) as txn:
+        _, fin = render(
+            store, txn, OWNER, OWNER + "/pc", parse_query(_el(QUERIES["unread-only"]), 50, 250), "q"
+        )
+    middle = None
+    workloads = dict(QUERIES)
+    with store.env.begin(buffers=False) as txn:
+        q = parse_query(
+            _el(
+                "<inbox xmlns='urn:xmpp:inbox:1'><set xmlns='http://jabber.org/protocol/rsm'><max>500</max></set></inbox>"
+            ),
+            50,
+            1000,
+        )
+        _, big = render(store, txn, OWNER, OWNER + "/pc", q, "q")
+        rsm_set = big.find("{http://jabber.org/protocol/rsm}set")
+        last = rsm_set.find("{http://jabber.org/protocol/rsm}last") if rsm_set else None
+        middle = last.text if last is not None else None
+    if middle:
+        rsm = f"<set xmlns='http://jabber.org/protocol/rsm'><max>50</max><after>{middle}</after></set>"
+        workloads["middle page (RSM after)"] = f"<inbox xmlns='urn:xmpp:inbox:1'>{rsm}</inbox>"
+    for name, xml in workloads.items():
+        raw = xml.encode()
+        times, sizes = [], []
+        for _ in range(queries):
+            t = time.perf_counter()
+            q = parse_query(parse_fragment(raw), 50, 250)
+            with store.env.begin(buffers=False) as txn:
+                messages, fin = render(store, txn, OWNER, OWNER + "/pc", q, "q")
+            from xes.xml import serialize
+
+            size = sum(len(m) for m in messages) + len(serialize(fin))
+            times.append((time.perf_counter() - t) * 1000)
+            sizes.append(size)
+        times.sort()
+        out[name] = {
+            "p50_ms": round(statistics.median(times), 3),
+            "p99_ms": round(times[int(len(times) * 0.99) - 1], 3),
+            "entries": len(messages),
+            "bytes": sizes[-1],
+        }
+    out["fin"] = dict(fin.attrs)  # type: ignore[dict-item]
+    return out
+
+
+def _el(xml: str):  # type: ignore[no-untyped-def]
+    return parse_fragment(xml.encode())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--peers", type=int, default=1000)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--queries", type=int, default=500)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="xes-inbox-bench-"))
+    try:
+        stores = [
+            open_store(root / name, all_db_names(), writer=True) for name in ("with", "without")
+        ]
+        with_inbox = Projector(stores[0])
+        without = Projector(stores[1])
+        for handlers in without.routes.values():
+            handlers[:] = [p for p in handlers if not isinstance(p, Inbox)]
+        with_us, without_us = apply_cost(with_inbox, without, args.messages, args.batch, args.peers)
+        result = {
+            "messages": args.messages,
+            "batch": args.batch,
+            "apply_us_per_message_with_inbox": round(with_us, 1),
+            "apply_us_per_message_without_inbox": round(without_us, 1),
+            "inbox_share": round((with_us - without_us) / without_us, 3),
+            "queries": query_latencies(stores[0], args.queries),
+        }
+        for store in stores:
+            store.close()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
