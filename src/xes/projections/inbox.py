@@ -49,13 +49,13 @@ from xes.projections.base import Projection, delete_prefix, iter_prefix, key
 from xes.stanza.inbox import entry_message
 from xes.store.env import Store, from_u64, u64
 
-ENTRIES = "inbox.entries"
-ACTIVITY = "inbox.activity"
-UNREAD = "inbox.unread"
-IDS = "inbox.ids"
-SUMMARY = "inbox.summary"
+ROWS = "inbox.rows"
+"""Every row of an owner's inbox in one sub-database, keyed by owner first, so the rows one
+message changes (entry, activity, unread, ids, totals) share pages: one B-tree, not five, is
+dirtied per commit. Kinds: ``e`` entry, ``a`` activity, ``u`` unread, ``i`` ids, ``s`` totals,
+``w`` watchers."""
 MEMBERS = "inbox.members"
-WATCHERS = "inbox.watchers"
+"""Conversation -> owners with an entry (a destroyed room leaves every inbox)."""
 
 READING_MARKERS = ("displayed", "acknowledged")
 """XEP-0430 §4: these markers read a message (and every earlier one); receipts do not."""
@@ -115,17 +115,37 @@ _ROW = struct.Struct(">QQQQQQB")
 _SUMMARY = struct.Struct(">QQQ")
 
 
+def _entry_key(owner: str, conversation: str) -> bytes:
+    return key(owner, "e", conversation)
+
+
+def _activity_prefix(owner: str) -> bytes:
+    return key(owner, "a", "")
+
+
 def _activity_key(owner: str, pinned: bool, seq: int) -> bytes:
-    return key(owner, "") + (b"\x01" if pinned else b"\x00") + u64(seq)
+    return _activity_prefix(owner) + (b"\x01" if pinned else b"\x00") + u64(seq)
 
 
 def _unread_prefix(owner: str, conversation: str) -> bytes:
-    return key(owner, conversation, "")
+    return key(owner, "u", conversation, "")
+
+
+def _ids_prefix(owner: str, conversation: str) -> bytes:
+    return key(owner, "i", conversation, "")
+
+
+def _summary_key(owner: str) -> bytes:
+    return key(owner, "s")
+
+
+def _watcher_key(owner: str, session: str) -> bytes:
+    return key(owner, "w", session)
 
 
 class Inbox(Projection):
     name = "inbox"
-    dbs = (ENTRIES, ACTIVITY, UNREAD, IDS, SUMMARY, MEMBERS, WATCHERS)
+    dbs = (ROWS, MEMBERS)
     handles = (
         "message.routed",
         "muc.message_sent",
@@ -216,8 +236,8 @@ class Inbox(Projection):
         n, read = entry.n, entry.read
         if ev.read is True:
             read = n
-            delete_prefix(txn, self.db(UNREAD), _unread_prefix(ev.owner, ev.conversation))
-            delete_prefix(txn, self.db(IDS), _unread_prefix(ev.owner, ev.conversation))
+            delete_prefix(txn, self.db(ROWS), _unread_prefix(ev.owner, ev.conversation))
+            delete_prefix(txn, self.db(ROWS), _ids_prefix(ev.owner, ev.conversation))
         elif ev.read is False and entry.unread == 0 and n > 0:
             read = n - 1  # "mark as unread" (MongooseIM): one message shows as new
         new = Entry(
@@ -237,21 +257,19 @@ class Inbox(Projection):
         self._push(txn, c, ev.owner, new)
 
     def on_inbox_watched(self, txn: lmdb.Transaction, c: Committed, ev: InboxWatched) -> None:
-        txn.put(key(ev.owner, ev.session), b"", db=self.db(WATCHERS))
+        txn.put(_watcher_key(ev.owner, ev.session), b"", db=self.db(ROWS))
 
     def on_account_removed(self, txn: lmdb.Transaction, c: Committed, ev: AccountRemoved) -> None:
-        prefix = key(ev.jid, "")
-        for conv in [
-            k[len(prefix) :].decode() for k, _ in iter_prefix(txn, self.db(ENTRIES), prefix)
-        ]:
-            self._drop(txn, ev.jid, conv)
-        delete_prefix(txn, self.db(WATCHERS), prefix)
-        txn.delete(ev.jid.encode(), db=self.db(SUMMARY))
+        prefix = key(ev.jid, "e", "")
+        entries = iter_prefix(txn, self.db(ROWS), prefix)
+        for conv in [k[len(prefix) :].decode() for k, _ in entries]:
+            txn.delete(key(conv, ev.jid), db=self.db(MEMBERS))
+        delete_prefix(txn, self.db(ROWS), key(ev.jid, ""))
 
     # -- the fold ------------------------------------------------------------------------------
 
     def _entry(self, txn: lmdb.Transaction, owner: str, conversation: str) -> Entry | None:
-        raw = txn.get(key(owner, conversation), db=self.db(ENTRIES))
+        raw = txn.get(_entry_key(owner, conversation), db=self.db(ROWS))
         return None if raw is None else Entry.decode(conversation, raw)
 
     def _activity(
@@ -271,17 +289,21 @@ class Inbox(Projection):
         old = self._entry(txn, owner, conversation)
         n = old.n if old else 0
         read = old.read if old else 0
-        prefix = _unread_prefix(owner, conversation)
+        rows = self.db(ROWS)
         if own:
             if old is not None and old.unread:
-                delete_prefix(txn, self.db(UNREAD), prefix)
-                delete_prefix(txn, self.db(IDS), prefix)
+                delete_prefix(txn, rows, _unread_prefix(owner, conversation))
+                delete_prefix(txn, rows, _ids_prefix(owner, conversation))
             read = n
         else:
             n += 1
-            txn.put(prefix + u64(n), "\x00".join(ids or ()).encode(), db=self.db(UNREAD))
-            for id_ in ids or ():
-                txn.put(prefix + id_.encode(), u64(n), db=self.db(IDS))
+            ids = ids or []
+            txn.put(
+                _unread_prefix(owner, conversation) + u64(n), "\x00".join(ids).encode(), db=rows
+            )
+            ids_prefix = _ids_prefix(owner, conversation)
+            for id_ in ids:
+                txn.put(ids_prefix + id_.encode(), u64(n), db=rows)
         new = Entry(
             conversation,
             n,
@@ -303,21 +325,22 @@ class Inbox(Projection):
         self, txn: lmdb.Transaction, c: Committed, owner: str, conversation: str, marked: str
     ) -> None:
         prefix = _unread_prefix(owner, conversation)
-        raw = txn.get(prefix + marked.encode(), db=self.db(IDS))
+        ids_prefix = _ids_prefix(owner, conversation)
+        raw = txn.get(ids_prefix + marked.encode(), db=self.db(ROWS))
         if raw is None:
             return  # read already, or not a message of this conversation: nothing moves
         upto = from_u64(raw)
         entry = self._entry(txn, owner, conversation)
         if entry is None or upto <= entry.read:
             return
-        unread_db, ids_db = self.db(UNREAD), self.db(IDS)
+        unread_db = ids_db = self.db(ROWS)
         for ordinal in range(entry.read + 1, upto + 1):
             row = txn.get(prefix + u64(ordinal), db=unread_db)
             if row is None:
                 continue
             for id_ in bytes(row).decode().split("\x00") if row else ():
-                if txn.get(prefix + id_.encode(), db=ids_db) == u64(ordinal):
-                    txn.delete(prefix + id_.encode(), db=ids_db)
+                if txn.get(ids_prefix + id_.encode(), db=ids_db) == u64(ordinal):
+                    txn.delete(ids_prefix + id_.encode(), db=ids_db)
             txn.delete(prefix + u64(ordinal), db=unread_db)
         new = Entry(
             conversation,
@@ -336,7 +359,7 @@ class Inbox(Projection):
         self._push(txn, c, owner, new)
 
     def _save(self, txn: lmdb.Transaction, owner: str, old: Entry | None, new: Entry) -> None:
-        activity = self.db(ACTIVITY)
+        activity = rows = self.db(ROWS)
         if old is not None and (old.last_seq, old.pinned) != (new.last_seq, new.pinned):
             txn.delete(_activity_key(owner, old.pinned, old.last_seq), db=activity)
         if old is None or (old.last_seq, old.pinned) != (new.last_seq, new.pinned):
@@ -345,31 +368,30 @@ class Inbox(Projection):
                 new.conversation.encode(),
                 db=activity,
             )
-        txn.put(key(owner, new.conversation), new.encode(), db=self.db(ENTRIES))
+        txn.put(_entry_key(owner, new.conversation), new.encode(), db=rows)
         was_unread = old.unread if old else 0
         if old is None or was_unread != new.unread:
             entries, conversations, unread = _counts(self.store, txn, owner)
             entries += 0 if old else 1
             conversations += int(new.unread > 0) - int(was_unread > 0)
             unread += new.unread - was_unread
-            txn.put(
-                owner.encode(), _SUMMARY.pack(entries, conversations, unread), db=self.db(SUMMARY)
-            )
+            txn.put(_summary_key(owner), _SUMMARY.pack(entries, conversations, unread), db=rows)
 
     def _drop(self, txn: lmdb.Transaction, owner: str, conversation: str) -> None:
         entry = self._entry(txn, owner, conversation)
         if entry is None:
             return
-        txn.delete(_activity_key(owner, entry.pinned, entry.last_seq), db=self.db(ACTIVITY))
-        txn.delete(key(owner, conversation), db=self.db(ENTRIES))
+        rows = self.db(ROWS)
+        txn.delete(_activity_key(owner, entry.pinned, entry.last_seq), db=rows)
+        txn.delete(_entry_key(owner, conversation), db=rows)
         txn.delete(key(conversation, owner), db=self.db(MEMBERS))
-        delete_prefix(txn, self.db(UNREAD), _unread_prefix(owner, conversation))
-        delete_prefix(txn, self.db(IDS), _unread_prefix(owner, conversation))
+        delete_prefix(txn, rows, _unread_prefix(owner, conversation))
+        delete_prefix(txn, rows, _ids_prefix(owner, conversation))
         entries, conversations, unread = _counts(self.store, txn, owner)
         summary_row = _SUMMARY.pack(
             entries - 1, conversations - int(entry.unread > 0), unread - entry.unread
         )
-        txn.put(owner.encode(), summary_row, db=self.db(SUMMARY))
+        txn.put(_summary_key(owner), summary_row, db=rows)
 
     def _push(self, txn: lmdb.Transaction, c: Committed, owner: str, entry: Entry) -> None:
         """The changed entry, as outbox rows of the owner's managed sessions that watch the
@@ -377,7 +399,7 @@ class Inbox(Projection):
         for session in watchers(self.store, txn, owner):
             view = sessions_view.get(self.store, txn, session)
             if view is None:
-                txn.delete(key(owner, session), db=self.db(WATCHERS))
+                txn.delete(_watcher_key(owner, session), db=self.db(ROWS))
                 continue
             if stream_mgmt.state(self.store, txn, session) is not None:
                 xml = entry_message(owner, view.jid, entry)
@@ -394,7 +416,7 @@ def _ids(*candidates: str | None) -> list[str]:
 
 
 def _counts(store: Store, txn: lmdb.Transaction, owner: str) -> tuple[int, int, int]:
-    raw = txn.get(owner.encode(), db=store.db(SUMMARY))
+    raw = txn.get(_summary_key(owner), db=store.db(ROWS))
     return (0, 0, 0) if raw is None else _SUMMARY.unpack(raw)
 
 
@@ -402,7 +424,7 @@ def _counts(store: Store, txn: lmdb.Transaction, owner: str) -> tuple[int, int, 
 
 
 def entry(store: Store, txn: lmdb.Transaction, owner: str, conversation: str) -> Entry | None:
-    raw = txn.get(key(owner, conversation), db=store.db(ENTRIES))
+    raw = txn.get(_entry_key(owner, conversation), db=store.db(ROWS))
     return None if raw is None else Entry.decode(conversation, raw)
 
 
@@ -413,12 +435,12 @@ def summary(store: Store, txn: lmdb.Transaction, owner: str) -> dict[str, int]:
 
 
 def watchers(store: Store, txn: lmdb.Transaction, owner: str) -> list[str]:
-    prefix = key(owner, "")
-    return [k[len(prefix) :].decode() for k, _ in iter_prefix(txn, store.db(WATCHERS), prefix)]
+    prefix = _watcher_key(owner, "")
+    return [k[len(prefix) :].decode() for k, _ in iter_prefix(txn, store.db(ROWS), prefix)]
 
 
 def watching(store: Store, txn: lmdb.Transaction, owner: str, session: str) -> bool:
-    return txn.get(key(owner, session), db=store.db(WATCHERS)) is not None
+    return txn.get(_watcher_key(owner, session), db=store.db(ROWS)) is not None
 
 
 def by_activity(
@@ -426,8 +448,8 @@ def by_activity(
 ) -> Iterator[Entry]:
     """The owner's entries, pinned first, then most recent activity first; from just below
     the RSM cursor ``before`` when given (``ValueError`` if it is not one of ours)."""
-    prefix = key(owner, "")
-    cur = txn.cursor(db=store.db(ACTIVITY))
+    prefix = _activity_prefix(owner)
+    cur = txn.cursor(db=store.db(ROWS))
     if before is None:
         found = cur.set_range(prefix + b"\x02")
         found = cur.prev() if found else cur.last()
@@ -437,10 +459,10 @@ def by_activity(
             raise ValueError(before)
         found = cur.set_range(_activity_key(owner, pinned == "1", int(seq)))
         found = cur.prev() if found else cur.last()
-    entries_db = store.db(ENTRIES)
+    entries_db = store.db(ROWS)
     while found and cur.key().startswith(prefix):
         conversation = bytes(cur.value()).decode()
-        raw = txn.get(key(owner, conversation), db=entries_db)
+        raw = txn.get(_entry_key(owner, conversation), db=entries_db)
         if raw is not None:
             yield Entry.decode(conversation, raw)
         found = cur.prev()
