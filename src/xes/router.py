@@ -26,6 +26,7 @@ from xes.features import (
     pep,
     presence,
     private_storage,
+    read_status,
     registration,
     roster,
     server_iq,
@@ -59,6 +60,7 @@ ACCOUNT_IQ: dict[str, IqHandler] = {
     "{%s}block" % blocking.NS: blocking.handle,
     "{%s}unblock" % blocking.NS: blocking.handle,
     "{%s}query" % account_info.LAST: account_info.last_activity,
+    read_status.STATUS: read_status.chat_query,
 }
 """Payloads the server answers on behalf of an account's bare JID (RFC 6121 §8.5.2)."""
 

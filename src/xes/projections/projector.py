@@ -43,6 +43,7 @@ from xes.projections.blocking import Blocking
 from xes.projections.muc import Muc
 from xes.projections.offline import Offline
 from xes.projections.pep import Pep
+from xes.projections.read_status import ReadStatus
 from xes.projections.roster import Roster
 from xes.projections.sessions import Sessions
 from xes.projections.stream_mgmt import StreamManagement
@@ -64,10 +65,12 @@ PROJECTIONS: tuple[type[Projection], ...] = (
     Offline,
     Archive,
     Uploads,
+    ReadStatus,
 )
 """In apply order: ``sm`` reads a replaced session before ``sessions`` forgets it, and offline
 messages a flush delivers before ``offline`` drops them; ``muc`` sees the sessions a new boot
-ends before ``sessions`` forgets them (it refuses to let an occupant's session end)."""
+ends before ``sessions`` forgets them (it refuses to let an occupant's session end); ``read_status``
+folds room messages after ``muc`` has accepted them."""
 STREAMS = "streams.version"
 """Per-stream version counters (part of the replicated state, covered by the digest)."""
 
