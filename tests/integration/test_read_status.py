@@ -28,6 +28,7 @@ from tests.integration.mucclient import (
     create,
     disco_features,
     join,
+    online,
     send_message,
     stanza_id,
 )
@@ -180,10 +181,10 @@ async def _room_scenario(cluster: XesCluster, nodes: list[XesServer]) -> None:
             + [("displayed", jid[6], frozenset({sid1}))]
         )
 
-        async def slix_notes() -> list[tuple[str, str, frozenset[str]]]:
-            return sorted(notes_of(owner.inbox.items))
+        async def slix_notes() -> bool:
+            return sorted(notes_of(owner.inbox.items)) == want_notes
 
-        assert await until(lambda: _eq(slix_notes, want_notes)), await slix_notes()
+        assert await until(slix_notes), sorted(notes_of(owner.inbox.items))
         assert all(
             bare(e.get("from")) == ROOM
             for e in owner.inbox.items
@@ -228,72 +229,64 @@ async def _room_scenario(cluster: XesCluster, nodes: list[XesServer]) -> None:
         await asyncio.sleep(0.5)
 
 
-async def _eq(get, want) -> bool:  # type: ignore[no-untyped-def]
-    return bool(await get() == want)
-
-
 def test_one_to_one_two_devices_one_displays(server: XesServer) -> None:
     for user in ("alice", "bob"):
-        server.add_user(user, f"{user}-pw")
+        server.add_user(user, "pw")
 
     async def scenario() -> None:
-        alice = MucClient(f"alice@{DOMAIN}/phone", "alice-pw")
-        bob1 = MucClient(f"bob@{DOMAIN}/b1", "bob-pw")
-        bob2 = MucClient(f"bob@{DOMAIN}/b2", "bob-pw")
-        for c in (alice, bob1, bob2):
-            await c.login(server.c2s)
-        try:
-            features = disco_features(await alice.iq("get", DOMAIN, INFO))
-            assert RS in features
-            send_message(alice, f"bob@{DOMAIN}", "hi", type_="chat", id_="c1", extra=REQUEST)
-            for b in (bob1, bob2):
-                await b.inbox.take(lambda e: e.findtext(f"{{{CLIENT}}}body") == "hi", 20)
-            send_message(
-                bob2,
-                f"alice@{DOMAIN}/phone",
-                type_="chat",
-                extra=f"<displayed xmlns='{MARKERS}' id='c1'/>",
-            )
-            q = f"<status xmlns='{RS}' id='c1' with='bob@{DOMAIN}'/>"
-
-            async def after_display() -> dict[str, set[str]] | None:
-                got = status_of(await alice.iq("get", f"alice@{DOMAIN}", q), "device")
-                return got if got["displayed"] else None
-
-            got = await until(after_display)
-            assert got == {"displayed": {"b2"}, "received": set(), "pending": {"b1"}}
-            send_message(
-                bob1,
-                f"alice@{DOMAIN}",
-                type_="chat",
-                extra=f"<received xmlns='{RECEIPTS}' id='c1'/>",
-            )
-
-            async def after_receipt() -> dict[str, set[str]] | None:
-                got = status_of(await alice.iq("get", None, q), "device")
-                return got if got["received"] else None
-
-            got = await until(after_receipt)
-            assert got == {"displayed": {"b2"}, "received": {"b1"}, "pending": set()}
-
-            async def notes() -> bool:
-                return sorted(notes_of(alice.inbox.items)) == [
-                    ("displayed", "b2", frozenset({"c1"})),
-                    ("received", "b1", frozenset({"c1"})),
-                ]
-
-            assert await until(notes), notes_of(alice.inbox.items)
-            marked = [e for e in alice.inbox.items if e.find(f"{{{RS}}}marked") is not None]
-            assert {e.get("from") for e in marked} == {f"alice@{DOMAIN}"}
-            assert {e.find(f"{{{RS}}}marked").get("with") for e in marked} == {f"bob@{DOMAIN}"}
-            # Only one's own messages: asking another account is refused, an unknown id unknown.
-            other = await alice.iq_error("get", f"bob@{DOMAIN}", q)
-            assert other[0] == "forbidden"
-            unknown = f"<status xmlns='{RS}' id='zz' with='bob@{DOMAIN}'/>"
-            assert (await alice.iq_error("get", f"alice@{DOMAIN}", unknown))[0] == "item-not-found"
-        finally:
-            for c in (alice, bob1, bob2):
-                c.disconnect()
-            await asyncio.sleep(0.3)
+        async with online(server, "pw", "alice/phone", "bob/b1", "bob/b2") as clients:
+            await _chat_scenario(*clients)
 
     run(scenario())
+
+
+async def _chat_scenario(alice: MucClient, bob1: MucClient, bob2: MucClient) -> None:
+    """Alice follows a chat message to Bob's two devices; b2 displays it, then b1 receives."""
+    features = disco_features(await alice.iq("get", DOMAIN, INFO))
+    assert RS in features
+    send_message(alice, f"bob@{DOMAIN}", "hi", type_="chat", id_="c1", extra=REQUEST)
+    for b in (bob1, bob2):
+        await b.inbox.take(lambda e: e.findtext(f"{{{CLIENT}}}body") == "hi", 20)
+    send_message(
+        bob2,
+        f"alice@{DOMAIN}/phone",
+        type_="chat",
+        extra=f"<displayed xmlns='{MARKERS}' id='c1'/>",
+    )
+    q = f"<status xmlns='{RS}' id='c1' with='bob@{DOMAIN}'/>"
+
+    async def after_display() -> dict[str, set[str]] | None:
+        got = status_of(await alice.iq("get", f"alice@{DOMAIN}", q), "device")
+        return got if got["displayed"] else None
+
+    got = await until(after_display)
+    assert got == {"displayed": {"b2"}, "received": set(), "pending": {"b1"}}
+    send_message(
+        bob1,
+        f"alice@{DOMAIN}",
+        type_="chat",
+        extra=f"<received xmlns='{RECEIPTS}' id='c1'/>",
+    )
+
+    async def after_receipt() -> dict[str, set[str]] | None:
+        got = status_of(await alice.iq("get", None, q), "device")
+        return got if got["received"] else None
+
+    got = await until(after_receipt)
+    assert got == {"displayed": {"b2"}, "received": {"b1"}, "pending": set()}
+
+    async def notes() -> bool:
+        return sorted(notes_of(alice.inbox.items)) == [
+            ("displayed", "b2", frozenset({"c1"})),
+            ("received", "b1", frozenset({"c1"})),
+        ]
+
+    assert await until(notes), notes_of(alice.inbox.items)
+    marked = [e for e in alice.inbox.items if e.find(f"{{{RS}}}marked") is not None]
+    assert {e.get("from") for e in marked} == {f"alice@{DOMAIN}"}
+    assert {e.find(f"{{{RS}}}marked").get("with") for e in marked} == {f"bob@{DOMAIN}"}
+    # Only one's own messages: asking another account is refused, an unknown id unknown.
+    other = await alice.iq_error("get", f"bob@{DOMAIN}", q)
+    assert other[0] == "forbidden"
+    unknown = f"<status xmlns='{RS}' id='zz' with='bob@{DOMAIN}'/>"
+    assert (await alice.iq_error("get", f"alice@{DOMAIN}", unknown))[0] == "item-not-found"
