@@ -32,6 +32,7 @@ from xes.events.catalog import (
     SmResumed,
     SmStanzasQueued,
 )
+from xes.features import read_status
 from xes.features.muc.mirror import RoomMirror
 from xes.features.pep import interest as pep_interest
 from xes.hub import Hub, LocalSession
@@ -89,11 +90,13 @@ def deliver(
     if committed.envelope.type.startswith("muc."):
         writes = writes if writes is not None else RoomWrites()
         writes.add(hub, rooms.apply(txn, committed, event))
-        if isinstance(event, MucMessageSent) and event.marker in inbox_view.READING_MARKERS:
-            view = sessions_view.get(hub.store, txn, event.session)
-            if view is not None:
-                writes.flush(hub)
-                _inbox_push(hub, txn, committed, bare_of(view.jid), event.room)
+        if isinstance(event, MucMessageSent) and event.marker:
+            writes.flush(hub)  # the marker's reflection goes before what it caused
+            if event.marker in inbox_view.READING_MARKERS:
+                view = sessions_view.get(hub.store, txn, event.session)
+                if view is not None:
+                    _inbox_push(hub, txn, committed, bare_of(view.jid), event.room)
+            read_status.deliver(hub, txn, committed)
         return
     if writes is not None:
         writes.flush(hub)  # what rooms sent so far goes out before anything else does
@@ -105,6 +108,8 @@ def deliver(
                 _send(session, data)
         for target, copy in carbons.copies(event, hub.by_jid.__contains__):
             _send(hub.by_jid[target], copy)
+        if event.marker:
+            read_status.deliver(hub, txn, committed)
         if event.offline_for is not None:
             # Stored offline while a session of the user may have come online meanwhile.
             for session in hub.local_of_bare(event.offline_for):

@@ -27,6 +27,7 @@ from xes.features import (
     pep,
     presence,
     private_storage,
+    read_status,
     registration,
     roster,
     server_iq,
@@ -62,6 +63,7 @@ ACCOUNT_IQ: dict[str, IqHandler] = {
     "{%s}query" % account_info.LAST: account_info.last_activity,
     "{%s}inbox" % inbox.NS: inbox.query,
     "{%s}query" % inbox.PROPERTIES: inbox.conversation,
+    read_status.STATUS: read_status.chat_query,
 }
 """Payloads the server answers on behalf of an account's bare JID (RFC 6121 §8.5.2)."""
 

@@ -279,6 +279,9 @@ async def join(
             else:
                 occupants.append(el)
             continue
+        if el.get("to", "").find("/") < 0 and 101 in status_codes(el):
+            earlier.append(el)  # an affiliation notice to the bare JID, sent while we joined
+            continue
         assert own is not None, f"message before the self-presence: {ET.tostring(el)!r}"
         if subject_of(el) is not None and body(el) is None:
             client.inbox.items[:0] = earlier

@@ -46,3 +46,10 @@ def test_v1_events_are_upcast_with_the_facts_of_their_xml() -> None:
     muc = decode_event(Envelope("muc.message_sent", 1, "muc:r@muc.x", "j", 0, "n", data))
     assert isinstance(muc, MucMessageSent)
     assert (muc.body, muc.marker, muc.msg_id) == (True, None, "g1")
+
+
+def test_read_status_request_is_tracked_only_with_a_body() -> None:
+    request = "<request xmlns='urn:xes:read-status:0'/>"
+    assert facts("<body>hi</body>" + request).track is True
+    assert facts(request).track is False  # nothing to read
+    assert facts("<body>hi</body>").track is False

@@ -252,6 +252,8 @@ class MessageRouted:
     """v2: the id the marker names."""
     msg_id: str | None = None
     """v2: the sender's ``id`` attribute (what markers in one-to-one chats name)."""
+    track: bool = False
+    """v2: the sender asks to follow its read status (``docs/protocol/read-status.md``)."""
 
     def stream(self) -> str:
         return f"chat:{self.to.split('/', 1)[0]}"
@@ -694,6 +696,8 @@ class MucMessageSent:
     """v2: the id the marker names."""
     msg_id: str | None = None
     """v2: the sender's ``id`` attribute."""
+    track: bool = False
+    """v2: the sender asks to follow who received and displayed it (read status)."""
 
     def stream(self) -> str:
         return f"muc:{self.room}"

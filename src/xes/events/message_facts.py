@@ -28,6 +28,9 @@ class MessageFacts:
     """The id of the marked message, as the marker names it."""
     msg_id: str | None = None
     """The sender's ``id`` attribute (what a XEP-0333 or XEP-0184 marker names in one-to-one)."""
+    track: bool = False
+    """The sender asks to follow who received and displayed it: a ``<request/>`` of
+    ``urn:xes:read-status:0`` (``docs/protocol/read-status.md``)."""
 
     def fields(self) -> dict[str, object]:
         return {
@@ -35,12 +38,14 @@ class MessageFacts:
             "marker": self.marker,
             "marker_id": self.marker_id,
             "msg_id": self.msg_id,
+            "track": self.track,
         }
 
 
 def facts_of(stanza: Element) -> MessageFacts:
     """The facts of one message stanza (pure; also used by upcasters on stored XML)."""
     body = stanza.find("{%s}body" % ns.CLIENT) is not None
+    track = body and stanza.find("{%s}request" % ns.READ_STATUS) is not None
     marker = marker_id = None
     for child in stanza.elements():
         if child.ns == ns.MARKERS and child.name in MARKER_KINDS and child.get("id"):
@@ -48,7 +53,7 @@ def facts_of(stanza: Element) -> MessageFacts:
             break
         if child.ns == ns.RECEIPTS and child.name == "received" and child.get("id"):
             marker, marker_id = "received", child.get("id")
-    return MessageFacts(body, marker, marker_id, stanza.get("id"))
+    return MessageFacts(body, marker, marker_id, stanza.get("id"), track)
 
 
 def facts_of_xml(xml: str) -> MessageFacts:

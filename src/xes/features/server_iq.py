@@ -32,6 +32,7 @@ SERVER_FEATURES = (
     "urn:xmpp:time",
     "jabber:iq:last",
     "jabber:iq:register",
+    ns.READ_STATUS,
 )
 
 ACCOUNT_ARCHIVE_FEATURES = (ns.MAM, ns.MAM_EXTENDED, ns.SID)

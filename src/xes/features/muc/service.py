@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from xes.events.catalog import MucAffiliationSet
-from xes.features import mam
+from xes.features import mam, read_status
 from xes.features.muc.common import check_affiliations, propose, read_room
 from xes.hub import Hub, LocalSession
 from xes.muc import forms, model
@@ -128,6 +128,8 @@ async def room_iq(
         return await mam_metadata(hub, iq, room.jid, room.created_seq)
     if child.tag == "{%s}query" % REGISTER:
         return await _register(hub, session, iq, child, room)
+    if child.tag == read_status.STATUS:
+        return await read_status.room_query(hub, session, iq, child, room)
     raise StanzaError("service-unavailable")
 
 
@@ -156,6 +158,7 @@ def _room_info(hub: Hub, session: LocalSession, room: model.Room, query: Element
         {"category": "conference", "type": "text", "name": room.config.name or None},
     )
     features = [ns.DISCO_INFO, MUC, OCCUPANT_ID, SELF_PING, STABLE_ID, ns.PING, REGISTER]
+    features.append(read_status.NS)
     features += forms.room_features(room.config, room.locked)
     if room.config.logging and hub.config.archive.enabled:
         features += [ns.MAM, ns.SID]
