@@ -156,7 +156,7 @@ class Node:
                 lockout_s=config.auth.lockout,
             )
             self.admin_auth = AdminAuth(hub, read_token(config), self.limiter)
-            # HTTP first: a node whose client port accepts is ready on every port.
+            # HTTP and components first: a node whose client port accepts is ready on every port.
             self.http = web.build(self)
             for task in self.http.tasks:
                 await tg.start(task)
@@ -172,10 +172,10 @@ class Node:
                 listeners.append((config.listen.c2s, False))
             if config.listen.c2s_tls:
                 listeners.append((config.listen.c2s_tls, True))
-            for addr, direct in listeners:
-                await tg.start(self._listen, addr, direct)
             if config.component_listen:
                 await tg.start(self._listen_components, config.component_listen)
+            for addr, direct in listeners:
+                await tg.start(self._listen, addr, direct)
             log.info("node_ready", domain=config.domain, node=self.node_id, boot=self.boot)
             with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async for signum in signals:
