@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from enum import Enum, auto
 
 from xes.jid import JID, InvalidJID
+from xes.session.c2s import Close, Send  # the same actions as a client stream's
 from xes.xml import (
     STREAM_CLOSE,
     Element,
@@ -56,11 +57,6 @@ class State(Enum):
 
 
 @dataclass(frozen=True, slots=True)
-class Send:
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
 class HandshakeAccepted:
     """The secret matched: record the connection, then call ``accepted`` or ``refused``."""
 
@@ -78,12 +74,6 @@ class HandshakeFailed:
 class StanzaReceived:
     stanza: Element
     """In ``jabber:client``, with a ``from`` in the component's domain and a ``to``."""
-
-
-@dataclass(frozen=True, slots=True)
-class Close:
-    condition: str | None = None
-    """Stream error sent before closing, or None for the component's own clean close."""
 
 
 Action = Send | HandshakeAccepted | HandshakeFailed | StanzaReceived | Close
