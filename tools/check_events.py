@@ -13,9 +13,10 @@ from xes.events import EVENT_TYPES
 from xes.events.registry import check_registry
 from xes.projections.projector import PROJECTIONS
 
-DELIVERY_ONLY: set[str] = {"iq.routed"}
+DELIVERY_ONLY: set[str] = {"iq.routed", "component.routed"}
 """Event types no projection folds: iq between clients on different nodes (ADR 0006) is carried
-by the log for ordering and delivery, and kept in the journal for audit, but changes no view."""
+by the log for ordering and delivery, and kept in the journal for audit, but changes no view;
+the same for stanzas to a component held by another node (ADR 0018)."""
 
 
 def problems() -> list[str]:

@@ -28,6 +28,13 @@ class ListenConfig:
     it. Meant for loopback or a TLS-ending reverse proxy (``[http] trusted_proxies``)."""
     https: str | None = "127.0.0.1:5281"
     """HTTPS listener with the node's certificate; empty string disables it."""
+    component: str | None = None
+    """External component listener (XEP-0114). Unset: ``127.0.0.1:5347`` when a
+    ``[components."<domain>"]`` table exists, none otherwise; empty string disables it."""
+    component_tls: bool = False
+    """Direct TLS with the node's certificate on the component listener (plain TCP otherwise,
+    the XEP-0114 norm, which is refused on a non-loopback address unless
+    ``[components_policy] allow_plaintext``)."""
 
 
 @dataclass(frozen=True)
@@ -424,6 +431,42 @@ class ClusterConfig:
     closes its client connections, so their clients reconnect to a live session."""
 
 
+DEFAULT_COMPONENT_LISTEN = "127.0.0.1:5347"
+
+
+@dataclass(frozen=True)
+class ComponentConfig:
+    """One external component (XEP-0114), a ``[components."<domain>"]`` table."""
+
+    domain: str
+    """The component's JID (a bare domain, not the server's nor a built-in service's)."""
+    secret: str | None = field(default=None, repr=False)
+    """The shared secret of its handshake (prefer ``secret_file``); never logged."""
+    secret_file: str | None = None
+    """File holding the secret (read when a component connects, so it can be rotated)."""
+
+    def read_secret(self) -> str | None:
+        """The secret, or None when its file cannot be read (the handshake then fails)."""
+        if self.secret_file:
+            try:
+                return Path(self.secret_file).read_text().strip() or None
+            except OSError:
+                return None
+        return self.secret or None
+
+
+@dataclass(frozen=True)
+class ComponentsPolicyConfig:
+    allow_plaintext: bool = False
+    """Allow the component listener on a non-loopback address without ``[listen]
+    component_tls`` (the handshake is then sent in the clear, like everything after it)."""
+    max_failures: int = 5
+    """Failed handshakes per component name and per address within ``failure_window``
+    seconds before further attempts are refused for ``lockout`` seconds."""
+    failure_window: float = 60.0
+    lockout: float = 60.0
+
+
 @dataclass(frozen=True)
 class LogConfig:
     level: str = "info"
@@ -458,6 +501,9 @@ class Config:
     registration: RegistrationConfig = field(default_factory=RegistrationConfig)
     contact: ContactConfig = field(default_factory=ContactConfig)
     external_services: ExternalServicesConfig = field(default_factory=ExternalServicesConfig)
+    components: tuple[ComponentConfig, ...] = ()
+    """External components (XEP-0114), from the ``[components."<domain>"]`` tables."""
+    components_policy: ComponentsPolicyConfig = field(default_factory=ComponentsPolicyConfig)
     log: LogConfig = field(default_factory=LogConfig)
     source: Path | None = None
     """The file this configuration was read from (not a key)."""
@@ -484,6 +530,17 @@ class Config:
     def upload_dir(self) -> Path:
         """Where this node keeps uploaded files (``[upload] dir``, default ``data_dir/uploads``)."""
         return Path(self.upload.dir) if self.upload.dir else self.data_dir / "uploads"
+
+    @property
+    def component_listen(self) -> str | None:
+        """Where the component listener listens (``[listen] component``), or None."""
+        if self.listen.component is None:
+            return DEFAULT_COMPONENT_LISTEN if self.components else None
+        return self.listen.component or None
+
+    def component(self, domain: str) -> ComponentConfig | None:
+        """The configured component named ``domain``, if any."""
+        return next((c for c in self.components if c.domain == domain), None)
 
     @property
     def socket_path(self) -> Path:
@@ -525,6 +582,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "registration": RegistrationConfig,
     "contact": ContactConfig,
     "external_services": ExternalServicesConfig,
+    "components_policy": ComponentsPolicyConfig,
     "log": LogConfig,
 }
 
@@ -710,6 +768,61 @@ def _check_external_services(config: Config) -> None:
         raise ConfigError("[external_services] credential_ttl must be positive")
 
 
+def _components(config: Config, raw: Any, base: Path | None) -> tuple[ComponentConfig, ...]:
+    """The ``[components."<domain>"]`` tables: each a bare domain of its own with one secret."""
+    from xes.jid import JID, InvalidJID
+
+    if not isinstance(raw, dict):
+        raise ConfigError("[components] must be a table of components keyed by their domain")
+    taken = {config.domain: "the server's domain", config.muc_domain: "[muc] domain"}
+    taken.setdefault(config.upload_domain, "[upload] domain")
+    out = []
+    for domain, table in raw.items():
+        where = f'[components."{domain}"]'
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where} must be a table with secret_file (or secret)")
+        unknown = set(table) - {"secret", "secret_file"}
+        if unknown:
+            raise ConfigError(f"unknown key(s) in {where}: {', '.join(sorted(unknown))}")
+        try:
+            parsed = JID.parse(domain)
+        except InvalidJID as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        if parsed.local or parsed.resource or parsed.domain != domain:
+            raise ConfigError(f"{where}: the key must be a bare domain, written normalised")
+        if domain in taken:
+            raise ConfigError(f"{where}: the domain is {taken[domain]}; choose another one")
+        secret, secret_file = table.get("secret"), table.get("secret_file")
+        if bool(secret) == bool(secret_file):
+            raise ConfigError(f"{where} needs exactly one of secret_file or secret")
+        if secret_file:
+            path = Path(str(secret_file)).expanduser()
+            if not path.is_absolute() and base is not None:
+                path = base / path
+            secret_file = str(path)
+        out.append(ComponentConfig(domain, str(secret) if secret else None, secret_file))
+    return tuple(out)
+
+
+def _check_component_listener(config: Config) -> None:
+    """XEP-0114 is plain TCP: only on loopback, unless TLS or plaintext is chosen explicitly."""
+    import ipaddress
+
+    addr = config.component_listen
+    if not addr or config.listen.component_tls or config.components_policy.allow_plaintext:
+        return
+    host = addr.rpartition(":")[0].strip("[]")
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        raise ConfigError(
+            f"[listen] component {addr} is not a loopback address and XEP-0114 is plain TCP: "
+            "set [listen] component_tls = true (or [components_policy] allow_plaintext = true)"
+        )
+
+
 def load_config(path: Path | str) -> Config:
     """Read and validate ``path``. Relative ``data_dir`` is taken relative to the file."""
     path = Path(path)
@@ -725,7 +838,7 @@ def load_config(path: Path | str) -> Config:
 def parse_config(
     raw: dict[str, Any], base: Path | None = None, source: Path | None = None
 ) -> Config:
-    top = {k: v for k, v in raw.items() if k not in _SECTIONS}
+    top = {k: v for k, v in raw.items() if k not in _SECTIONS and k != "components"}
     unknown = set(top) - {"domain", "data_dir"}
     if unknown:
         raise ConfigError(f"unknown top-level key(s): {', '.join(sorted(unknown))}")
@@ -765,6 +878,9 @@ def parse_config(
     _check_upload(config)
     _check_pep(config)
     _check_external_services(config)
+    config = replace(config, components=_components(config, raw.get("components", {}), base))
+    _check_component_listener(config)
+    _positive(config.components_policy, "components_policy", "max_failures", "failure_window")
     if not 0 < config.csi.max_held < 10 * config.stream_management.max_unacked:
         # More held than that would look like a client that never acknowledges (XEP-0198).
         raise ConfigError("[csi] needs 0 < max_held < 10 * [stream_management] max_unacked")

@@ -16,6 +16,8 @@ from xes.events import Committed, decode_event
 from xes.events.catalog import (
     AccountRemoved,
     BlockingChanged,
+    ComponentConnected,
+    ComponentRouted,
     InboxUpdated,
     IqRouted,
     MessageRouted,
@@ -133,6 +135,14 @@ def deliver(
             elif session.interested:
                 for data in blocking_view.push_bytes(session.full, committed, event):
                     session.send_bytes(data)
+    elif isinstance(event, ComponentConnected):
+        link = hub.components.get(event.domain)
+        if link is not None and link.conn != event.conn:
+            link.close("conflict", "the component connected again elsewhere")  # ADR 0018
+    elif isinstance(event, ComponentRouted):
+        link = hub.components.get(event.domain)
+        if link is not None and link.conn == event.conn:  # the connection it was routed to
+            link.send_bytes(event.xml.encode())
     elif isinstance(event, IqRouted):
         session = hub.sessions.get(event.session)
         if session is not None:

@@ -64,6 +64,21 @@ class LocalSession(Protocol):
         """Close the stream, with a stream error when ``condition`` is set."""
 
 
+class ComponentLink(Protocol):
+    """An external component's connection on this node (XEP-0114), as features see it."""
+
+    domain: str
+    """The component's name."""
+    conn: str
+    """Connection id recorded in ``component.connected`` (ADR 0018)."""
+
+    def send_bytes(self, data: bytes) -> None:
+        """Queue serialized stanza bytes; never blocks (a slow component is disconnected)."""
+
+    def close(self, condition: str | None, text: str | None = None) -> None:
+        """Close the stream, with a stream error when ``condition`` is set."""
+
+
 @dataclass(slots=True)
 class ServerRequest:
     to: str
@@ -99,7 +114,10 @@ class Hub:
     """The last stanza a session gets before delivery closes it for an event it asked for
     (the result of its own account removal, XEP-0077 §3.2), by session id."""
     requests: dict[str, ServerRequest] = field(default_factory=dict)
-    """iq requests the server sent to local clients (e.g. XEP-0115 disco#info), by id."""
+    """iq requests the server sent to local clients (e.g. XEP-0115 disco#info) and
+    components, by id."""
+    components: dict[str, ComponentLink] = field(default_factory=dict)
+    """Component connections this node holds, by component domain (ADR 0018)."""
     stats: NodeStats = field(default_factory=NodeStats)
     """Counters for ``/metrics`` (not state: they start at zero with the process)."""
 
@@ -134,12 +152,23 @@ class Hub:
     ) -> None:
         """Send ``iq`` (a get or set from the server to ``session``) and call ``on_answer`` with
         the client's result or error. Unanswered requests are forgotten after ``timeout``."""
+        iq_id = self.track(session.full, iq, on_answer, timeout)
+        session.send_bytes(serialize(iq.with_attrs(id=iq_id, to=session.full)))
+
+    def track(
+        self,
+        to: str,
+        iq: Element,
+        on_answer: Callable[[Element], Awaitable[None]],
+        timeout: float,
+    ) -> str:
+        """Remember a request the server sends to ``to`` (only it may answer); its id."""
         now = time.monotonic()
         for key in [k for k, r in self.requests.items() if r.deadline < now]:
             del self.requests[key]
         iq_id = iq.get("id") or secrets.token_urlsafe(9)
-        self.requests[iq_id] = ServerRequest(session.full, now + timeout, on_answer)
-        session.send_bytes(serialize(iq.with_attrs(id=iq_id, to=session.full)))
+        self.requests[iq_id] = ServerRequest(to, now + timeout, on_answer)
+        return iq_id
 
     def answer_for(self, session: LocalSession, iq: Element) -> ServerRequest | None:
         """The pending request ``iq`` answers, if it is from the client it was sent to."""

@@ -109,6 +109,12 @@ def bare_of(jid: str) -> str:
     return jid.split("/", 1)[0]
 
 
+def domain_part(to: str | None) -> str:
+    """The domain of a ``to`` address as services are matched, without parsing (lowercased;
+    empty without one): which service or component a stanza is for."""
+    return to.split("/", 1)[0].rsplit("@", 1)[-1].lower() if to else ""
+
+
 def bare_in(raw: str, domain: str) -> str:
     """``raw`` (a bare JID, or its local part) as a normalised bare JID of ``domain``; raises
     :class:`InvalidJID` for anything else (what the CLI and the admin API accept for a user

@@ -41,6 +41,7 @@ from xes.session.sasl import LoginLimiter, channel_binding_data
 from xes.store.env import open_store
 from xes.tlsutil import certificate_der, ensure_self_signed, server_context
 from xes.transport.c2s import ClientConnection
+from xes.transport.component import ComponentConnection
 
 log = structlog.get_logger("xes.node")
 
@@ -90,6 +91,7 @@ class Node:
         self.node_id = config.cluster.node_id
         self.stopping = anyio.Event()
         self.connections: set[ClientConnection] = set()
+        self.component_connections: set[ComponentConnection] = set()
         self._rejoining = False
         self.log_pid: int | None = None
         """The log process's pid (its CPU and memory are in ``/metrics`` too)."""
@@ -154,7 +156,7 @@ class Node:
                 lockout_s=config.auth.lockout,
             )
             self.admin_auth = AdminAuth(hub, read_token(config), self.limiter)
-            # HTTP first: a node whose client port accepts is ready on every port.
+            # HTTP and components first: a node whose client port accepts is ready on every port.
             self.http = web.build(self)
             for task in self.http.tasks:
                 await tg.start(task)
@@ -170,6 +172,8 @@ class Node:
                 listeners.append((config.listen.c2s, False))
             if config.listen.c2s_tls:
                 listeners.append((config.listen.c2s_tls, True))
+            if config.component_listen:
+                await tg.start(self._listen_components, config.component_listen)
             for addr, direct in listeners:
                 await tg.start(self._listen, addr, direct)
             log.info("node_ready", domain=config.domain, node=self.node_id, boot=self.boot)
@@ -194,6 +198,41 @@ class Node:
         task_status.started()
         async with listener:
             await listener.serve(lambda stream: self._handle(stream, direct_tls))
+
+    async def _listen_components(self, addr: str, *, task_status: Any) -> None:
+        """The XEP-0114 listener (ADR 0018): plain TCP, or direct TLS with ``component_tls``."""
+        host, port = _split(addr)
+        try:
+            listener = await anyio.create_tcp_listener(
+                local_host=host, local_port=port, reuse_port=False
+            )
+        except OSError as exc:
+            raise ConfigError(preflight.port_error(addr, "[listen] component", exc)) from None
+        policy = self.config.components_policy
+        limiter = LoginLimiter(
+            max_failures=policy.max_failures,
+            window_s=policy.failure_window,
+            lockout_s=policy.lockout,
+        )
+        tls = self.tls_context if self.config.listen.component_tls else None
+        log.info("listening", addr=addr, components=len(self.config.components), tls=bool(tls))
+        task_status.started()
+        async with listener:
+            await listener.serve(lambda stream: self._handle_component(stream, tls, limiter))
+
+    async def _handle_component(
+        self, stream: SocketStream, tls: ssl.SSLContext | None, limiter: LoginLimiter
+    ) -> None:
+        try:
+            peer = str(stream.extra(SocketAttribute.remote_address)[0])
+        except Exception:
+            peer = "?"
+        conn = ComponentConnection(self.hub, stream, tls, limiter, peer)
+        self.component_connections.add(conn)
+        try:
+            await conn.run()
+        finally:
+            self.component_connections.discard(conn)
 
     async def _listen_http(
         self, addr: str, tls_context: ssl.SSLContext | None, key: str, *, task_status: Any
@@ -255,8 +294,10 @@ class Node:
     async def _close_all(self) -> None:
         for conn in list(self.connections):
             conn.close("system-shutdown", "the server is shutting down")
+        for component in list(self.component_connections):
+            component.close("system-shutdown", "the server is shutting down")
         with anyio.move_on_after(10.0):
-            while self.connections:
+            while self.connections or self.component_connections:
                 await anyio.sleep(0.05)
 
     async def _start_boot(self, reason: str) -> int:
@@ -303,6 +344,9 @@ class Node:
             log.warning("rejoining", why=why, node=self.node_id, boot=self.boot, closing=len(old))
             for conn in old:
                 conn.close("reset", "this node lost contact with the cluster; please reconnect")
+            for component in list(self.component_connections):
+                if component.boot == old_boot:  # its name was released with the old boot
+                    component.close("reset", "this node lost contact with the cluster")
             ended = await self._start_boot("node_isolated")
             log.info("rejoined", node=self.node_id, boot=self.boot, ended=ended)
         finally:

@@ -23,6 +23,7 @@ def check(config: Config) -> None:
     """Every check, in the order an operator would fix them."""
     check_data_dir(config.data_dir)
     check_secret(config)
+    check_component_secrets(config)
     check_tls(config)
     check_admin(config)
     for key, addr in listen_addresses(config):
@@ -40,6 +41,8 @@ def listen_addresses(config: Config) -> list[tuple[str, str]]:
         out.append(("[listen] http", config.listen.http))
     if config.listen.https:
         out.append(("[listen] https", config.listen.https))
+    if config.component_listen:
+        out.append(("[listen] component", config.component_listen))
     raft_key = "[cluster] raft_bind" if config.cluster.raft_bind else "[cluster] raft"
     out.append((raft_key, config.cluster.raft_bind or config.cluster.raft))
     return out
@@ -69,6 +72,17 @@ def check_secret(config: Config) -> None:
         ) from None
     if not secret:
         raise ConfigError(f"[cluster] secret_file {config.cluster.secret_file} is empty")
+
+
+def check_component_secrets(config: Config) -> None:
+    """Each component's ``secret_file`` can be read and is not empty (its content is never
+    shown: a secret must not reach a log)."""
+    for component in config.components:
+        if component.secret_file and component.read_secret() is None:
+            raise ConfigError(
+                f'[components."{component.domain}"] secret_file {component.secret_file} cannot '
+                "be read or is empty: fix the path, its permissions or its content"
+            )
 
 
 def check_tls(config: Config) -> None:

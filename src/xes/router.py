@@ -20,6 +20,7 @@ from xes.features import (
     admin_commands,
     blocking,
     carbons,
+    components,
     inbox,
     mam,
     message,
@@ -35,8 +36,8 @@ from xes.features import (
     vcard,
 )
 from xes.features.muc import messages as muc_messages
-from xes.hub import Hub, LocalSession
-from xes.jid import JID, InvalidJID
+from xes.hub import ComponentLink, Hub, LocalSession
+from xes.jid import JID, InvalidJID, domain_part
 from xes.projections import accounts as accounts_view
 from xes.projections import sessions as sessions_view
 from xes.stanza.core import StanzaError, error_reply, payload
@@ -84,6 +85,24 @@ SERVER_IQ: dict[str, IqHandler] = {
 the sender's account (RFC 6120 §10.3.3), so everything an account answers is here too; each
 handler tells the server's JID from the account's (disco, last activity)."""
 
+COMPONENT_SERVER_IQ: dict[str, IqHandler] = {
+    "{%s}query" % ns.DISCO_INFO: server_iq.disco_info,
+    "{%s}query" % ns.DISCO_ITEMS: server_iq.disco_items,
+    "{%s}ping" % ns.PING: server_iq.ping,
+    "{%s}query" % ns.VERSION: server_iq.version,
+    "{%s}time" % account_info.TIME: account_info.entity_time,
+}
+"""What the server answers a component (XEP-0114): it has no account here, so nothing of one."""
+
+COMPONENT_ACCOUNT_IQ: dict[str, IqHandler] = {
+    "{%s}query" % ns.DISCO_INFO: server_iq.disco_info,
+    "{%s}query" % ns.DISCO_ITEMS: server_iq.disco_items,
+    "{%s}pubsub" % ns.PUBSUB: pep.handle,
+    "{%s}vCard" % vcard.VCARD: vcard.handle,
+    "{%s}query" % account_info.LAST: account_info.last_activity,
+}
+"""What an account's bare JID answers a component: what it answers any other entity."""
+
 
 class InvalidFrom(Exception):
     """The client claimed a ``from`` it does not own (RFC 6120 §8.1.2.1: invalid-from)."""
@@ -121,9 +140,11 @@ async def dispatch(hub: Hub, session: LocalSession, stanza: Element) -> None:
         _reply_error(session, stanza, "resource-constraint", DISK_FULL, "wait")
         return
     try:
-        if _to_muc(hub, stanza.get("to")):
+        if components.is_component(hub, domain_part(stanza.get("to"))):
+            await components.route(hub, session.full, stanza)
+        elif _to_muc(hub, stanza.get("to")):
             await muc.handle(hub, session, stanza)
-        elif upload.is_upload_domain(hub, _domain_of(stanza.get("to"))):
+        elif upload.is_upload_domain(hub, domain_part(stanza.get("to"))):
             await upload.handle(hub, session, stanza)
         elif name == "message":
             await message.handle(hub, session, stanza)
@@ -141,6 +162,39 @@ async def dispatch(hub: Hub, session: LocalSession, stanza: Element) -> None:
     except ProposalRejected as exc:
         log.warning("proposal_rejected", reason=exc.reason, session=session.session_id)
         _reply_error(session, stanza, "internal-server-error", None, None)
+
+
+async def dispatch_from_component(hub: Hub, link: ComponentLink, stanza: Element) -> None:
+    """A stanza from an external component (XEP-0114): its ``from`` is in the component's
+    domain and it has a ``to`` (checked by :mod:`xes.session.component`). Users get it through
+    the same feature code as a client's stanza; another component gets it directly."""
+    sender = components.ComponentSender(link, JID.parse(stanza.get("from") or ""))
+    to = domain_part(stanza.get("to"))
+    if _refused_for_disk(hub, stanza):
+        _reply_error(sender, stanza, "resource-constraint", DISK_FULL, "wait")
+        return
+    try:
+        if components.is_component(hub, to):
+            await components.route(hub, sender.full, stanza)
+        elif to != hub.domain:
+            # Group chat, upload and remote domains are not offered to components (yet).
+            raise StanzaError("service-unavailable", f"{to} is not reachable from a component")
+        elif stanza.name == "message":
+            await message.handle(hub, sender, stanza)
+        elif stanza.name == "presence":
+            await components.presence_from(hub, sender, stanza)
+        else:
+            await _iq(hub, sender, stanza, COMPONENT_SERVER_IQ, COMPONENT_ACCOUNT_IQ)
+    except StanzaError as exc:
+        _reply_error(sender, stanza, exc.condition, exc.text, exc.type, exc.app)
+    except LogUnavailable as exc:
+        log.warning("log_unavailable", error=str(exc), component=link.domain)
+        _reply_error(
+            sender, stanza, "resource-constraint", "the cluster cannot record this now", "wait"
+        )
+    except ProposalRejected as exc:
+        log.warning("proposal_rejected", reason=exc.reason, component=link.domain)
+        _reply_error(sender, stanza, "internal-server-error", None, None)
 
 
 async def dispatch_groupchat_run(hub: Hub, session: LocalSession, stanzas: list[Element]) -> None:
@@ -165,14 +219,9 @@ def groupchat_room(hub: Hub, stanza: Element) -> str | None:
     return muc_messages.plain_groupchat_room(hub, stanza)
 
 
-def _domain_of(to: str | None) -> str:
-    """The domain part of a ``to`` address, as services are matched (empty without one)."""
-    return to.split("/", 1)[0].rsplit("@", 1)[-1].lower() if to else ""
-
-
 def _to_muc(hub: Hub, to: str | None) -> bool:
     """Is the stanza for the group chat service (the service, a room or an occupant)?"""
-    return bool(to) and muc.is_muc_domain(hub, _domain_of(to))
+    return bool(to) and muc.is_muc_domain(hub, domain_part(to))
 
 
 def _reply_error(
@@ -189,7 +238,13 @@ def _reply_error(
     session.send_bytes(serialize(reply))
 
 
-async def _iq(hub: Hub, session: LocalSession, iq: Element) -> None:
+async def _iq(
+    hub: Hub,
+    session: LocalSession,
+    iq: Element,
+    server_table: dict[str, IqHandler] = SERVER_IQ,
+    account_table: dict[str, IqHandler] = ACCOUNT_IQ,
+) -> None:
     type_ = iq.get("type")
     if type_ not in ("get", "set", "result", "error") or iq.get("id") is None:
         raise StanzaError("bad-request", "iq needs an id and a valid type (RFC 6120 §8.2.3)")
@@ -207,7 +262,7 @@ async def _iq(hub: Hub, session: LocalSession, iq: Element) -> None:
             if request is not None:
                 await request.on_answer(iq)  # an answer to the server's own request
             return
-        await _answer(hub, session, iq, child, SERVER_IQ)
+        await _answer(hub, session, iq, child, server_table)
         return
     if to.domain != hub.domain:
         raise StanzaError(
@@ -228,7 +283,7 @@ async def _iq(hub: Hub, session: LocalSession, iq: Element) -> None:
             if type_ in ("get", "set"):
                 raise StanzaError("service-unavailable")
             return
-        await _answer(hub, session, iq, child, ACCOUNT_IQ)
+        await _answer(hub, session, iq, child, account_table)
         return
     stamped = serialize(iq.with_attrs(**{"from": session.full}))
     target = hub.by_jid.get(str(to))

@@ -73,6 +73,8 @@ class XesServer:
     https: int = field(default_factory=free_port)
     raft: int = field(default_factory=free_port)
     raft_host: str = "127.0.0.1"
+    component: int | None = None
+    """Port of the XEP-0114 component listener (``[listen] component``), when set."""
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -97,7 +99,8 @@ class XesServer:
             f'c2s_tls = "127.0.0.1:{self.c2s_tls}"\n'
             f'http = "127.0.0.1:{self.http}"\n'
             f'https = "127.0.0.1:{self.https}"\n'
-            "[cluster]\n"
+            + (f'component = "127.0.0.1:{self.component}"\n' if self.component else "")
+            + "[cluster]\n"
             f'raft = "{self.raft_host}:{self.raft}"\n' + self.extra
         )
 

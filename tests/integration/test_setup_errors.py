@@ -76,3 +76,39 @@ def test_bad_paths_and_secrets_are_named(tmp_path: Path) -> None:
     result = serve(write(tmp_path / "c.toml", tls))
     assert result.returncode == 2, result
     assert "cannot be loaded" in result.stderr and "[tls] cert" in result.stderr
+
+
+def test_component_listener_errors_are_named(server: XesServer, tmp_path: Path) -> None:
+    """XEP-0114 (ADR 0018): a port in use, plain TCP off loopback, a domain of the server's
+    own, an unreadable secret file, each in one line naming the key."""
+
+    def body(listen_extra: str, components: str) -> str:
+        return (
+            f'data_dir = "{tmp_path / "d"}"\n[listen]\nc2s = "127.0.0.1:{free_port()}"\n'
+            f'c2s_tls = ""\nhttp = ""\nhttps = ""\n{listen_extra}'
+            f'[cluster]\nraft = "127.0.0.1:{free_port()}"\n{components}'
+        )
+
+    push = '[components."push.localhost"]\nsecret = "s"\n'
+    in_use = serve(
+        write(tmp_path / "a.toml", body(f'component = "127.0.0.1:{server.c2s}"\n', push))
+    )
+    assert in_use.returncode == 2, in_use
+    assert f"127.0.0.1:{server.c2s} ([listen] component) is already in use" in in_use.stderr
+    assert "Traceback" not in in_use.stderr
+
+    open_addr = serve(write(tmp_path / "b.toml", body('component = "0.0.0.0:5347"\n', push)))
+    assert open_addr.returncode == 2, open_addr
+    assert "[listen] component_tls" in open_addr.stderr
+    assert "[components_policy] allow_plaintext" in open_addr.stderr
+
+    own = serve(write(tmp_path / "c.toml", body("", '[components."localhost"]\nsecret = "s"\n')))
+    assert own.returncode == 2 and '[components."localhost"]' in own.stderr, own
+
+    missing = tmp_path / "missing.secret"
+    unreadable = f'[components."push.localhost"]\nsecret_file = "{missing}"\n'
+    result = serve(
+        write(tmp_path / "d.toml", body(f'component = "127.0.0.1:{free_port()}"\n', unreadable))
+    )
+    assert result.returncode == 2, result
+    assert '[components."push.localhost"] secret_file' in result.stderr

@@ -1025,3 +1025,67 @@ class UploadDeleted:
 
     def stream(self) -> str:
         return "upload:deletions"
+
+
+# --- external components (XEP-0114), ADR 0018 ---------------------------------------------
+
+
+@event("component.connected")
+@dataclass(frozen=True, slots=True)
+class ComponentConnected:
+    """A component completed its handshake on a node, which now holds its connection.
+
+    Refused in apply while another connection holds the name anywhere in the cluster (the new
+    one gets ``<conflict/>``), or when the boot was declared down (ADR 0018)."""
+
+    domain: str
+    """The component's JID (a configured domain)."""
+    node: str
+    """Node id holding the connection."""
+    boot: str
+    """That node's boot: a new boot or ``node.down`` of this one releases the name."""
+    conn: str
+    """Random id of the connection: a late ``component.disconnected`` of an older connection
+    does not release a newer one."""
+
+    def stream(self) -> str:
+        return f"component:{self.domain}"
+
+
+@event("component.disconnected")
+@dataclass(frozen=True, slots=True)
+class ComponentDisconnected:
+    """The connection that held a component closed; the name is free on every node."""
+
+    domain: str
+    """The component's JID."""
+    node: str
+    """Node id that held it."""
+    boot: str
+    """That node's boot."""
+    conn: str
+    """The connection id of its ``component.connected`` (others are left alone)."""
+    reason: str
+    """Why it closed: closed | disconnected | policy-violation | system-shutdown | ..."""
+
+    def stream(self) -> str:
+        return f"component:{self.domain}"
+
+
+@event("component.routed")
+@dataclass(frozen=True, slots=True)
+class ComponentRouted:
+    """A stanza for a component whose connection another node holds (like ``iq.routed``,
+    ADR 0006): that node writes it if the same connection still holds the name."""
+
+    sender: str
+    """JID the stanza is from (a client's full JID, the server, another component)."""
+    domain: str
+    """The component it is for."""
+    conn: str
+    """The holding connection when routed: a later connection does not get it."""
+    xml: str
+    """The stanza as delivered."""
+
+    def stream(self) -> str:
+        return f"component:{self.domain}"

@@ -21,7 +21,7 @@ from xes.events.catalog import MessageRouted
 from xes.events.message_facts import facts_of
 from xes.features import blocking
 from xes.hub import Hub, LocalSession
-from xes.jid import JID, InvalidJID
+from xes.jid import JID, InvalidJID, domain_part
 from xes.projections import accounts as accounts_view
 from xes.projections import archive as archive_view
 from xes.projections import offline as offline_view
@@ -134,8 +134,8 @@ def _archives(
         return []
     owners = []
     for owner, peer in ((sender, recipient), (recipient, sender)):
-        if owner in owners:
-            continue  # a message to oneself is archived once
+        if owner in owners or domain_part(owner) != hub.domain:
+            continue  # a message to oneself is archived once; a component has no archive here
         prefs = archive_view.prefs(hub.store, txn, owner, cfg.default)
         item = roster_view.item(hub.store, txn, owner, peer)
         if wanted(prefs, peer, item is not None and item.listed):

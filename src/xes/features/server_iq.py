@@ -8,7 +8,7 @@ from __future__ import annotations
 import platform
 
 from xes import __version__
-from xes.features import account_info, admin_commands, inbox, pep
+from xes.features import account_info, admin_commands, components, inbox, pep
 from xes.hub import Hub, LocalSession
 from xes.stanza.core import StanzaError, iq_result
 from xes.xml import E, Element, ns
@@ -122,6 +122,7 @@ async def disco_items(hub: Hub, session: LocalSession, iq: Element, query: Eleme
     if hub.config.upload.enabled:
         # XEP-0363 §3: the upload service is found among the server's items.
         items.append(E("{%s}item" % ns.DISCO_ITEMS, {"jid": hub.config.upload_domain}))
+    items += components.disco_items(hub)  # external components (XEP-0114), as Prosody lists them
     return iq_result(iq, E("{%s}query" % ns.DISCO_ITEMS, None, *items))
 
 

@@ -40,6 +40,7 @@ from xes.projections.accounts import Accounts
 from xes.projections.archive import Archive
 from xes.projections.base import Projection, Rejected
 from xes.projections.blocking import Blocking
+from xes.projections.components import Components
 from xes.projections.inbox import Inbox
 from xes.projections.muc import Muc
 from xes.projections.offline import Offline
@@ -68,6 +69,7 @@ PROJECTIONS: tuple[type[Projection], ...] = (
     Inbox,
     Uploads,
     ReadStatus,
+    Components,
 )
 """In apply order: ``sm`` reads a replaced session before ``sessions`` forgets it, and offline
 messages a flush delivers before ``offline`` drops them; ``muc`` sees the sessions a new boot

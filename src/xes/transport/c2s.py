@@ -972,15 +972,19 @@ class ClientConnection:
                     return
 
     async def _linger(self) -> None:
-        """Read and drop what the client still sends for a moment before closing.
+        await linger(self.stream)
 
-        Closing a socket with unread input makes the kernel answer with a reset, which can
-        destroy our stream error before the client reads it. A bounded drain avoids that.
-        """
-        with anyio.move_on_after(LINGER_SECONDS), contextlib.suppress(Exception):
-            with contextlib.suppress(Exception):
-                await self.stream.send_eof()
-            drained = 0
-            while drained < LINGER_BYTES:
-                chunk = await self.stream.receive(READ_SIZE)
-                drained += len(chunk)
+
+async def linger(stream: ByteStream) -> None:
+    """Read and drop what the peer still sends for a moment before closing.
+
+    Closing a socket with unread input makes the kernel answer with a reset, which can
+    destroy our stream error before the peer reads it. A bounded drain avoids that.
+    """
+    with anyio.move_on_after(LINGER_SECONDS), contextlib.suppress(Exception):
+        with contextlib.suppress(Exception):
+            await stream.send_eof()
+        drained = 0
+        while drained < LINGER_BYTES:
+            chunk = await stream.receive(READ_SIZE)
+            drained += len(chunk)
