@@ -280,6 +280,24 @@ class InboxConfig:
 
 
 @dataclass(frozen=True)
+class PushConfig:
+    """Push notifications (XEP-0357, ADR 0020) published to app servers, usually components."""
+
+    enabled: bool = True
+    """Offer ``urn:xmpp:push:0`` on accounts and publish to the services they enable."""
+    include_body: bool = False
+    """Put the message text (``last-message-body``) in notifications. Off: a notification goes
+    through the app vendor's and the phone maker's push systems and must not carry patient data."""
+    timeout: float = 30.0
+    """Seconds to wait for the push service's answer before trying again."""
+    max_attempts: int = 5
+    """Failed attempts in a row (timeouts, ``wait`` errors) after which a registration is
+    disabled; any other error disables it at once (XEP-0357 §7)."""
+    max_registrations: int = 10
+    """Most push registrations per account (one per device and app server)."""
+
+
+@dataclass(frozen=True)
 class MucConfig:
     """Group chat service (XEP-0045, ADR 0011). Room defaults apply to rooms created later."""
 
@@ -495,6 +513,7 @@ class Config:
     offline: OfflineConfig = field(default_factory=OfflineConfig)
     archive: ArchiveConfig = field(default_factory=ArchiveConfig)
     inbox: InboxConfig = field(default_factory=InboxConfig)
+    push: PushConfig = field(default_factory=PushConfig)
     muc: MucConfig = field(default_factory=MucConfig)
     pep: PepConfig = field(default_factory=PepConfig)
     csi: CsiConfig = field(default_factory=CsiConfig)
@@ -576,6 +595,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "offline": OfflineConfig,
     "archive": ArchiveConfig,
     "inbox": InboxConfig,
+    "push": PushConfig,
     "muc": MucConfig,
     "pep": PepConfig,
     "csi": CsiConfig,
@@ -872,6 +892,8 @@ def parse_config(
         raise ConfigError("[archive] needs 0 < page_size <= max_page_size")
     if not 0 < config.inbox.page_size <= config.inbox.max_page_size:
         raise ConfigError("[inbox] needs 0 < page_size <= max_page_size")
+    if config.push.timeout <= 0 or config.push.max_attempts < 1:
+        raise ConfigError("[push] needs timeout > 0 and max_attempts >= 1")
     _check_http(config)
     _check_bosh(config)
     _check_muc(config)

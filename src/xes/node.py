@@ -22,7 +22,15 @@ import anyio
 import structlog
 from anyio.abc import ByteStream, SocketAttribute, SocketStream, TaskGroup
 
-from xes import archive_retention, cluster_watch, delivery, disk_watch, preflight, telemetry
+from xes import (
+    archive_retention,
+    cluster_watch,
+    delivery,
+    disk_watch,
+    preflight,
+    push_publisher,
+    telemetry,
+)
 from xes import http as web
 from xes.admin.auth import AdminAuth, read_token
 from xes.config import Config, ConfigError
@@ -144,6 +152,7 @@ class Node:
             )
             tg.start_soon(archive_retention.run, hub)
             tg.start_soon(disk_watch.run, hub)
+            tg.start_soon(push_publisher.run, hub)
             if config.upload.enabled:
                 store_dir = upload_files.FileStore(config.upload_dir)
                 store_dir.open()

@@ -28,6 +28,7 @@ from xes.features import (
     pep,
     presence,
     private_storage,
+    push,
     read_status,
     registration,
     roster,
@@ -63,6 +64,8 @@ ACCOUNT_IQ: dict[str, IqHandler] = {
     "{%s}unblock" % blocking.NS: blocking.handle,
     "{%s}query" % account_info.LAST: account_info.last_activity,
     "{%s}inbox" % inbox.NS: inbox.query,
+    "{%s}enable" % push.NS: push.handle,
+    "{%s}disable" % push.NS: push.handle,
     "{%s}query" % inbox.PROPERTIES: inbox.conversation,
     read_status.STATUS: read_status.chat_query,
 }
@@ -308,7 +311,12 @@ async def _answer(
     table: dict[str, IqHandler],
 ) -> None:
     if iq.get("type") in ("result", "error"):
-        return  # Answers to server-originated requests (e.g. roster push acks).
+        # Answers to requests sent in the account's name (XEP-0357 publishes come from the
+        # user's bare JID); any other answer (e.g. a roster push ack) needs nothing.
+        request = hub.answer_for(session, iq)
+        if request is not None:
+            await request.on_answer(iq)
+        return
     assert child is not None
     handler = table.get(child.tag)
     if handler is None:

@@ -66,3 +66,5 @@ class NodeStats:
     """Failed authentications by SASL condition."""
     connections_opened: Counter[str] = field(default_factory=Counter)
     """Client connections accepted, by transport (tcp, websocket, bosh)."""
+    pushes: Counter[str] = field(default_factory=Counter)
+    """XEP-0357 notifications published from this node, by outcome (sent, ok, retry, disabled)."""

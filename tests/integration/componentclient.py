@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import slixmpp
+from slixmpp.xmlstream import ET
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatchXPath
 
 
 class Component(slixmpp.ComponentXMPP):
@@ -47,3 +50,59 @@ class Component(slixmpp.ComponentXMPP):
         if not self.ended.is_set():
             self.disconnect()
             await asyncio.wait_for(self.ended.wait(), 10)
+
+
+PUBSUB = "http://jabber.org/protocol/pubsub"
+PUSH_NS = "urn:xmpp:push:0"
+
+
+class PushService(Component):
+    """An XMPP Push Service (XEP-0357 §3) as an app server runs it: records every publish it
+    gets and answers it with a result, or with the error ``answer_error`` names."""
+
+    def __init__(self, jid: str, secret: str) -> None:
+        super().__init__(jid, secret)
+        self.echo = False
+        self.publishes: asyncio.Queue = asyncio.Queue()  # type: ignore[type-arg]
+        self.answer_error: tuple[str, str] | None = None
+        """(condition, type) to refuse publishes with; None accepts them."""
+        self.silent = False
+        """Never answer (the server must time out and retry)."""
+        self.register_handler(
+            Callback(
+                "push publish",
+                MatchXPath(f"{{{self.default_ns}}}iq/{{{PUBSUB}}}pubsub"),
+                self._on_publish,
+            )
+        )
+
+    def _on_publish(self, iq: slixmpp.Iq) -> None:
+        self.publishes.put_nowait(iq.xml)
+        if self.silent:
+            return
+        if self.answer_error is not None:
+            condition, type_ = self.answer_error
+            reply = iq.reply(clear=True)
+            reply["type"] = "error"
+            reply["error"]["condition"] = condition
+            reply["error"]["type"] = type_
+            reply.send()
+        else:
+            iq.reply(clear=True).send()
+
+
+def summary(publish: ET.Element) -> dict[str, list[str]]:
+    """The fields of a publish's ``urn:xmpp:push:summary`` form, and its publish options
+    (prefixed ``option:``)."""
+    out: dict[str, list[str]] = {}
+    data = "{jabber:x:data}"
+    for form in publish.iter(f"{data}x"):
+        values = {
+            f.get("var", ""): [v.text or "" for v in f.iter(f"{data}value")]
+            for f in form.iter(f"{data}field")
+        }
+        prefix = "" if values.get("FORM_TYPE") == ["urn:xmpp:push:summary"] else "option:"
+        out.update({prefix + k: v for k, v in values.items() if k != "FORM_TYPE"})
+    node = publish.find(f".//{{{PUBSUB}}}publish")
+    out["node"] = [node.get("node", "")] if node is not None else []
+    return out

@@ -920,6 +920,60 @@ class InboxWatched:
         return f"inbox:{self.owner}"
 
 
+# --- push notifications (XEP-0357), ADR 0020 ------------------------------------------------
+
+
+@event("push.enabled")
+@dataclass(frozen=True, slots=True)
+class PushEnabled:
+    """A device asked for push notifications through an app server (XEP-0357 §5); a repeated
+    enable of the same service and node replaces the earlier one (its publish options)."""
+
+    owner: str
+    """Bare JID of the account."""
+    resource: str
+    """The device (resource) that enabled it: it is pushed while that device is not connected."""
+    service: str
+    """JID of the XMPP Push Service (the app server, usually a XEP-0114 component)."""
+    node: str
+    """The push service's node for this device."""
+    options: dict[str, list[str]] = field(default_factory=dict)
+    """Publish options (e.g. ``secret``): the app server's credentials, sent with each push."""
+
+    def stream(self) -> str:
+        return f"push:{self.owner}"
+
+
+@event("push.disabled")
+@dataclass(frozen=True, slots=True)
+class PushDisabled:
+    """Notifications to a service stop (XEP-0357 §6), for one node or (``node`` None) all."""
+
+    owner: str
+    service: str
+    node: str | None = None
+    reason: str = "user"
+    """user | the error condition the service answered | timeout."""
+
+    def stream(self) -> str:
+        return f"push:{self.owner}"
+
+
+@event("push.notified")
+@dataclass(frozen=True, slots=True)
+class PushNotified:
+    """The push service acknowledged a notification covering every trigger up to ``upto``."""
+
+    owner: str
+    service: str
+    node: str
+    upto: int
+    """Log position (``seq``) of the last message the acknowledged notification covered."""
+
+    def stream(self) -> str:
+        return f"push:{self.owner}"
+
+
 # --- FAST tokens (XEP-0484), ADR 0015 -------------------------------------------------------
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import platform
 
 from xes import __version__
-from xes.features import account_info, admin_commands, components, inbox, pep
+from xes.features import account_info, admin_commands, components, inbox, pep, push
 from xes.hub import Hub, LocalSession
 from xes.stanza.core import StanzaError, iq_result
 from xes.xml import E, Element, ns
@@ -66,6 +66,8 @@ async def disco_info(hub: Hub, session: LocalSession, iq: Element, query: Elemen
             features += ACCOUNT_ARCHIVE_FEATURES
         if hub.config.inbox.enabled:
             features += inbox.FEATURES
+        if hub.config.push.enabled:
+            features += push.FEATURES  # XEP-0357 §4.1: on the account's bare JID
         if hub.config.pep.enabled:
             children.append(
                 E("{%s}identity" % ns.DISCO_INFO, {"category": "pubsub", "type": "pep"})

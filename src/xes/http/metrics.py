@@ -114,6 +114,13 @@ class NodeCollector:
         yield _counter(
             "xes_login_failures", "Failed authentications.", "condition", stats.login_failures
         )
+        yield _counter(
+            "xes_push_notifications",
+            "XEP-0357 notifications this node published, by outcome.",
+            "outcome",
+            stats.pushes,
+            ("sent", "ok", "retry", "disabled"),
+        )
 
     def _log(self) -> Iterator[Metric]:
         client = self.node.hub.log

@@ -45,6 +45,7 @@ from xes.projections.inbox import Inbox
 from xes.projections.muc import Muc
 from xes.projections.offline import Offline
 from xes.projections.pep import Pep
+from xes.projections.push import Push
 from xes.projections.read_status import ReadStatus
 from xes.projections.roster import Roster
 from xes.projections.sessions import Sessions
@@ -67,6 +68,7 @@ PROJECTIONS: tuple[type[Projection], ...] = (
     Offline,
     Archive,
     Inbox,
+    Push,
     Uploads,
     ReadStatus,
     Components,
@@ -74,8 +76,8 @@ PROJECTIONS: tuple[type[Projection], ...] = (
 """In apply order: ``sm`` reads a replaced session before ``sessions`` forgets it, and offline
 messages a flush delivers before ``offline`` drops them; ``muc`` sees the sessions a new boot
 ends before ``sessions`` forgets them (it refuses to let an occupant's session end); ``inbox``
-reads the room a message was sent to, as ``muc`` left it, and ``read_status`` folds room
-messages after ``muc`` has accepted them."""
+reads the room a message was sent to, as ``muc`` left it, ``push`` reads the inbox's mutes, and
+``read_status`` folds room messages after ``muc`` has accepted them."""
 STREAMS = "streams.version"
 """Per-stream version counters (part of the replicated state, covered by the digest)."""
 
