@@ -17,6 +17,7 @@ from tests.integration.componentclient import PushService, summary
 from tests.integration.conftest import run
 from tests.integration.server import XesServer, free_port
 from tests.integration.smclient import SmClient
+from tests.integration.test_cluster import XesCluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -208,3 +209,66 @@ def test_message_text_only_when_configured(tmp_path: Path) -> None:
         run(scenario())
     finally:
         server.stop()
+
+
+def test_pushes_keep_coming_after_the_node_holding_the_service_is_killed(tmp_path: Path) -> None:
+    """3 nodes: the push service on n1, the user's phone enabled push through n2 and went
+    offline, the sender is on n3. Each message is pushed once through n1; n1 is killed; the
+    service reconnects to n2 and what arrived meanwhile is pushed once, then every new message."""
+    cluster = XesCluster(
+        tmp_path,
+        extra=(
+            "node_down_after = 3.0\ncommit_timeout = 2.0\n"
+            f'[components."{PUSH}"]\nsecret = "{SECRET}"\n'
+        ),
+    )
+    for node in cluster.nodes:
+        node.component = free_port()
+        node.write_config()
+    n1, n2, n3 = cluster.nodes
+    try:
+        cluster.start()
+        for user in ("alice", "bob"):
+            n1.add_user(user, f"{user}pw")
+        domain = n1.domain
+
+        async def scenario() -> None:
+            service = PushService(PUSH, SECRET)
+            assert await service.attach(n1.component)  # type: ignore[arg-type]
+            phone = Client(f"alice@{domain}/phone", "alicepw")
+            await phone.login(n2.c2s)
+            await enable(phone, "node-phone")
+            await phone.logout()
+            bob = Client(f"bob@{domain}/pc", "bobpw")
+            await bob.login(n3.c2s)
+            for n in range(3):
+                bob.send_message(mto=f"alice@{domain}", mbody=f"before {n}", mtype="chat")
+                await asyncio.wait_for(service.publishes.get(), 20)
+            await no_more(service)
+            cluster.kill(n1)
+            bob.send_message(mto=f"alice@{domain}", mbody="while nobody holds it", mtype="chat")
+            service2, _ = await attach_until_accepted_push(n2.component, 60)  # type: ignore[arg-type]
+            got = await asyncio.wait_for(service2.publishes.get(), 20)  # what was due
+            assert summary(got)["node"] == ["node-phone"]
+            await no_more(service2)
+            for n in range(3):
+                bob.send_message(mto=f"alice@{domain}", mbody=f"after {n}", mtype="chat")
+                await asyncio.wait_for(service2.publishes.get(), 20)
+            await no_more(service2)
+            await bob.logout()
+            await service2.detach()
+
+        async def attach_until_accepted_push(port: int, within: float) -> tuple[PushService, int]:
+            deadline = asyncio.get_running_loop().time() + within
+            refused = 0
+            while asyncio.get_running_loop().time() < deadline:
+                candidate = PushService(PUSH, SECRET)
+                if await candidate.attach(port, timeout=10):
+                    return candidate, refused
+                refused += 1
+                await asyncio.sleep(0.5)
+            raise AssertionError("no node took the push service")
+
+        run(scenario())
+    finally:
+        cluster.stop()
