@@ -295,6 +295,10 @@ class PushConfig:
     disabled; any other error disables it at once (XEP-0357 §7)."""
     max_registrations: int = 10
     """Most push registrations per account (one per device and app server)."""
+    when_inactive: bool = False
+    """Also push a device whose connection is open but which said it is inactive (XEP-0352):
+    for phones whose system may freeze a backgrounded app's socket. Each change of state of a
+    device with a registration is then recorded (one event)."""
 
 
 @dataclass(frozen=True)

@@ -184,8 +184,10 @@ def test_enable_is_checked(srv: XesServer) -> None:
     run(scenario())
 
 
-def test_message_text_only_when_configured(tmp_path: Path) -> None:
-    server = push_server(tmp_path / "node", "[push]\ninclude_body = true\n")
+def test_message_text_and_inactive_devices_when_configured(tmp_path: Path) -> None:
+    """``include_body`` puts the text in; ``when_inactive`` pushes a connected device that said
+    it is inactive (XEP-0352), and stops when it is active again."""
+    server = push_server(tmp_path / "node", "[push]\ninclude_body = true\nwhen_inactive = true\n")
     try:
         for user in ("alice", "bob"):
             server.add_user(user, f"{user}pw")
@@ -203,6 +205,21 @@ def test_message_text_only_when_configured(tmp_path: Path) -> None:
             bob.send_message(mto=f"alice@{domain}", mbody="wake up, ward 7", mtype="chat")
             got = await asyncio.wait_for(service.publishes.get(), 10)
             assert summary(got)["last-message-body"] == ["wake up, ward 7"]
+            phone = Client(f"alice@{domain}/phone", "alicepw")
+            await phone.login(server.c2s)
+            bob.send_message(mto=f"alice@{domain}", mbody="while active", mtype="chat")
+            await asyncio.wait_for(phone.messages.get(), 10)
+            await no_more(service, 1.5)
+            phone.send_raw("<inactive xmlns='urn:xmpp:csi:0'/>")
+            await asyncio.sleep(0.5)
+            bob.send_message(mto=f"alice@{domain}", mbody="while inactive", mtype="chat")
+            got = await asyncio.wait_for(service.publishes.get(), 10)
+            assert summary(got)["last-message-body"] == ["while inactive"]
+            phone.send_raw("<active xmlns='urn:xmpp:csi:0'/>")
+            await asyncio.sleep(0.5)
+            bob.send_message(mto=f"alice@{domain}", mbody="active again", mtype="chat")
+            await no_more(service, 1.5)
+            await phone.logout()
             await bob.logout()
             await service.detach()
 

@@ -959,6 +959,22 @@ class PushDisabled:
         return f"push:{self.owner}"
 
 
+@event("push.device_state")
+@dataclass(frozen=True, slots=True)
+class PushDeviceState:
+    """A device with a push registration told its server it is inactive or active again
+    (XEP-0352), recorded only with ``[push] when_inactive``: while inactive it is pushed."""
+
+    owner: str
+    resource: str
+    session: str
+    """The session that said so (a later session of the device starts active)."""
+    inactive: bool
+
+    def stream(self) -> str:
+        return f"push:{self.owner}"
+
+
 @event("push.notified")
 @dataclass(frozen=True, slots=True)
 class PushNotified:

@@ -3,8 +3,9 @@
 A registration is (owner, service JID, node), enabled by one device (resource) with the app
 server's publish options. A message that warrants a push *triggers* it in apply: a one-to-one
 message with a body for the owner while the enabling device has no attached session (offline,
-or its XEP-0198 session detached), or a room message with a body while that device's occupant
-session is detached; not while the conversation is muted in the inbox (at the event's time).
+or its XEP-0198 session detached, or, with ``[push] when_inactive``, its session recorded as
+XEP-0352 inactive), or a room message with a body while that device's occupant session is
+detached (or inactive); not while the conversation is muted in the inbox (at the event's time).
 Triggering records the trigger's position (``due``), its sender and where the event is in the
 journal, and puts the registration in the *due* index of its service. ``push.notified`` (the
 service acknowledged a notification) raises ``done``; a registration with ``done >= due`` leaves
@@ -26,6 +27,7 @@ from xes.events.catalog import (
     AccountRemoved,
     MessageRouted,
     MucMessageSent,
+    PushDeviceState,
     PushDisabled,
     PushEnabled,
     PushNotified,
@@ -39,6 +41,8 @@ from xes.store.env import Store
 
 REGS = "push.regs"
 DUE = "push.due"
+INACTIVE = "push.inactive"
+"""(owner, resource) -> the session that said it is inactive (``push.device_state``)."""
 
 PUSHED_TYPES = ("chat", "normal")
 
@@ -93,11 +97,12 @@ def _due_key(service: str, owner: str, node: str) -> bytes:
 
 class Push(Projection):
     name = "push"
-    dbs = (REGS, DUE)
+    dbs = (REGS, DUE, INACTIVE)
     handles = (
         "push.enabled",
         "push.disabled",
         "push.notified",
+        "push.device_state",
         "message.routed",
         "muc.message_sent",
         "account.removed",
@@ -128,10 +133,19 @@ class Push(Projection):
             txn.delete(_due_key(reg.service, reg.owner, reg.node), db=self.db(DUE))
         self._put(txn, reg)
 
+    def on_push_device_state(
+        self, txn: lmdb.Transaction, c: Committed, ev: PushDeviceState
+    ) -> None:
+        if ev.inactive:
+            txn.put(key(ev.owner, ev.resource), ev.session.encode(), db=self.db(INACTIVE))
+        elif txn.get(key(ev.owner, ev.resource), db=self.db(INACTIVE)) == ev.session.encode():
+            txn.delete(key(ev.owner, ev.resource), db=self.db(INACTIVE))
+
     def on_account_removed(self, txn: lmdb.Transaction, c: Committed, ev: AccountRemoved) -> None:
         for reg in registrations(self.store, txn, ev.jid):
             txn.delete(_due_key(reg.service, reg.owner, reg.node), db=self.db(DUE))
         delete_prefix(txn, self.db(REGS), key(ev.jid, ""))
+        delete_prefix(txn, self.db(INACTIVE), key(ev.jid, ""))
 
     # -- triggers ------------------------------------------------------------------------------
 
@@ -148,10 +162,13 @@ class Push(Projection):
         if entry is not None and entry.muted_until > c.envelope.at:
             return
         attached = {
-            v.jid.partition("/")[2] for v in sessions_view.of_user(self.store, txn, owner) if v.node
+            v.jid.partition("/")[2]: v.session
+            for v in sessions_view.of_user(self.store, txn, owner)
+            if v.node
         }
         for reg in regs:
-            if reg.resource not in attached:
+            session = attached.get(reg.resource)
+            if session is None or self._inactive(txn, owner, reg.resource, session):
                 self._trigger(txn, c, reg, ev.sender)
 
     def on_muc_message_sent(self, txn: lmdb.Transaction, c: Committed, ev: MucMessageSent) -> None:
@@ -172,11 +189,18 @@ class Push(Projection):
             detached = set()
             for session in sorted(occupant.sessions):
                 view = sessions_view.get(self.store, txn, session)
-                if view is not None and not view.node:
-                    detached.add(view.jid.partition("/")[2])
+                if view is None:
+                    continue
+                resource = view.jid.partition("/")[2]
+                if not view.node or self._inactive(txn, occupant.bare, resource, session):
+                    detached.add(resource)
             for reg in regs:
                 if reg.resource in detached:
                     self._trigger(txn, c, reg, f"{ev.room}/{ev.nick}")
+
+    def _inactive(self, txn: lmdb.Transaction, owner: str, resource: str, session: str) -> bool:
+        """The device's current session said it is inactive (with ``[push] when_inactive``)."""
+        return txn.get(key(owner, resource), db=self.db(INACTIVE)) == session.encode()
 
     def _any(self, txn: lmdb.Transaction) -> bool:
         """Is any push registered at all (rooms are skipped without a look otherwise)?"""

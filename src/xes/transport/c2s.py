@@ -28,6 +28,7 @@ from xes.events.catalog import (
     CarbonsToggled,
     FastTokenIssued,
     FastTokenRevoked,
+    PushDeviceState,
     SessionBound,
     SmAcked,
     SmEnabled,
@@ -41,6 +42,7 @@ from xes.jid import JID, bare_of, normalize_localpart
 from xes.projections import account_data
 from xes.projections import accounts as accounts_view
 from xes.projections import muc as muc_view
+from xes.projections import push as push_view
 from xes.projections import sessions as sessions_view
 from xes.projections import stream_mgmt as sm_view
 from xes.session import sasl2
@@ -178,6 +180,9 @@ class ClientConnection:
         self._sm_held = False
         self.inactive = False
         """XEP-0352: the client said it is inactive; what can wait is held (ADR 0014)."""
+        self._push_inactive = False
+        """The inactivity last recorded for push (``[push] when_inactive``)."""
+        self._push_lock: anyio.Lock | None = None
         self._sm_inline = False
         self._csi_held: dict[object, bytes] = {}
         self._csi_seq = 0
@@ -242,6 +247,30 @@ class ClientConnection:
             self._release_held()
             if self.sm_active:
                 self.sm_pull()
+        if self.hub.config.push.when_inactive and self.hub.config.push.enabled:
+            self._tg.start_soon(self._record_device_state)
+
+    async def _record_device_state(self) -> None:
+        """With ``[push] when_inactive``: a device with a push registration that goes inactive
+        is pushed like an offline one (ADR 0020); record the latest state, once per change."""
+        if self._push_lock is None:
+            self._push_lock = anyio.Lock()
+        async with self._push_lock:
+            want = self.inactive
+            if want == self._push_inactive:
+                return
+            resource = self.full.partition("/")[2]
+            with self.hub.read() as txn:
+                regs = push_view.registrations(self.hub.store, txn, self.bare)
+            if not any(r.resource == resource for r in regs):
+                return
+            try:
+                await self.hub.log.append(
+                    PushDeviceState(self.bare, resource, self.session_id, want)
+                )
+            except (LogUnavailable, ProposalRejected):
+                return
+            self._push_inactive = want
 
     def _enqueue(self, data: bytes) -> None:
         if self.closing:

@@ -9,6 +9,7 @@ from tests.unit.projections.test_inbox import chat, setup
 from xes.events.catalog import (
     AccountRemoved,
     InboxUpdated,
+    PushDeviceState,
     PushDisabled,
     PushEnabled,
     PushNotified,
@@ -84,3 +85,21 @@ def test_disable_one_node_or_all_and_account_removal(tmp_path: Path) -> None:
     assert rebuilt == live
     with store.env.begin() as txn:
         assert digest(store, txn) == live
+
+
+def test_an_inactive_device_is_pushed_until_it_is_active_or_reconnects(tmp_path: Path) -> None:
+    store, apply = setup(tmp_path)
+    apply(PushEnabled("a@x", "phone", "push.x", "n1"))
+    apply(SessionBound("s1", "a@x/phone", "node1", "b1"))
+    apply(PushDeviceState("a@x", "phone", "s1", True))
+    apply(chat(1, "b@x/pc", "a@x"))
+    assert due(store) == [("a@x", "n1", 1)]
+    apply(PushNotified("a@x", "push.x", "n1", 1 << 62))
+    apply(PushDeviceState("a@x", "phone", "s1", False))
+    apply(chat(2, "b@x/pc", "a@x"))
+    assert due(store) == []
+    # A stale "inactive" of an earlier session does not hold for the device's next session.
+    apply(PushDeviceState("a@x", "phone", "s1", True))
+    apply(SessionBound("s2", "a@x/phone", "node1", "b1"))
+    apply(chat(3, "b@x/pc", "a@x"))
+    assert due(store) == []
