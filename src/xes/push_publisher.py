@@ -103,8 +103,14 @@ class Publisher:
         async def on_answer(answer: Element) -> None:
             if self.in_flight.get(reg_key) is not attempt:
                 return  # a late answer to an attempt already given up
-            del self.in_flight[reg_key]
-            await self._answered(reg, attempt, answer)
+            # Still in flight until what it led to is recorded: a round in between must not
+            # publish the same triggers again.
+            attempt.deadline = float("inf")
+            try:
+                await self._answered(reg, attempt, answer)
+            finally:
+                if self.in_flight.get(reg_key) is attempt:
+                    del self.in_flight[reg_key]
 
         if components.request(hub, iq, on_answer, hub.config.push.timeout):
             self.in_flight[reg_key] = attempt
