@@ -66,6 +66,35 @@ async def enable(client: Client, node: str) -> None:
     await iq.send(timeout=10)
 
 
+async def archive_count(client: Client) -> int | None:
+    """How many messages the client's own archive holds (None while the cluster cannot say)."""
+    iq = client.make_iq(itype="set", ito=client.boundjid.bare)
+    iq.xml.append(
+        ET.fromstring(
+            "<query xmlns='urn:xmpp:mam:2'><set xmlns='http://jabber.org/protocol/rsm'>"
+            "<max>0</max></set></query>"
+        )
+    )
+    try:
+        result = await iq.send(timeout=10)
+    except Exception:  # the cluster may still be electing a leader
+        return None
+    count = result.xml.find(".//{http://jabber.org/protocol/rsm}count")
+    return int(count.text) if count is not None and count.text else None
+
+
+async def archived_beyond(client: Client, count: int, within: float = 30.0) -> None:
+    """Wait until the client's archive holds more than ``count`` messages (its last one is
+    committed)."""
+    deadline = asyncio.get_running_loop().time() + within
+    while asyncio.get_running_loop().time() < deadline:
+        now = await archive_count(client)
+        if now is not None and now > count:
+            return
+        await asyncio.sleep(0.5)
+    raise AssertionError("the message never reached the archive")
+
+
 async def no_more(service: PushService, seconds: float = 2.0) -> None:
     await asyncio.sleep(seconds)
     assert service.publishes.empty(), ET.tostring(service.publishes.get_nowait())
@@ -262,8 +291,11 @@ def test_pushes_keep_coming_after_the_node_holding_the_service_is_killed(tmp_pat
                 bob.send_message(mto=f"alice@{domain}", mbody=f"before {n}", mtype="chat")
                 await asyncio.wait_for(service.publishes.get(), 20)
             await no_more(service)
+            before = await archive_count(bob)
+            assert before is not None
             cluster.kill(n1)
             bob.send_message(mto=f"alice@{domain}", mbody="while nobody holds it", mtype="chat")
+            await archived_beyond(bob, before)  # committed before the service is back
             service2, _ = await attach_until_accepted_push(n2.component, 60)  # type: ignore[arg-type]
             got = await asyncio.wait_for(service2.publishes.get(), 20)  # what was due
             assert summary(got)["node"] == ["node-phone"]
