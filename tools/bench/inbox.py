@@ -13,8 +13,16 @@ the query, walk the page, render the entry messages with their last message and 
 to bytes. Workloads: the first page of 50, the first page without messages, unread-only, a page in
 the middle by RSM ``after``. p50/p99 in milliseconds.
 
+Wire (``--wire``): a real single-node ``xes serve`` (the runner's configuration,
+``tools/bench/servers.py``, with room creation limits raised); one user joins ``--rooms`` new
+rooms at ``conference.<domain>`` (unlocked on creation) and posts one message in each, an inbox
+entry per room; then, over the same STARTTLS stream, ``--queries`` sequential
+``<inbox xmlns='urn:xmpp:inbox:1'/>`` queries (the default page of 50 with last messages), timed
+from the write of the ``<iq>`` to the end of its result (after the 50 entry messages).
+
     .venv/bin/python tools/bench/inbox.py                   # 20,000 messages, 1,000 peers
     .venv/bin/python tools/bench/inbox.py --messages 5000   # quick
+    .venv/bin/python tools/bench/inbox.py --wire            # over the wire, 1,000 rooms
 """
 
 from __future__ import annotations
@@ -169,6 +177,105 @@ def query_latencies(store, queries: int) -> dict[str, dict[str, float]]:  # type
     return out
 
 
+WIRE_MUC = "[muc]\nmax_rooms_per_user = 100000\nlock_new_rooms = false\ndefault_persistent = true\n"
+
+
+def wire(rooms: int, queries: int) -> dict[str, object]:
+    """Start ``xes serve``, give one user ``rooms`` conversations, time ``queries`` round trips."""
+    import asyncio
+
+    sys.path.insert(0, str(ROOT / "tools" / "bench"))
+    import servers as srv
+    from loadgen import Conn, iq_rx, pct
+
+    class Server(srv.Xes):
+        def write_configs(self) -> None:
+            super().write_configs()
+            for config in self.configs:
+                config.write_text(config.read_text().replace("[muc]\n", WIRE_MUC, 1))
+
+    root = Path(tempfile.mkdtemp(prefix="xes-inbox-wire-"))
+    cert, key_path = srv.make_certificate(root)
+    server = Server(root / "xes", cert, key_path, cpu=None, nodes=1)
+    try:
+        server.start()
+        server.add_users(["owner"])
+        result = asyncio.run(_wire_client(server.ports[0], rooms, queries, Conn, iq_rx, pct))
+        result["server"] = server.version
+        return result
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+async def _wire_client(port, rooms, queries, conn_class, iq_rx, pct):  # type: ignore[no-untyped-def]
+    import asyncio
+    import re
+
+    domain = "bench.test"
+    conn = conn_class(domain)
+    await conn.login(
+        "127.0.0.1", port, "owner", "bench-pw", "pc",
+        mechanisms=("SCRAM-SHA-256", "SCRAM-SHA-1"), presence=True, timeout=30.0,
+    )  # fmt: skip
+    try:
+        t0 = time.monotonic()
+        window = 50
+        for start in range(0, rooms, window):
+            last = min(start + window, rooms)
+            for i in range(start, last):
+                room = f"r{i}@conference.{domain}"
+                conn.send(
+                    f"<presence to='{room}/owner'><x xmlns='http://jabber.org/protocol/muc'>"
+                    "<history maxstanzas='0'/></x></presence>"
+                    f"<message to='{room}' type='groupchat' id='g{i}'>"
+                    f"<body>hello room {i} {BODY}</body></message>"
+                )
+            echo = re.compile(rb"<message\b[^>]*\bid=['\"]g" + str(last - 1).encode() + rb"['\"]")
+            got = (await conn.until(echo, 60.0)).string
+            if b"type='error'" in got or b'type="error"' in got:
+                raise RuntimeError(f"room setup failed: {got[-400:]!r}")
+        fill_s = time.monotonic() - t0
+        # The last message's apply may trail its reflection: wait (bounded) for every entry.
+        total = b""
+        for attempt in range(100):
+            conn.send(
+                f"<iq type='get' id='c{attempt}'><inbox xmlns='urn:xmpp:inbox:1' "
+                "messages='false'><set xmlns='http://jabber.org/protocol/rsm'><max>1</max>"
+                "</set></inbox></iq>"
+            )
+            answer = (await conn.until(iq_rx(f"c{attempt}"), 30.0)).group(0)
+            m = re.search(rb"<fin\b[^>]*\btotal=['\"](\d+)", answer)
+            total = m.group(1) if m else b""
+            if total == str(rooms).encode():
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise RuntimeError(f"the inbox holds {total!r} entries, not {rooms}")
+        times, size, entries = [], 0, 0
+        query = "<inbox xmlns='urn:xmpp:inbox:1'/>"
+        for q in range(queries):
+            rx = iq_rx(f"q{q}")
+            t = time.perf_counter()
+            conn.send(f"<iq type='get' id='q{q}'>{query}</iq>")
+            m = await conn.until(rx, 30.0)
+            times.append((time.perf_counter() - t) * 1000)
+            size = len(m.string)
+            entries = len(re.findall(rb"<entry\b", m.string))
+        return {
+            "rooms": rooms,
+            "fill_s": round(fill_s, 1),
+            "queries": queries,
+            "p50_ms": round(pct(times, 50), 2),
+            "p99_ms": round(pct(times, 99), 2),
+            "max_ms": round(max(times), 2),
+            "entries": entries,
+            "bytes": size,
+        }
+    finally:
+        await conn.close()
+
+
 def _el(xml: str):  # type: ignore[no-untyped-def]
     return parse_fragment(xml.encode())
 
@@ -180,7 +287,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--wire", action="store_true", help="time queries against xes serve")
+    parser.add_argument("--rooms", type=int, default=1000, help="--wire: conversations")
     args = parser.parse_args()
+    if args.wire:
+        print(json.dumps(wire(args.rooms, max(args.queries, 200)), indent=2))
+        return
     root = Path(tempfile.mkdtemp(prefix="xes-inbox-bench-"))
     try:
         stores = [
