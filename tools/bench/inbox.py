@@ -37,6 +37,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import lmdb
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 
@@ -47,6 +49,7 @@ from xes.events.registry import to_data  # noqa: E402
 from xes.features.inbox import parse_query, render  # noqa: E402
 from xes.projections.inbox import Inbox  # noqa: E402
 from xes.projections.projector import Projector, all_db_names  # noqa: E402
+from xes.projections.read_status import ReadStatus  # noqa: E402
 from xes.store.env import open_store  # noqa: E402
 from xes.xml import parse_fragment  # noqa: E402
 
@@ -101,12 +104,12 @@ def message(n: int, peers: int, rng: random.Random) -> MessageRouted:
     )  # fmt: skip
 
 
-def apply_cost(
-    with_inbox: Projector, without: Projector, messages: int, batch: int, peers: int
-) -> tuple[float, float]:
-    """Microseconds per message with and without the inbox projection (interleaved entries)."""
+def apply_cost(projectors: dict[str, Projector], messages: int, batch: int, peers: int) -> dict:  # type: ignore[type-arg]
+    """Microseconds per message on each store, the same entries applied to each in turn (the
+    order rotates per entry, so no store always goes first)."""
     rng = random.Random(430)
-    spent = {"with": 0.0, "without": 0.0}
+    spent = dict.fromkeys(projectors, 0.0)
+    order = list(projectors.items())
     index = 0
     n = 0
     while n < messages:
@@ -116,11 +119,12 @@ def apply_cost(
             n += 1
         index += 1
         command = canonical_json([envelopes])
-        for name, projector in (("with", with_inbox), ("without", without))[:: 1 - 2 * (index % 2)]:
+        shift = index % len(order)
+        for name, projector in order[shift:] + order[:shift]:
             t = time.perf_counter()
             projector.apply(index, command)
             spent[name] += time.perf_counter() - t
-    return spent["with"] / messages * 1e6, spent["without"] / messages * 1e6
+    return {name: s / messages * 1e6 for name, s in spent.items()}
 
 
 QUERIES = {
@@ -287,30 +291,47 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--no-sync",
+        action="store_true",
+        help="open the stores with sync=False (CPU only, no fsync): splits CPU from page I/O",
+    )
     parser.add_argument("--wire", action="store_true", help="time queries against xes serve")
     parser.add_argument("--rooms", type=int, default=1000, help="--wire: conversations")
     args = parser.parse_args()
     if args.wire:
         print(json.dumps(wire(args.rooms, max(args.queries, 200)), indent=2))
         return
+    if args.no_sync:
+        real_open = lmdb.open
+
+        def open_unsynced(*a, **kw):  # type: ignore[no-untyped-def]
+            return real_open(*a, **{**kw, "sync": False})
+
+        lmdb.open = open_unsynced
     root = Path(tempfile.mkdtemp(prefix="xes-inbox-bench-"))
     try:
-        stores = [
-            open_store(root / name, all_db_names(), writer=True) for name in ("with", "without")
-        ]
-        with_inbox = Projector(stores[0])
-        without = Projector(stores[1])
-        for handlers in without.routes.values():
-            handlers[:] = [p for p in handlers if not isinstance(p, Inbox)]
-        with_us, without_us = apply_cost(with_inbox, without, args.messages, args.batch, args.peers)
+        names = ("with", "without", "without_read_status")
+        stores = [open_store(root / name, all_db_names(), writer=True) for name in names]
+        projectors = dict(zip(names, (Projector(store) for store in stores), strict=True))
+        for name, kind in (("without", Inbox), ("without_read_status", ReadStatus)):
+            for handlers in projectors[name].routes.values():
+                handlers[:] = [p for p in handlers if not isinstance(p, kind)]
+        us = apply_cost(projectors, args.messages, args.batch, args.peers)
         result = {
             "messages": args.messages,
             "batch": args.batch,
-            "apply_us_per_message_with_inbox": round(with_us, 1),
-            "apply_us_per_message_without_inbox": round(without_us, 1),
-            "inbox_share": round((with_us - without_us) / without_us, 3),
-            "queries": query_latencies(stores[0], args.queries),
+            "sync": not args.no_sync,
+            "apply_us_per_message_with_inbox": round(us["with"], 1),
+            "apply_us_per_message_without_inbox": round(us["without"], 1),
+            "inbox_share": round((us["with"] - us["without"]) / us["without"], 3),
+            "apply_us_per_message_without_read_status": round(us["without_read_status"], 1),
+            "read_status_share": round(
+                (us["with"] - us["without_read_status"]) / us["without_read_status"], 3
+            ),
         }
+        if args.queries:
+            result["queries"] = query_latencies(stores[0], args.queries)
         for store in stores:
             store.close()
     finally:
