@@ -174,6 +174,13 @@ class Inbox(Projection):
     def __init__(self, store: Store) -> None:
         super().__init__(store)
         self._rooms: dict[str, tuple[bytes, Room]] = {}
+        self._handles: tuple[lmdb._Database, lmdb._Database] | None = None
+
+    def _dbs(self) -> tuple[lmdb._Database, lmdb._Database]:
+        """``(ROWS, MEMBERS)``, looked up once (the store's handles live as long as it does)."""
+        if self._handles is None:
+            self._handles = (self.db(ROWS), self.db(MEMBERS))
+        return self._handles
 
     # -- one-to-one ----------------------------------------------------------------------------
 
@@ -304,7 +311,7 @@ class Inbox(Projection):
         The hot path of apply (once per archived message and owner): rows are read and written
         as bytes, no :class:`Entry` is built, and the totals are touched only when the unread
         count or the number of entries changes."""
-        rows = self.db(ROWS)
+        rows, members = self._dbs()
         prefix = _conversation_prefix(owner, conversation)
         entry_key = prefix + b"e"
         raw = txn.get(entry_key, db=rows)
@@ -329,7 +336,7 @@ class Inbox(Projection):
                 txn.put(ids_prefix + id_.encode(), ordinal, db=rows)
         activity = _activity_prefix(owner) + (b"\x01" if pinned else b"\x00")
         if raw is None:
-            txn.put(key(conversation, owner), b"", db=self.db(MEMBERS))
+            txn.put(key(conversation, owner), b"", db=members)
         elif seq != c.seq:
             txn.delete(activity + u64(seq), db=rows)
         if raw is None or seq != c.seq:
@@ -340,11 +347,13 @@ class Inbox(Projection):
         txn.put(entry_key, row, db=rows)
         unread = n - read
         if raw is None or unread != was_unread:
-            entries, conversations, total = _counts(self.store, txn, owner)
+            summary_key = _summary_key(owner)
+            counts = txn.get(summary_key, db=rows)
+            entries, conversations, total = _SUMMARY.unpack(counts) if counts else (0, 0, 0)
             entries += raw is None
             conversations += (unread > 0) - (was_unread > 0)
             total += unread - was_unread
-            txn.put(_summary_key(owner), _SUMMARY.pack(entries, conversations, total), db=rows)
+            txn.put(summary_key, _SUMMARY.pack(entries, conversations, total), db=rows)
 
     def _read_upto(
         self, txn: lmdb.Transaction, c: Committed, owner: str, conversation: str, marked: str
