@@ -13,8 +13,16 @@ the query, walk the page, render the entry messages with their last message and 
 to bytes. Workloads: the first page of 50, the first page without messages, unread-only, a page in
 the middle by RSM ``after``. p50/p99 in milliseconds.
 
+Wire (``--wire``): a real single-node ``xes serve`` (the runner's configuration,
+``tools/bench/servers.py``, with room creation limits raised); one user joins ``--rooms`` new
+rooms at ``conference.<domain>`` (unlocked on creation) and posts one message in each, an inbox
+entry per room; then, over the same STARTTLS stream, ``--queries`` sequential
+``<inbox xmlns='urn:xmpp:inbox:1'/>`` queries (the default page of 50 with last messages), timed
+from the write of the ``<iq>`` to the end of its result (after the 50 entry messages).
+
     .venv/bin/python tools/bench/inbox.py                   # 20,000 messages, 1,000 peers
     .venv/bin/python tools/bench/inbox.py --messages 5000   # quick
+    .venv/bin/python tools/bench/inbox.py --wire            # over the wire, 1,000 rooms
 """
 
 from __future__ import annotations
@@ -29,6 +37,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import lmdb
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 
@@ -39,6 +49,7 @@ from xes.events.registry import to_data  # noqa: E402
 from xes.features.inbox import parse_query, render  # noqa: E402
 from xes.projections.inbox import Inbox  # noqa: E402
 from xes.projections.projector import Projector, all_db_names  # noqa: E402
+from xes.projections.read_status import ReadStatus  # noqa: E402
 from xes.store.env import open_store  # noqa: E402
 from xes.xml import parse_fragment  # noqa: E402
 
@@ -93,12 +104,12 @@ def message(n: int, peers: int, rng: random.Random) -> MessageRouted:
     )  # fmt: skip
 
 
-def apply_cost(
-    with_inbox: Projector, without: Projector, messages: int, batch: int, peers: int
-) -> tuple[float, float]:
-    """Microseconds per message with and without the inbox projection (interleaved entries)."""
+def apply_cost(projectors: dict[str, Projector], messages: int, batch: int, peers: int) -> dict:  # type: ignore[type-arg]
+    """Microseconds per message on each store, the same entries applied to each in turn (the
+    order rotates per entry, so no store always goes first)."""
     rng = random.Random(430)
-    spent = {"with": 0.0, "without": 0.0}
+    spent = dict.fromkeys(projectors, 0.0)
+    order = list(projectors.items())
     index = 0
     n = 0
     while n < messages:
@@ -108,11 +119,12 @@ def apply_cost(
             n += 1
         index += 1
         command = canonical_json([envelopes])
-        for name, projector in (("with", with_inbox), ("without", without))[:: 1 - 2 * (index % 2)]:
+        shift = index % len(order)
+        for name, projector in order[shift:] + order[:shift]:
             t = time.perf_counter()
             projector.apply(index, command)
             spent[name] += time.perf_counter() - t
-    return spent["with"] / messages * 1e6, spent["without"] / messages * 1e6
+    return {name: s / messages * 1e6 for name, s in spent.items()}
 
 
 QUERIES = {
@@ -169,6 +181,105 @@ def query_latencies(store, queries: int) -> dict[str, dict[str, float]]:  # type
     return out
 
 
+WIRE_MUC = "[muc]\nmax_rooms_per_user = 100000\nlock_new_rooms = false\ndefault_persistent = true\n"
+
+
+def wire(rooms: int, queries: int) -> dict[str, object]:
+    """Start ``xes serve``, give one user ``rooms`` conversations, time ``queries`` round trips."""
+    import asyncio
+
+    sys.path.insert(0, str(ROOT / "tools" / "bench"))
+    import servers as srv
+    from loadgen import Conn, iq_rx, pct
+
+    class Server(srv.Xes):
+        def write_configs(self) -> None:
+            super().write_configs()
+            for config in self.configs:
+                config.write_text(config.read_text().replace("[muc]\n", WIRE_MUC, 1))
+
+    root = Path(tempfile.mkdtemp(prefix="xes-inbox-wire-"))
+    cert, key_path = srv.make_certificate(root)
+    server = Server(root / "xes", cert, key_path, cpu=None, nodes=1)
+    try:
+        server.start()
+        server.add_users(["owner"])
+        result = asyncio.run(_wire_client(server.ports[0], rooms, queries, Conn, iq_rx, pct))
+        result["server"] = server.version
+        return result
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+async def _wire_client(port, rooms, queries, conn_class, iq_rx, pct):  # type: ignore[no-untyped-def]
+    import asyncio
+    import re
+
+    domain = "bench.test"
+    conn = conn_class(domain)
+    await conn.login(
+        "127.0.0.1", port, "owner", "bench-pw", "pc",
+        mechanisms=("SCRAM-SHA-256", "SCRAM-SHA-1"), presence=True, timeout=30.0,
+    )  # fmt: skip
+    try:
+        t0 = time.monotonic()
+        window = 50
+        for start in range(0, rooms, window):
+            last = min(start + window, rooms)
+            for i in range(start, last):
+                room = f"r{i}@conference.{domain}"
+                conn.send(
+                    f"<presence to='{room}/owner'><x xmlns='http://jabber.org/protocol/muc'>"
+                    "<history maxstanzas='0'/></x></presence>"
+                    f"<message to='{room}' type='groupchat' id='g{i}'>"
+                    f"<body>hello room {i} {BODY}</body></message>"
+                )
+            echo = re.compile(rb"<message\b[^>]*\bid=['\"]g" + str(last - 1).encode() + rb"['\"]")
+            got = (await conn.until(echo, 60.0)).string
+            if b"type='error'" in got or b'type="error"' in got:
+                raise RuntimeError(f"room setup failed: {got[-400:]!r}")
+        fill_s = time.monotonic() - t0
+        # The last message's apply may trail its reflection: wait (bounded) for every entry.
+        total = b""
+        for attempt in range(100):
+            conn.send(
+                f"<iq type='get' id='c{attempt}'><inbox xmlns='urn:xmpp:inbox:1' "
+                "messages='false'><set xmlns='http://jabber.org/protocol/rsm'><max>1</max>"
+                "</set></inbox></iq>"
+            )
+            answer = (await conn.until(iq_rx(f"c{attempt}"), 30.0)).group(0)
+            m = re.search(rb"<fin\b[^>]*\btotal=['\"](\d+)", answer)
+            total = m.group(1) if m else b""
+            if total == str(rooms).encode():
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise RuntimeError(f"the inbox holds {total!r} entries, not {rooms}")
+        times, size, entries = [], 0, 0
+        query = "<inbox xmlns='urn:xmpp:inbox:1'/>"
+        for q in range(queries):
+            rx = iq_rx(f"q{q}")
+            t = time.perf_counter()
+            conn.send(f"<iq type='get' id='q{q}'>{query}</iq>")
+            m = await conn.until(rx, 30.0)
+            times.append((time.perf_counter() - t) * 1000)
+            size = len(m.string)
+            entries = len(re.findall(rb"<entry\b", m.string))
+        return {
+            "rooms": rooms,
+            "fill_s": round(fill_s, 1),
+            "queries": queries,
+            "p50_ms": round(pct(times, 50), 2),
+            "p99_ms": round(pct(times, 99), 2),
+            "max_ms": round(max(times), 2),
+            "entries": entries,
+            "bytes": size,
+        }
+    finally:
+        await conn.close()
+
+
 def _el(xml: str):  # type: ignore[no-untyped-def]
     return parse_fragment(xml.encode())
 
@@ -180,25 +291,47 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--no-sync",
+        action="store_true",
+        help="open the stores with sync=False (CPU only, no fsync): splits CPU from page I/O",
+    )
+    parser.add_argument("--wire", action="store_true", help="time queries against xes serve")
+    parser.add_argument("--rooms", type=int, default=1000, help="--wire: conversations")
     args = parser.parse_args()
+    if args.wire:
+        print(json.dumps(wire(args.rooms, max(args.queries, 200)), indent=2))
+        return
+    if args.no_sync:
+        real_open = lmdb.open
+
+        def open_unsynced(*a, **kw):  # type: ignore[no-untyped-def]
+            return real_open(*a, **{**kw, "sync": False})
+
+        lmdb.open = open_unsynced
     root = Path(tempfile.mkdtemp(prefix="xes-inbox-bench-"))
     try:
-        stores = [
-            open_store(root / name, all_db_names(), writer=True) for name in ("with", "without")
-        ]
-        with_inbox = Projector(stores[0])
-        without = Projector(stores[1])
-        for handlers in without.routes.values():
-            handlers[:] = [p for p in handlers if not isinstance(p, Inbox)]
-        with_us, without_us = apply_cost(with_inbox, without, args.messages, args.batch, args.peers)
+        names = ("with", "without", "without_read_status")
+        stores = [open_store(root / name, all_db_names(), writer=True) for name in names]
+        projectors = dict(zip(names, (Projector(store) for store in stores), strict=True))
+        for name, kind in (("without", Inbox), ("without_read_status", ReadStatus)):
+            for handlers in projectors[name].routes.values():
+                handlers[:] = [p for p in handlers if not isinstance(p, kind)]
+        us = apply_cost(projectors, args.messages, args.batch, args.peers)
         result = {
             "messages": args.messages,
             "batch": args.batch,
-            "apply_us_per_message_with_inbox": round(with_us, 1),
-            "apply_us_per_message_without_inbox": round(without_us, 1),
-            "inbox_share": round((with_us - without_us) / without_us, 3),
-            "queries": query_latencies(stores[0], args.queries),
+            "sync": not args.no_sync,
+            "apply_us_per_message_with_inbox": round(us["with"], 1),
+            "apply_us_per_message_without_inbox": round(us["without"], 1),
+            "inbox_share": round((us["with"] - us["without"]) / us["without"], 3),
+            "apply_us_per_message_without_read_status": round(us["without_read_status"], 1),
+            "read_status_share": round(
+                (us["with"] - us["without_read_status"]) / us["without_read_status"], 3
+            ),
         }
+        if args.queries:
+            result["queries"] = query_latencies(stores[0], args.queries)
         for store in stores:
             store.close()
     finally:

@@ -51,9 +51,10 @@ from xes.store.env import Store, from_u64, u64
 
 ROWS = "inbox.rows"
 """Every row of an owner's inbox in one sub-database, keyed by owner first, so the rows one
-message changes (entry, activity, unread, ids, totals) share pages: one B-tree, not five, is
-dirtied per commit. Kinds: ``e`` entry, ``a`` activity, ``u`` unread, ``i`` ids, ``s`` totals,
-``w`` watchers."""
+message changes share pages: one B-tree, not five, is dirtied per commit. Under the owner:
+``a`` activity, ``s`` totals, ``w`` watchers, and ``c`` then the conversation, under which the
+entry (``e``), its ids (``i``) and its unread rows (``u``) sit side by side: a received message
+writes its entry, unread row and ids on one page, not three."""
 MEMBERS = "inbox.members"
 """Conversation -> owners with an entry (a destroyed room leaves every inbox)."""
 
@@ -115,8 +116,12 @@ _ROW = struct.Struct(">QQQQQQB")
 _SUMMARY = struct.Struct(">QQQ")
 
 
+def _conversation_prefix(owner: str, conversation: str) -> bytes:
+    return key(owner, "c", conversation, "")
+
+
 def _entry_key(owner: str, conversation: str) -> bytes:
-    return key(owner, "e", conversation)
+    return _conversation_prefix(owner, conversation) + b"e"
 
 
 def _activity_prefix(owner: str) -> bytes:
@@ -128,11 +133,22 @@ def _activity_key(owner: str, pinned: bool, seq: int) -> bytes:
 
 
 def _unread_prefix(owner: str, conversation: str) -> bytes:
-    return key(owner, "u", conversation, "")
+    return _conversation_prefix(owner, conversation) + b"u"
 
 
 def _ids_prefix(owner: str, conversation: str) -> bytes:
-    return key(owner, "i", conversation, "")
+    return _conversation_prefix(owner, conversation) + b"i"
+
+
+def _clear_unread(txn: lmdb.Transaction, rows: lmdb._Database, prefix: bytes) -> None:
+    """Delete a conversation's unread rows and ids (everything under ``prefix`` but the entry,
+    ``e``, which sorts before ``i`` and ``u``): one cursor pass."""
+    cur = txn.cursor(db=rows)
+    if not cur.set_range(prefix + b"f"):
+        return
+    while cur.key().startswith(prefix):
+        if not cur.delete():
+            break
 
 
 def _summary_key(owner: str) -> bytes:
@@ -158,6 +174,13 @@ class Inbox(Projection):
     def __init__(self, store: Store) -> None:
         super().__init__(store)
         self._rooms: dict[str, tuple[bytes, Room]] = {}
+        self._handles: tuple[lmdb._Database, lmdb._Database] | None = None
+
+    def _dbs(self) -> tuple[lmdb._Database, lmdb._Database]:
+        """``(ROWS, MEMBERS)``, looked up once (the store's handles live as long as it does)."""
+        if self._handles is None:
+            self._handles = (self.db(ROWS), self.db(MEMBERS))
+        return self._handles
 
     # -- one-to-one ----------------------------------------------------------------------------
 
@@ -236,8 +259,7 @@ class Inbox(Projection):
         n, read = entry.n, entry.read
         if ev.read is True:
             read = n
-            delete_prefix(txn, self.db(ROWS), _unread_prefix(ev.owner, ev.conversation))
-            delete_prefix(txn, self.db(ROWS), _ids_prefix(ev.owner, ev.conversation))
+            _clear_unread(txn, self.db(ROWS), _conversation_prefix(ev.owner, ev.conversation))
         elif ev.read is False and entry.unread == 0 and n > 0:
             read = n - 1  # "mark as unread" (MongooseIM): one message shows as new
         new = Entry(
@@ -260,9 +282,8 @@ class Inbox(Projection):
         txn.put(_watcher_key(ev.owner, ev.session), b"", db=self.db(ROWS))
 
     def on_account_removed(self, txn: lmdb.Transaction, c: Committed, ev: AccountRemoved) -> None:
-        prefix = key(ev.jid, "e", "")
-        entries = iter_prefix(txn, self.db(ROWS), prefix)
-        for conv in [k[len(prefix) :].decode() for k, _ in entries]:
+        activity = iter_prefix(txn, self.db(ROWS), _activity_prefix(ev.jid))
+        for conv in [bytes(v).decode() for _, v in activity]:
             txn.delete(key(conv, ev.jid), db=self.db(MEMBERS))
         delete_prefix(txn, self.db(ROWS), key(ev.jid, ""))
 
@@ -285,41 +306,54 @@ class Inbox(Projection):
         own: bool = False,
         ids: list[str] | None = None,
     ) -> None:
-        """An instant message in the conversation: the owner's own (reads all) or received."""
-        old = self._entry(txn, owner, conversation)
-        n = old.n if old else 0
-        read = old.read if old else 0
-        rows = self.db(ROWS)
+        """An instant message in the conversation: the owner's own (reads all) or received.
+
+        The hot path of apply (once per archived message and owner): rows are read and written
+        as bytes, no :class:`Entry` is built, and the totals are touched only when the unread
+        count or the number of entries changes."""
+        rows, members = self._dbs()
+        prefix = _conversation_prefix(owner, conversation)
+        entry_key = prefix + b"e"
+        raw = txn.get(entry_key, db=rows)
+        if raw is None:
+            n = read = seq = muted = changed = pinned = 0
+        else:
+            n, read, seq, old_at, muted, changed, flags = _ROW.unpack_from(raw)
+            at = max(at, old_at)
+            pinned = flags & 4
+        was_unread = n - read
         if own:
-            if old is not None and old.unread:
-                delete_prefix(txn, rows, _unread_prefix(owner, conversation))
-                delete_prefix(txn, rows, _ids_prefix(owner, conversation))
+            if was_unread:
+                _clear_unread(txn, rows, prefix)
             read = n
         else:
             n += 1
+            ordinal = u64(n)
             ids = ids or []
-            txn.put(
-                _unread_prefix(owner, conversation) + u64(n), "\x00".join(ids).encode(), db=rows
-            )
-            ids_prefix = _ids_prefix(owner, conversation)
+            txn.put(prefix + b"u" + ordinal, "\x00".join(ids).encode(), db=rows)
+            ids_prefix = prefix + b"i"
             for id_ in ids:
-                txn.put(ids_prefix + id_.encode(), u64(n), db=rows)
-        new = Entry(
-            conversation,
-            n,
-            read,
-            stanza_id,
-            c.seq,
-            max(at, old.at) if old else at,
-            room,
-            False,  # a new message brings an archived conversation back (MongooseIM)
-            old.muted_until if old else 0,
-            old.pinned if old else False,
-            old.changed if old else 0,
-        )
-        if old is None:
-            txn.put(key(conversation, owner), b"", db=self.db(MEMBERS))
-        self._save(txn, owner, old, new)
+                txn.put(ids_prefix + id_.encode(), ordinal, db=rows)
+        activity = _activity_prefix(owner) + (b"\x01" if pinned else b"\x00")
+        if raw is None:
+            txn.put(key(conversation, owner), b"", db=members)
+        elif seq != c.seq:
+            txn.delete(activity + u64(seq), db=rows)
+        if raw is None or seq != c.seq:
+            txn.put(activity + u64(c.seq), conversation.encode(), db=rows)
+        # A new message brings an archived conversation back (MongooseIM): flag 2 cleared.
+        flags = room | pinned
+        row = _ROW.pack(n, read, c.seq, at, muted, changed, flags) + stanza_id.encode()
+        txn.put(entry_key, row, db=rows)
+        unread = n - read
+        if raw is None or unread != was_unread:
+            summary_key = _summary_key(owner)
+            counts = txn.get(summary_key, db=rows)
+            entries, conversations, total = _SUMMARY.unpack(counts) if counts else (0, 0, 0)
+            entries += raw is None
+            conversations += (unread > 0) - (was_unread > 0)
+            total += unread - was_unread
+            txn.put(summary_key, _SUMMARY.pack(entries, conversations, total), db=rows)
 
     def _read_upto(
         self, txn: lmdb.Transaction, c: Committed, owner: str, conversation: str, marked: str
@@ -385,8 +419,7 @@ class Inbox(Projection):
         txn.delete(_activity_key(owner, entry.pinned, entry.last_seq), db=rows)
         txn.delete(_entry_key(owner, conversation), db=rows)
         txn.delete(key(conversation, owner), db=self.db(MEMBERS))
-        delete_prefix(txn, rows, _unread_prefix(owner, conversation))
-        delete_prefix(txn, rows, _ids_prefix(owner, conversation))
+        _clear_unread(txn, rows, _conversation_prefix(owner, conversation))
         entries, conversations, unread = _counts(self.store, txn, owner)
         summary_row = _SUMMARY.pack(
             entries - 1, conversations - int(entry.unread > 0), unread - entry.unread
