@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,11 +27,13 @@ async def echo_round(client: Client, body: str) -> None:
     assert reply["from"].bare == f"app@{PUSH}"
 
 
-async def attach_until_accepted(port: int, deadline: float) -> tuple[Component, int]:
+async def attach_until_accepted(
+    port: int, deadline: float, make: Callable[[], Component] = lambda: Component(PUSH, SECRET)
+) -> tuple[Component, int]:
     """Reconnect as a real component does until a node takes it; also how many were refused."""
     refused = 0
     while time.monotonic() < deadline:
-        comp = Component(PUSH, SECRET)
+        comp = make()
         if await comp.attach(port, timeout=10):
             return comp, refused
         refused += 1

@@ -6,6 +6,7 @@ its XEP-0198 session detached, none while it is connected; no message text unles
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from tests.integration.conftest import run
 from tests.integration.server import XesServer, free_port
 from tests.integration.smclient import SmClient
 from tests.integration.test_cluster import XesCluster
+from tests.integration.test_components_cluster import attach_until_accepted
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -296,7 +298,12 @@ def test_pushes_keep_coming_after_the_node_holding_the_service_is_killed(tmp_pat
             cluster.kill(n1)
             bob.send_message(mto=f"alice@{domain}", mbody="while nobody holds it", mtype="chat")
             await archived_beyond(bob, before)  # committed before the service is back
-            service2, _ = await attach_until_accepted_push(n2.component, 60)  # type: ignore[arg-type]
+            service2, _ = await attach_until_accepted(
+                n2.component,  # type: ignore[arg-type]
+                time.monotonic() + 60,
+                lambda: PushService(PUSH, SECRET),
+            )
+            assert isinstance(service2, PushService)
             got = await asyncio.wait_for(service2.publishes.get(), 20)  # what was due
             assert summary(got)["node"] == ["node-phone"]
             await no_more(service2)
@@ -306,17 +313,6 @@ def test_pushes_keep_coming_after_the_node_holding_the_service_is_killed(tmp_pat
             await no_more(service2)
             await bob.logout()
             await service2.detach()
-
-        async def attach_until_accepted_push(port: int, within: float) -> tuple[PushService, int]:
-            deadline = asyncio.get_running_loop().time() + within
-            refused = 0
-            while asyncio.get_running_loop().time() < deadline:
-                candidate = PushService(PUSH, SECRET)
-                if await candidate.attach(port, timeout=10):
-                    return candidate, refused
-                refused += 1
-                await asyncio.sleep(0.5)
-            raise AssertionError("no node took the push service")
 
         run(scenario())
     finally:
