@@ -124,6 +124,7 @@ def test_offline_and_detached_devices_are_pushed_once_per_message_connected_ones
         await no_more(service)
         # Offline: one push per message, no text, the app server's secret, from alice's JID.
         await phone.logout()
+        await asyncio.sleep(1.5)  # its session's end committed (the stream closed first)
         for n in range(3):
             bob.send_message(mto=f"alice@{domain}", mbody=f"patient data {n}", mtype="chat")
             got = await asyncio.wait_for(service.publishes.get(), 10)
@@ -162,7 +163,7 @@ def test_offline_and_detached_devices_are_pushed_once_per_message_connected_ones
         bob.send_message(mto=f"alice@{domain}", mbody="to the live sm session", mtype="chat")
         await no_more(service, 1.5)
         sm.cut()
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(1.5)
         bob.send_message(mto=f"alice@{domain}", mbody="to the detached one", mtype="chat")
         got = await asyncio.wait_for(service.publishes.get(), 10)
         assert summary(got)["node"] == ["node-phone"]
@@ -231,6 +232,7 @@ def test_message_text_and_inactive_devices_when_configured(tmp_path: Path) -> No
             await phone.login(server.c2s)
             await enable(phone, "node-phone")
             await phone.logout()
+            await asyncio.sleep(1.5)
             bob = Client(f"bob@{domain}/pc", "bobpw")
             await bob.login(server.c2s)
             bob.send_message(mto=f"alice@{domain}", mbody="wake up, ward 7", mtype="chat")
@@ -287,6 +289,7 @@ def test_pushes_keep_coming_after_the_node_holding_the_service_is_killed(tmp_pat
             await phone.login(n2.c2s)
             await enable(phone, "node-phone")
             await phone.logout()
+            await asyncio.sleep(1.5)
             bob = Client(f"bob@{domain}/pc", "bobpw")
             await bob.login(n3.c2s)
             for n in range(3):
