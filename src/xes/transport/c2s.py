@@ -511,7 +511,18 @@ class ClientConnection:
             await self.hub.log.append(
                 SmResumed(self.session_id, self.hub.node, self.boot, h, self.epoch)
             )
-        except (LogUnavailable, ProposalRejected) as exc:
+        except LogUnavailable as exc:
+            # No majority here: the session lives on, only this node cannot record its move.
+            # <failed><item-not-found/> would tell the client it is gone (XEP-0198 §5), so it
+            # would bind a new session and strand the old one with acknowledgements this node
+            # could not record: re-routed at its deadline, they arrive twice. Drop the
+            # connection instead; the client keeps its state and resumes again, elsewhere.
+            self.hub.resuming.pop(self.session_id, None)
+            log.info("sm_resume_deferred", error=str(exc), session=action.previd)
+            self.session_id = ""
+            self._abort("log-unavailable")
+            return
+        except ProposalRejected as exc:
             self.hub.resuming.pop(self.session_id, None)
             log.info("sm_resume_failed", error=str(exc), session=action.previd)
             self.session_id = ""
