@@ -137,6 +137,7 @@ def run_campaign(
     wan = WanEmulator(seed=seed)
     cluster = XesCluster(root / "cluster", wan=wan, extra=SETTINGS)
     fleet: list[FaultClient] = []
+    result: CampaignResult | None = None
     try:
         cluster.start()
         room = f"faults@conference.{cluster.domain}"
@@ -183,10 +184,6 @@ def run_campaign(
             nemesis.errors,
         )
         _write(out, records, facts, nemesis, result)
-        for i, node in enumerate(cluster.nodes):
-            out_log = out / f"n{i + 1}.log"
-            with suppress(OSError):
-                shutil.copy(node.log_path, out_log)
         return result
     finally:
         for c in fleet:
@@ -195,6 +192,14 @@ def run_campaign(
             c.join(15)
         cluster.stop()
         wan.close()
+        for i, node in enumerate(cluster.nodes):
+            with suppress(OSError):
+                shutil.copy(node.log_path, out / f"n{i + 1}.log")
+        failed = result is None or not result.ok
+        if failed:
+            # The nodes' data is the evidence: kept beside the records.
+            with suppress(OSError):
+                shutil.move(str(root / "cluster"), str(out / "cluster"))
         if keep:
             shutil.rmtree(root, ignore_errors=True)
         else:
@@ -215,7 +220,8 @@ def _quiet_end(cluster: XesCluster, fleet: list[FaultClient], log: Any) -> None:
     deadline = time.monotonic() + 120
 
     def quiet() -> bool:
-        return all(c._conn is not None and not c._unacked for c in fleet)
+        # A client whose thread died (its error is a violation) cannot get quiet.
+        return all(c.done.is_set() or (c._conn is not None and not c._unacked) for c in fleet)
 
     while time.monotonic() < deadline and not quiet():
         time.sleep(0.5)

@@ -212,8 +212,8 @@ class FaultClient(threading.Thread):
                     continue
                 try:
                     alive = self._conn.pump(0.05)
-                except ET.ParseError:
-                    alive = False
+                except (ET.ParseError, OSError):
+                    alive = False  # OSError: the auto-ack inside the read hit a dead socket
                 self._process()
                 if not alive:
                     self._lost("closed")
