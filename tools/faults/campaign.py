@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import subprocess
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -32,7 +33,7 @@ from tests.integration.cluster import XesCluster, wait_until
 from tests.integration.wanproxy import WanEmulator
 from tools.faults.checker import NodeFacts, Report, check, read_node
 from tools.faults.client import FaultClient
-from tools.faults.nemesis import CLUSTER_KINDS, Nemesis, schedule
+from tools.faults.nemesis import CLUSTER_KINDS, DISK_MB, MIN_FREE_MB, Nemesis, schedule
 
 RESUME_TIMEOUT = 30
 SETTINGS = f"""\
@@ -121,6 +122,7 @@ def run_campaign(
     out: Path | None = None,
     interval: float = 1.0,
     wipe: bool = False,
+    disk: bool = False,
     kinds: set[str] | None = None,
     log: Any = print,
 ) -> CampaignResult:
@@ -129,16 +131,24 @@ def run_campaign(
     root = Path(tempfile.mkdtemp(prefix=f"xes-faults-{seed}-"))
     out = out or root / "out"
     out.mkdir(parents=True, exist_ok=True)
-    faults = schedule(seed, duration, clients, wipe=wipe)
-    if kinds is not None:
-        faults = [f for f in faults if f.kind in kinds]
+    faults = schedule(seed, duration, clients, wipe=wipe, disk=disk, only=kinds)
     (out / "schedule.json").write_text(json.dumps([asdict(f) for f in faults], indent=1))
     log(f"campaign seed {seed}: {len(faults)} faults scheduled over {duration:.0f} s, {root}")
     wan = WanEmulator(seed=seed)
-    cluster = XesCluster(root / "cluster", wan=wan, extra=SETTINGS)
+    extra = SETTINGS + (f"[limits]\nmin_free_disk_mb = {MIN_FREE_MB}\n" if disk else "")
+    cluster = XesCluster(root / "cluster", wan=wan, extra=extra)
     fleet: list[FaultClient] = []
     result: CampaignResult | None = None
+    mounts: list[Path] = []
     try:
+        if disk:
+            for node in cluster.nodes:
+                node.data_dir.mkdir(parents=True, exist_ok=True)
+                subprocess.run(
+                    ["mount", "-t", "tmpfs", "-o", f"size={DISK_MB}m", "tmpfs", str(node.data_dir)],
+                    check=True,
+                )
+                mounts.append(node.data_dir)
         cluster.start()
         room = f"faults@conference.{cluster.domain}"
         _add_users(cluster, clients)
@@ -192,6 +202,8 @@ def run_campaign(
             c.join(15)
         cluster.stop()
         wan.close()
+        for mount in mounts:
+            subprocess.run(["umount", "-l", str(mount)], check=False)
         for i, node in enumerate(cluster.nodes):
             with suppress(OSError):
                 shutil.copy(node.log_path, out / f"n{i + 1}.log")

@@ -18,6 +18,8 @@ Kinds (``CLUSTER_KINDS`` and ``CLIENT_KINDS``):
 * ``bridge``: one Raft link cut, the third node still sees both;
 * ``slow_link``: delay, jitter and loss on one Raft link;
 * ``wipe``: a follower removed from the membership, its data deleted, added again empty;
+* ``disk_low``, ``disk_full``: one node's data directory filled to below ``min_free_disk_mb``
+  (the refusal path), or to 1 MB free (what happens past the margin), then freed again;
 * ``client_cut``: a client's TCP connection cut half-open (the server keeps its socket);
 * ``client_stall``: a client stops reading for a while (a slow consumer).
 """
@@ -49,8 +51,16 @@ CLUSTER_KINDS: dict[str, float] = {
     "bridge": 1.5,
     "slow_link": 1.5,
     "wipe": 0,
+    "disk_low": 0,
+    "disk_full": 0,
 }
-"""Kinds of cluster fault and their weights (``wipe`` is opt-in: ``--wipe``)."""
+"""Kinds of cluster fault and their weights (``wipe``, ``disk_*`` are opt-in: ``--wipe``,
+``--disk``; the disk faults need the nodes' data on small tmpfs mounts, hence root)."""
+DISK_MB = 160
+"""Size of each node's tmpfs data directory with ``--disk``."""
+MIN_FREE_MB = 32
+"""``[limits] min_free_disk_mb`` with ``--disk``: ``disk_low`` leaves half of it free (the
+node refuses client writes), ``disk_full`` leaves 1 MB (below anything the margin assumed)."""
 CLIENT_KINDS: dict[str, float] = {"client_cut": 3, "client_stall": 1}
 
 
@@ -68,18 +78,31 @@ class Fault:
 
 
 def schedule(
-    seed: int, duration: float, clients: int, *, wipe: bool = False, nodes: int = 3
+    seed: int,
+    duration: float,
+    clients: int,
+    *,
+    wipe: bool = False,
+    disk: bool = False,
+    only: set[str] | None = None,
+    nodes: int = 3,
 ) -> list[Fault]:
-    """Every fault of a run, in start order: a pure function of its arguments."""
+    """Every fault of a run, in start order: a pure function of its arguments (``only``:
+    draw from these kinds alone, to bisect a finding)."""
     rng = random.Random(seed)
     kinds = dict(CLUSTER_KINDS)
     if wipe:
         kinds["wipe"] = 1
+    if disk:
+        kinds["disk_low"] = 1
+        kinds["disk_full"] = 1
+    if only is not None:
+        kinds = {k: (w or 1) if k in only else 0 for k, w in kinds.items()}
     names = [k for k, w in kinds.items() if w > 0]
     weights = [kinds[k] for k in names]
     out: list[Fault] = []
     t = rng.uniform(3, 6)
-    while t < duration:
+    while names and t < duration:
         kind = rng.choices(names, weights)[0]
         length = {
             "kill": rng.uniform(1, 6),
@@ -90,6 +113,8 @@ def schedule(
             "bridge": rng.uniform(3, 12),
             "slow_link": rng.uniform(4, 12),
             "wipe": 2.0,
+            "disk_low": rng.uniform(4, 10),
+            "disk_full": rng.uniform(4, 10),
         }[kind]
         out.append(
             Fault(
@@ -102,10 +127,10 @@ def schedule(
             )
         )
         t += length + rng.uniform(2, 6)
-    cnames = list(CLIENT_KINDS)
+    cnames = [k for k in CLIENT_KINDS if only is None or k in only]
     cweights = [CLIENT_KINDS[k] for k in cnames]
     t = rng.uniform(1, 4)
-    while t < duration:
+    while cnames and t < duration:
         kind = rng.choices(cnames, cweights)[0]
         length = rng.uniform(3, 20) if kind == "client_stall" else 0.0
         out.append(Fault(round(t, 2), kind, rng.randrange(clients), round(length, 2)))
@@ -251,6 +276,20 @@ class Nemesis:
             self.wan.set_link(a, b)
         elif kind == "wipe":
             record.note = self._wipe(node)
+        elif kind in ("disk_low", "disk_full"):
+            leave = MIN_FREE_MB // 2 if kind == "disk_low" else 1
+            filler = node.data_dir / "filler"
+            try:
+                st = os.statvfs(node.data_dir)
+                free = st.f_bavail * st.f_frsize // (1024 * 1024)
+                with open(filler, "wb") as f:
+                    for _ in range(max(0, free - leave)):
+                        f.write(b"\0" * (1024 * 1024))
+                record.note = f"{leave} MB left free"
+            except OSError as exc:
+                record.note = f"filled up: {exc}"
+            self._hold(fault.duration)
+            filler.unlink(missing_ok=True)
         else:
             raise ValueError(f"unknown fault kind {kind!r}")
 

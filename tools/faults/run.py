@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="keep records and logs here")
     parser.add_argument("--wipe", action="store_true", help="also wipe and re-add a node")
     parser.add_argument(
+        "--disk", action="store_true", help="tmpfs data dirs and disk-full faults (root)"
+    )
+    parser.add_argument(
         "--only",
         default="",
         help="comma-separated fault kinds: " + ", ".join([*CLUSTER_KINDS, *CLIENT_KINDS]),
@@ -44,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         out=out,
         interval=args.interval,
         wipe=args.wipe,
+        disk=args.disk,
         kinds=kinds,
         log=lambda line: print(line, flush=True),
     )
