@@ -19,7 +19,7 @@ Kinds (``CLUSTER_KINDS`` and ``CLIENT_KINDS``):
 * ``slow_link``: delay, jitter and loss on one Raft link;
 * ``wipe``: a follower removed from the membership, its data deleted, added again empty;
 * ``disk_low``, ``disk_full``: one node's data directory filled to below ``min_free_disk_mb``
-  (the refusal path), or to 1 MB free (what happens past the margin), then freed again;
+  (the refusal path), or completely (what happens past the margin), then freed again;
 * ``client_cut``: a client's TCP connection cut half-open (the server keeps its socket);
 * ``client_stall``: a client stops reading for a while (a slow consumer).
 """
@@ -60,7 +60,7 @@ DISK_MB = 160
 """Size of each node's tmpfs data directory with ``--disk``."""
 MIN_FREE_MB = 32
 """``[limits] min_free_disk_mb`` with ``--disk``: ``disk_low`` leaves half of it free (the
-node refuses client writes), ``disk_full`` leaves 1 MB (below anything the margin assumed)."""
+node refuses client writes), ``disk_full`` fills the disk completely (past the margin)."""
 CLIENT_KINDS: dict[str, float] = {"client_cut": 3, "client_stall": 1}
 
 
@@ -277,7 +277,7 @@ class Nemesis:
         elif kind == "wipe":
             record.note = self._wipe(node)
         elif kind in ("disk_low", "disk_full"):
-            leave = MIN_FREE_MB // 2 if kind == "disk_low" else 1
+            leave = MIN_FREE_MB // 2 if kind == "disk_low" else 0
             filler = node.data_dir / "filler"
             try:
                 st = os.statvfs(node.data_dir)
@@ -285,6 +285,10 @@ class Nemesis:
                 with open(filler, "wb") as f:
                     for _ in range(max(0, free - leave)):
                         f.write(b"\0" * (1024 * 1024))
+                    if not leave:
+                        while True:  # the last pages too: ENOSPC ends it
+                            f.write(b"\0" * 4096)
+                            f.flush()
                 record.note = f"{leave} MB left free"
             except OSError as exc:
                 record.note = f"filled up: {exc}"
