@@ -10,7 +10,9 @@ connection instead, and the client resumes on a node of the majority with nothin
 
 from __future__ import annotations
 
+import threading
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -65,5 +67,61 @@ def test_resume_on_a_cut_off_node_is_deferred_not_refused(tmp_path: Path) -> Non
             wan.heal_all()
             moved.close()
             tx.close()
+        finally:
+            cluster.stop()
+
+
+def test_resume_from_a_view_behind_the_log_takes_over_the_detached_session(
+    tmp_path: Path,
+) -> None:
+    """Fault campaign seed 2026: the node a client resumed on had not yet applied the detach
+    the majority recorded while it was cut off; its resume (epoch 1) met the detach (epoch 1)
+    and was refused as a concurrent resume, answered ``item-not-found``: the client started a
+    new session and messages of the stranded one came twice. The node now re-reads and takes
+    the detached session over."""
+    with WanEmulator(seed=4) as wan:
+        cluster = XesCluster(
+            tmp_path, wan=wan, extra="node_down_after = 3.0\ncommit_timeout = 2.5\n"
+        )
+        try:
+            cluster.start()
+            leader = cluster.leader()
+            cut_off = next(n for n in cluster.nodes if n is not leader)
+            site = cluster.site(cluster.nodes.index(cut_off))
+            leader.add_user("rpc", "pw-c")
+            rx = SmClient(cut_off.c2s)
+            _, sm_id = rx.login_sm(cut_off, "rpc", "pw-c", "phone")
+            rx.send("<presence/>")
+            rx.pump(1.0)
+            wan.cut(site)
+            # The majority declares the node down and detaches the session (a new epoch); the
+            # cut-off node drops its client (reset) and cannot record anything.
+            time.sleep(7.0)
+            handled = rx.handled
+            rx.cut()
+            again = SmClient(cut_off.c2s, timeout=20)
+            answer: list[object] = []
+
+            def resume() -> None:
+                try:
+                    answer.append(again.resume_on(cut_off, "rpc", "pw-c", sm_id, handled))
+                except (ConnectionError, OSError) as exc:
+                    answer.append(exc)
+
+            worker = threading.Thread(target=resume)
+            worker.start()
+            time.sleep(1.0)  # the resume is proposed from the stale view, then the node heals
+            wan.heal_all()
+            worker.join(30)
+            got = answer[0] if answer else None
+            assert not (isinstance(got, ET.Element) and got.tag == f"{{{SM}}}failed"), (
+                "told the session is gone"
+            )
+            again.close()
+            # Whatever that connection became, the session is still there to resume.
+            moved = SmClient(leader.c2s)
+            final = moved.resume_on(leader, "rpc", "pw-c", sm_id, handled)
+            assert final.tag == f"{{{SM}}}resumed", ET.tostring(final)
+            moved.close()
         finally:
             cluster.stop()
