@@ -276,6 +276,8 @@ class Nemesis:
             self.wan.set_link(a, b)
         elif kind == "wipe":
             record.note = self._wipe(node)
+            if record.note.startswith("n"):
+                record.node = record.note.split(" ", 1)[0]
         elif kind in ("disk_low", "disk_full"):
             leave = MIN_FREE_MB // 2 if kind == "disk_low" else 0
             filler = node.data_dir / "filler"
@@ -311,18 +313,22 @@ class Nemesis:
         """Remove a follower from the membership, delete its data, add it back empty (the
         operator's "replace a dead node" steps in docs/operations.md)."""
         leader = self._leader()
-        if leader is None or leader is node:
-            return "skipped: it is the leader (or no leader)"
+        if leader is None:
+            return "skipped: no leader"
+        if leader is node:  # a follower instead: the leader's wipe is a kill plus an election
+            node = next(n for n in self.cluster.nodes if n is not leader and n.running)
         self.cluster.kill(node)
         out = leader.xes("cluster", "remove", node.raft_addr, check=False)
         if out.stdout.strip() != "applied":
             node.launch()
-            return f"remove refused ({out.stdout.strip() or out.stderr.strip()[-200:]}): restarted"
+            refused = out.stdout.strip() or out.stderr.strip()[-200:]
+            return f"n{self.cluster.nodes.index(node) + 1} remove refused ({refused}): restarted"
         shutil.rmtree(node.data_dir, ignore_errors=True)
         self._hold(1.0)
         out = leader.xes("cluster", "add", node.raft_addr, check=False)
         node.launch()
-        return f"removed, wiped, add: {out.stdout.strip() or out.stderr.strip()[-200:]}"
+        name = f"n{self.cluster.nodes.index(node) + 1}"
+        return f"{name} removed, wiped, add: {out.stdout.strip() or out.stderr.strip()[-200:]}"
 
     def heal_everything(self) -> None:
         """Undo whatever is still on: every link healed and unshaped, every node running."""
