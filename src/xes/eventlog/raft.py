@@ -59,6 +59,7 @@ from xes.eventlog.raft_patches import (
     next_index_after_reply,
 )
 from xes.events import NewerEvent
+from xes.store.env import StorageFailed
 
 __all__ = [
     "Fixes",
@@ -77,6 +78,8 @@ HEARTBEAT_PERIOD = 0.1
 
 #: Exit status of a log process that met an event from a newer xes (see NewerEvent).
 EXIT_TOO_OLD = 75
+#: Exit status of a log process whose disk refused to store a committed entry (EX_IOERR).
+EXIT_STORAGE = 74
 #: Socket buffers: a few MiB so a WAN link's bandwidth-delay product fits.
 SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
 #: Added to twice the largest command for appendEntriesBatchSizeBytes (pickle framing, margin).
@@ -640,19 +643,22 @@ class _Node(SyncObj):  # type: ignore[misc]
             return index, self._apply(index, command), ""
         try:
             return index, self._apply(index, command), ""
-        except NewerEvent as exc:
+        except (NewerEvent, StorageFailed) as exc:
             # Skipping or rejecting it would make this node diverge from the nodes that can
-            # read it. Stop before the entry is counted; after an upgrade the node applies it
-            # from the journal. The XMPP process exits with us; systemd restarts and we stop
-            # again, loudly, until the node runs the newer release.
+            # apply it. Stop before the entry is counted; the node applies it from the journal
+            # at its next start (after an upgrade, or once the disk has room). The XMPP process
+            # exits with us; systemd restarts and we stop again, loudly, until that is done.
+            too_old = isinstance(exc, NewerEvent)
             log.critical(
-                "node_too_old_for_log",
+                "node_too_old_for_log" if too_old else "storage_failed",
                 node=self._addr,
                 index=index,
                 error=str(exc),
-                action="upgrade this node to the release the other nodes run",
+                action="upgrade this node to the release the other nodes run"
+                if too_old
+                else "free space in data_dir (or fix the disk) and start the node again",
             )
-            os._exit(EXIT_TOO_OLD)
+            os._exit(EXIT_TOO_OLD if too_old else EXIT_STORAGE)
         except Exception as exc:
             log.exception("raft_apply_failed", node=self._addr, index=index)
             note = f"apply_failed: {type(exc).__name__}: {exc}"
