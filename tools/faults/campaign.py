@@ -96,6 +96,7 @@ class CampaignResult:
                 f"{f['out_of_order']} ({f['out_of_order_causal']} against the sender's order)",
             ),
             ("delivered, not committed", str(f["phantom"])),
+            ("nodes that exited by themselves", str(f.get("crashes", 0))),
             ("ghost sessions / occupants", f"{f['ghost_sessions']} / {f['ghost_occupants']}"),
             (
                 "digests equal",
@@ -192,6 +193,18 @@ def run_campaign(
             1 for a in nemesis.applied if a.fault.kind in CLUSTER_KINDS and a.recovered is None
         )
         counts = dict(nemesis.counts())
+        report.figures["crashes"] = len(nemesis.crashes)
+        full = [
+            (a.started, a.ended + 10, a.node)
+            for a in nemesis.applied
+            if a.fault.kind == "disk_full"
+        ]
+        for at, name, code in nemesis.crashes:
+            if any(start <= at <= end and node == name for start, end, node in full):
+                # Fail-stop on a full disk is the design (StorageFailed): noted, not a violation.
+                report.notes.append(f"{name} stopped on its full disk (status {code})")
+            else:
+                report.violations.append(f"{name} exited by itself (status {code}): see its log")
         result = CampaignResult(
             seed,
             duration,
@@ -212,6 +225,10 @@ def run_campaign(
             c.join(15)
         cluster.stop()
         wan.close()
+        if mounts and (result is None or not result.ok):
+            for i, mount in enumerate(mounts):  # the evidence, before the tmpfs goes
+                with suppress(OSError):
+                    shutil.copytree(mount, out / f"n{i + 1}-data", dirs_exist_ok=True)
         for mount in mounts:
             subprocess.run(["umount", "-l", str(mount)], check=False)
         for i, node in enumerate(cluster.nodes):

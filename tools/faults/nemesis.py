@@ -160,6 +160,8 @@ class Nemesis:
     recover_timeout: float = 45.0
     applied: list[Applied] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    crashes: list[tuple[float, str, int]] = field(default_factory=list)
+    """(time, node, exit status) of every node that exited without being killed."""
     stop_flag: threading.Event = field(default_factory=threading.Event)
     _paused: set[int] = field(default_factory=set)
 
@@ -208,10 +210,20 @@ class Nemesis:
             # Wait for every client to make progress again: that is this fault's recovery.
             deadline = time.monotonic() + self.recover_timeout
             while time.monotonic() < deadline:
+                self._restart_crashed()
                 if self.progressed_since(record.ended):
                     record.recovered = time.time()
                     break
                 time.sleep(0.2)
+
+    def _restart_crashed(self) -> None:
+        """A node that exited by itself (not killed by us) is a finding: recorded, with its
+        exit status, in ``crashes``, and started again as systemd would."""
+        for i, node in enumerate(self.cluster.nodes):
+            if node.proc is not None and node.proc.poll() is not None:
+                self.crashes.append((time.time(), f"n{i + 1}", node.proc.returncode))
+                node.proc = None
+                node.launch()
 
     def _client_loop(self, faults: list[Fault], start: float) -> None:
         for fault in faults:
@@ -337,6 +349,7 @@ class Nemesis:
         for a in range(len(names)):
             for b in range(a + 1, len(names)):
                 self.wan.set_link(names[a], names[b])
+        self._restart_crashed()
         for i, node in enumerate(self.cluster.nodes):
             if i in self._paused:
                 self._signal(node, signal.SIGCONT)
