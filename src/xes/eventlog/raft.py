@@ -52,6 +52,7 @@ from pysyncobj.transport import TCPTransport
 from xes.eventlog import raft_patches
 from xes.eventlog.raft_patches import (
     ALL_FIXES,
+    EXIT_STORAGE,
     DurableFileJournal,
     Fixes,
     fsync_dir,
@@ -78,8 +79,6 @@ HEARTBEAT_PERIOD = 0.1
 
 #: Exit status of a log process that met an event from a newer xes (see NewerEvent).
 EXIT_TOO_OLD = 75
-#: Exit status of a log process whose disk refused to store a committed entry (EX_IOERR).
-EXIT_STORAGE = 74
 #: Socket buffers: a few MiB so a WAN link's bandwidth-delay product fits.
 SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
 #: Added to twice the largest command for appendEntriesBatchSizeBytes (pickle framing, margin).
