@@ -328,15 +328,18 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 def cluster_report(config: Config, local: dict[str, Any]) -> dict[str, Any]:
     """This node's Raft status plus each member's, asked over the Raft port with the secret."""
     from xes.cluster_report import cluster_report as report
+    from xes.projections import cluster_features
     from xes.projections import sessions as sessions_view
 
     live = _open_live(config)
     try:
         with live.env.begin() as txn:
             nodes = {n.raft: (n.node, n.down) for n in sessions_view.nodes(live, txn)}
+            known = cluster_features.announced(live, txn)
     finally:
         live.close()
-    return report(config.cluster_secret, local, nodes)
+    gate = cluster_features.gate(local.get("members", []), known)
+    return report(config.cluster_secret, local, nodes, gate)
 
 
 def format_cluster_report(report: dict[str, Any]) -> str:
@@ -353,6 +356,15 @@ def format_cluster_report(report: dict[str, Any]) -> str:
             f"{m['node'] or '?':<8} {m['raft']:<22} {state:<10} "
             f"{_num(m['commit_index']):>8} {_num(m['applied_index']):>8} {_num(m['lag']):>6}"
         )
+    gate = report.get("gate")
+    if gate is not None:
+        # ADR 0022: what the cluster does not write yet, and which members it waits for.
+        lines.append("feature gate: " + ("open" if gate["open"] else "closed for"))
+        by_nodes: dict[str, list[str]] = {}
+        for what, nodes in sorted(gate["waiting"].items()):
+            by_nodes.setdefault(", ".join(nodes), []).append(what)
+        for nodes, whats in by_nodes.items():
+            lines.append(f"  {', '.join(whats)}: waits for {nodes}")
     return "\n".join(lines)
 
 

@@ -134,6 +134,11 @@ class Gate:
         """Every member reads ``type_name`` at version ``v`` (cheap: called per proposal)."""
         return all(m.can_read(type_name, v) for m in self.members)
 
+    def allows(self, *events: Any) -> bool:
+        """Every member reads each of the event classes ``events`` (at this build's version):
+        the check a feature makes before offering what needs them."""
+        return all(self.can_emit(ev.TYPE, ev.V) for ev in events)
+
     def waiting(self, type_name: str, v: int) -> list[str]:
         """The members ``type_name`` v``v`` waits for (node id, or Raft address if unknown)."""
         return [m.name for m in self.members if not m.can_read(type_name, v)]
