@@ -12,7 +12,6 @@ the last member's ``node.started`` is applied here, not a period later.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import anyio
 import structlog
@@ -37,6 +36,7 @@ class GateView:
         self._open = False
         self._read_at = -1
         self._pending: dict[str, list[str]] | None = None
+        """What :meth:`log_change` last logged."""
 
     def gate(self) -> Gate:
         """The gate now; closed (baseline only) until the membership is known."""
@@ -57,21 +57,16 @@ class GateView:
             known = cluster_features.announced(self.store, txn)
         self._gate = cluster_features.gate(self.members, known)
         self._read_at = applied
+        self._open = not self._gate.pending()
+
+    def log_change(self) -> None:
+        """Log the gate when it changed since the last call (from :func:`run`, so the line
+        carries no connection's context even when a proposal refreshed the gate)."""
         pending = self._gate.pending()
-        self._open = not pending
         if pending != self._pending:
             waiting = sorted({m for nodes in pending.values() for m in nodes})
-            log.info("feature_gate", open=self._open, gated=sorted(pending), waiting=waiting)
+            log.info("feature_gate", open=not pending, gated=sorted(pending), waiting=waiting)
             self._pending = pending
-
-    def report(self) -> dict[str, Any]:
-        """What ``xes cluster status`` shows: each gated ``type vN`` and whom it waits for."""
-        gate = self.gate()
-        return {
-            "open": not gate.pending(),
-            "members": {m.raft: m.name for m in gate.members},
-            "waiting": gate.pending(),
-        }
 
 
 async def run(view: GateView, log_client: LogClient, period: float = 1.0) -> None:
@@ -85,4 +80,5 @@ async def run(view: GateView, log_client: LogClient, period: float = 1.0) -> Non
         members = status.get("members") or []
         if members:
             view.set_members(members)
+            view.log_change()
         await anyio.sleep(period)
