@@ -137,7 +137,11 @@ class Node:
         )
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._watch_log_process, proc, tg)
-            await client.connect(tg, timeout=60.0)
+            # No deadline while the log process lives (_watch_log_process ends us if it dies):
+            # the first start of a release that adds a projection rebuilds the projections from
+            # the journal before the log process listens, as long as `xes replay` takes
+            # (ADR 0022); a deadline would restart it, and the rebuild, forever.
+            await client.connect(tg, timeout=float("inf"))
             store = open_store(log_process.db_path(config), all_db_names(), writer=False)
             client.riders = stream_mgmt.riders
             hub = Hub(config=config, node=self.node_id, boot=self.boot, store=store, log=client)
