@@ -35,18 +35,30 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def _envelopes(events: list[Any], expected: dict[str, int] | None = None) -> bytes:
-    """A command holding one proposal with ``events``, from the ``cli`` origin."""
+    """A command holding one proposal with ``events``, from the ``cli`` origin.
+
+    The CLI may run without the server (and so without the membership), so it writes only what
+    every release since the gate's baseline reads (ADR 0022): a command that needs more belongs
+    in the server, behind ``hub.gate``."""
+    from xes.events.gate import Gate, Gated
+
     tag = secrets.token_hex(6)
-    envs = [
-        wrap(
-            ev,
-            id=f"cli.{tag}.{n}",
-            at=int(time.time() * 1000),
-            origin="cli",
-            expected_version=(expected or {}).get(ev.stream()),
-        )
-        for n, ev in enumerate(events)
-    ]
+    baseline = Gate.unknown()
+    try:
+        envs = [
+            baseline.shape(
+                wrap(
+                    ev,
+                    id=f"cli.{tag}.{n}",
+                    at=int(time.time() * 1000),
+                    origin="cli",
+                    expected_version=(expected or {}).get(ev.stream()),
+                )
+            )
+            for n, ev in enumerate(events)
+        ]
+    except Gated as exc:
+        raise SystemExit(f"this command would write what older nodes cannot read: {exc}") from None
     return b"[" + encode_proposal(envs) + b"]"
 
 
