@@ -353,3 +353,35 @@ def test_a_snapshot_from_the_other_release_installs_to_the_state_a_replay_gives(
     result = json.loads(out.splitlines()[-1])  # after the log lines (a rebuild's)
     assert result["applied"] == len(_entries())
     assert result["live"] == result["rebuilt"], result
+
+
+def test_the_old_release_sample_configurations_are_valid_for_this_one(tmp_path: Path) -> None:
+    """A node is upgraded with its configuration unchanged: every key the old release accepted
+    (here: every sample it shipped) must still be accepted (older ones refuse new keys, so new
+    sections are added only after the upgrade; docs/operations.md)."""
+    import tomllib
+
+    from xes.config import parse_config
+
+    old_tree()  # skips without the history
+    listing = subprocess.run(
+        ["git", "-C", str(ROOT), "ls-tree", "-r", "--name-only", BASELINE_COMMIT, "deploy"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    samples = [name for name in listing if name.endswith(".toml")]
+    assert samples
+    secret = tmp_path / "secret"
+    secret.write_text("s" * 32)
+    for name in samples:
+        text = subprocess.run(
+            ["git", "-C", str(ROOT), "show", f"{BASELINE_COMMIT}:{name}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        raw = tomllib.loads(text)
+        if "secret_file" in raw.get("cluster", {}):
+            raw["cluster"]["secret_file"] = str(secret)  # the file is the operator's
+        parse_config(raw, base=tmp_path)
