@@ -374,9 +374,11 @@ def format_cluster_report(report: dict[str, Any]) -> str:
         lines.append("feature gate: " + ("open" if gate["open"] else "closed for"))
         by_nodes: dict[str, list[str]] = {}
         for what, nodes in sorted(gate["waiting"].items()):
-            by_nodes.setdefault(", ".join(nodes), []).append(what)
+            older = gate.get("written_as", {}).get(what)
+            shown = f"{what} (as v{older})" if older else f"{what} (off)"
+            by_nodes.setdefault(", ".join(nodes), []).append(shown)
         for nodes, whats in by_nodes.items():
-            lines.append(f"  {', '.join(whats)}: waits for {nodes}")
+            lines.append(f"  waiting for {nodes}: {', '.join(whats)}")
     return "\n".join(lines)
 
 

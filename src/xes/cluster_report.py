@@ -54,5 +54,11 @@ def cluster_report(
         )
     report: dict[str, Any] = {"local": local, "leader": local.get("leader"), "members": members}
     if gate is not None:
-        report["gate"] = {"open": not gate.pending(), "waiting": gate.pending()}
+        pending = gate.pending()
+        written_as = {}
+        for what in pending:
+            name, v = what.rsplit(" v", 1)
+            written_as[what] = gate.emit_version(name, int(v))
+        # written_as: the older version that goes out meanwhile, or None (the feature waits).
+        report["gate"] = {"open": not pending, "waiting": pending, "written_as": written_as}
     return report

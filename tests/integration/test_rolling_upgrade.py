@@ -246,7 +246,8 @@ def test_rolling_upgrade_from_the_release_before_the_first_version_bump(tmp_path
             assert not report["open"]
             assert report["waiting"]["message.routed v2"] == ["n1"], report
             text = await asyncio.to_thread(lambda: n3.xes("cluster", "status").stdout)
-            assert "feature gate: closed for" in text and "waits for n1" in text, text
+            assert "feature gate: closed for" in text and "waiting for n1: " in text, text
+            assert "message.routed v2 (as v1)" in text and "push.enabled v1 (off)" in text
             # Both on new nodes, n1 (the last old one) replaced: down, it still holds the gate.
             results["n1"] = await chat_through("p3", n2, n3, n1)
             for node in cluster.nodes:

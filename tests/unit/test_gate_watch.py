@@ -48,8 +48,8 @@ def test_cluster_status_shows_what_waits_for_which_node(tmp_path: Path) -> None:
     local = {"self": "h:1", "members": ["h:1"], "state": "leader", "node_id": "n1"}
     text = format_cluster_report(cluster_report(None, local, {}, view.gate()))
     assert "feature gate: closed for" in text
-    assert "message.routed v2" in text and "inbox.updated v1" in text
-    assert text.splitlines()[-1].endswith("waits for h:2")
+    assert "message.routed v2 (as v1)" in text and "inbox.updated v1 (off)" in text
+    assert text.splitlines()[-1].startswith("  waiting for h:2: ")
     view.set_members(["h:1"])
     text = format_cluster_report(cluster_report(None, local, {}, view.gate()))
     assert text.splitlines()[-1] == "feature gate: open"
