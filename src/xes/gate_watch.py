@@ -48,6 +48,10 @@ class GateView:
         return self._gate
 
     def set_members(self, members: list[str]) -> None:
+        """The Raft membership as the log reports it; an empty list (no status yet) is no
+        answer: a gate over no members would let everything through."""
+        if not members:
+            return
         self.members = tuple(sorted(members))
         self._refresh(self.applied())
 

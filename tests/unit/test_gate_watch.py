@@ -30,6 +30,8 @@ def test_the_cached_gate_opens_when_the_last_announcement_is_applied(tmp_path: P
     _apply(proj, 2, NodeStarted("n2", "b2", "h:2"))  # a release before the gate
     view = GateView(store, proj.last_applied)
     assert view.gate().emit_version("message.routed", 2) == 1  # membership unknown: closed
+    view.set_members([])  # no status yet: still closed
+    assert view.gate().emit_version("message.routed", 2) == 1
     view.set_members(["h:1", "h:2"])
     assert view.gate().waiting("inbox.updated", 1) == ["n2"]
     _apply(proj, 3, NodeStarted("n2", "b3", "h:2", NEW))  # n2 upgraded

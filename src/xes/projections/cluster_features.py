@@ -47,5 +47,7 @@ def announced(store: Store, txn: lmdb.Transaction) -> dict[str, Member]:
 def gate(members: Iterable[str], known: Mapping[str, Member]) -> Gate:
     """The gate over the Raft ``members`` (addresses): an address no node announced from counts
     as a member that reads only the baseline (a node added but never started, or a build from
-    before the gate that started there before its announcement)."""
-    return Gate(tuple(known.get(addr, Member(addr)) for addr in sorted(members)))
+    before the gate that started there before its announcement). No members (no status yet):
+    closed, never a gate over nobody (which would let everything through)."""
+    found = tuple(known.get(addr, Member(addr)) for addr in sorted(members))
+    return Gate(found) if found else Gate.unknown()
