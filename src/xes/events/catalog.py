@@ -103,6 +103,10 @@ class NodeStarted:
     """Identifier of this run of the node; sessions of earlier boots are gone."""
     raft: str = ""
     """The node's Raft address, so the leader can tell which node an unreachable peer is."""
+    reads: dict[str, int] | None = None
+    """Event type -> highest version this build reads (ADR 0022, the feature gate); None from
+    builds before the gate (they read ``xes.events.gate.BASELINE``). Added without a bump:
+    older builds drop it, and no projection they have folds it."""
 
     def stream(self) -> str:
         return f"node:{self.node}"

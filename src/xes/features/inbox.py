@@ -63,6 +63,18 @@ def _flag(elem: Element, name: str, default: bool) -> bool:
     return value in _TRUE
 
 
+def available(hub: Hub) -> bool:
+    """Configured, and every cluster member reads the inbox's events (ADR 0022)."""
+    return hub.config.inbox.enabled and hub.gate.allows(InboxWatched, InboxUpdated)
+
+
+def _require(hub: Hub) -> None:
+    if not hub.config.inbox.enabled:
+        raise StanzaError("service-unavailable")
+    if not available(hub):
+        raise StanzaError("feature-not-implemented", "not until every node of the cluster reads it")
+
+
 async def _watch(hub: Hub, session: LocalSession, owner: str) -> None:
     with hub.read() as txn:
         known = inbox_view.watching(hub.store, txn, owner, session.session_id)
@@ -152,8 +164,7 @@ def render(
 async def query(hub: Hub, session: LocalSession, iq: Element, child: Element) -> Element:
     owner = _own(hub, session, iq)
     cfg = hub.config.inbox
-    if not cfg.enabled:
-        raise StanzaError("service-unavailable")
+    _require(hub)
     q = parse_query(child, cfg.page_size, cfg.max_page_size)
     await _watch(hub, session, owner)
     with hub.read() as txn:
@@ -191,8 +202,7 @@ def _bool_child(query: Element, name: str) -> bool | None:
 
 async def conversation(hub: Hub, session: LocalSession, iq: Element, child: Element) -> Element:
     owner = _own(hub, session, iq)
-    if not hub.config.inbox.enabled:
-        raise StanzaError("service-unavailable")
+    _require(hub)
     try:
         peer = str(JID.parse(child.get("jid") or "").bare)
     except InvalidJID as exc:
