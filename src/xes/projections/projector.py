@@ -43,6 +43,7 @@ from xes.projections.blocking import Blocking
 from xes.projections.cluster_features import ClusterFeatures
 from xes.projections.components import Components
 from xes.projections.inbox import Inbox
+from xes.projections.marker_targets import MarkerTargets
 from xes.projections.muc import Muc
 from xes.projections.offline import Offline
 from xes.projections.pep import Pep
@@ -74,12 +75,14 @@ PROJECTIONS: tuple[type[Projection], ...] = (
     ReadStatus,
     Components,
     ClusterFeatures,
+    MarkerTargets,
 )
 """In apply order: ``sm`` reads a replaced session before ``sessions`` forgets it, and offline
 messages a flush delivers before ``offline`` drops them; ``muc`` sees the sessions a new boot
 ends before ``sessions`` forgets them (it refuses to let an occupant's session end); ``inbox``
 reads the room a message was sent to, as ``muc`` left it, ``push`` reads the inbox's mutes, and
-``read_status`` folds room messages after ``muc`` has accepted them."""
+``read_status`` folds room messages after ``muc`` has accepted them; ``marker_targets`` comes
+after both readers of it, so a marker resolves against the messages before its own event."""
 STREAMS = "streams.version"
 """Per-stream version counters (part of the replicated state, covered by the digest)."""
 BUILT = "projector.built"
