@@ -27,6 +27,7 @@ from typing import Any
 import lmdb
 import structlog
 
+from xes.audit import chain
 from xes.events import (
     Committed,
     Envelope,
@@ -38,6 +39,7 @@ from xes.events import (
 from xes.projections.account_data import AccountData
 from xes.projections.accounts import Accounts
 from xes.projections.archive import Archive
+from xes.projections.audit import Audit
 from xes.projections.base import Projection, Rejected
 from xes.projections.blocking import Blocking
 from xes.projections.components import Components
@@ -72,12 +74,14 @@ PROJECTIONS: tuple[type[Projection], ...] = (
     Uploads,
     ReadStatus,
     Components,
+    Audit,
 )
 """In apply order: ``sm`` reads a replaced session before ``sessions`` forgets it, and offline
 messages a flush delivers before ``offline`` drops them; ``muc`` sees the sessions a new boot
 ends before ``sessions`` forgets them (it refuses to let an occupant's session end); ``inbox``
 reads the room a message was sent to, as ``muc`` left it, ``push`` reads the inbox's mutes, and
-``read_status`` folds room messages after ``muc`` has accepted them."""
+``read_status`` folds room messages after ``muc`` has accepted them. ``audit`` owns the hash
+chain (ADR 0021), which :meth:`Projector.apply_committed` extends for every event."""
 STREAMS = "streams.version"
 """Per-stream version counters (part of the replicated state, covered by the digest)."""
 
@@ -108,8 +112,11 @@ class Projector:
             for type_name in proj.handles:
                 self.routes.setdefault(type_name, []).append(proj)
         self.on_applied = on_applied
-        with store.env.begin() as txn:
+        with store.env.begin(write=True) as txn:
             self._applied = journal.applied_index(store, txn)
+            chained = chain.catch_up(store, txn)  # a journal older than the chain (ADR 0021)
+        if chained:
+            log.info("audit_chain_caught_up", events=chained)
 
     # -- StateMachine protocol (xes.eventlog.raft) ------------------------------------------
 
@@ -163,11 +170,17 @@ class Projector:
         try:
             with src.begin() as rtxn, self.store.env.begin(write=True) as wtxn:
                 for name in all_db_names():
-                    sdb = src.open_db(name.encode(), txn=rtxn, create=False)
                     ddb = self.store.db(name)
                     wtxn.drop(ddb, delete=False)
+                    try:
+                        sdb = src.open_db(name.encode(), txn=rtxn, create=False)
+                    except lmdb.NotFoundError:
+                        if name in Audit.dbs:  # a snapshot from before ADR 0021
+                            continue
+                        raise
                     for k, v in rtxn.cursor(db=sdb):
                         wtxn.put(k, v, db=ddb)
+                chain.catch_up(self.store, wtxn)
         finally:
             src.close()
         self._applied = snap_index
@@ -244,7 +257,9 @@ class Projector:
     def apply_committed(self, txn: lmdb.Transaction, committed: Committed, event: Any) -> None:
         """Journal one accepted event and fold it into every projection (also used by replay)."""
         key = journal.event_key(committed.index, committed.pos)
-        txn.put(key, committed.encode(), db=self.store.db("journal.events"))
+        row = committed.encode()
+        txn.put(key, row, db=self.store.db("journal.events"))
+        chain.append(self.store, txn, key, row)  # the same bytes, hashed (ADR 0021)
         txn.put(
             committed.envelope.stream.encode(), u64(committed.version), db=self.store.db(STREAMS)
         )
