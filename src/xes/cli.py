@@ -442,6 +442,9 @@ def build_parser() -> argparse.ArgumentParser:
     destroy.add_argument("--reason", help="reason told to the occupants")
     destroy.add_argument("--alternate", help="JID of a room the occupants may move to")
     muc.set_defaults(func=cmd_muc)
+    from xes.audit.commands import add_parser as add_audit_parser
+
+    add_audit_parser(sub, with_config)
     return parser
 
 

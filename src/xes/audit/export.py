@@ -115,28 +115,31 @@ def _rows(store: Store, txn: lmdb.Transaction) -> Iterator[tuple[bytes, bytes, c
 def _stretch(
     store: Store, txn: lmdb.Transaction, selected: Callable[[int, bytes], bool]
 ) -> tuple[bytes, bytes, int] | None:
-    """(first key, last key, selected events) of the stretch to export, None if empty."""
+    """(first key, last key, selected events) of the stretch to export, None if empty.
+
+    It runs from the first selected event to the first checkpoint covering the last one, and
+    the vouches for that checkpoint before the next one."""
     first = last = b""
     last_seq = count = 0
-    cover_at: bytes | None = None
-    """Key of the checkpoint covering the last selected event, once met."""
     for key, row, link in _rows(store, txn):
-        index = journal.split_key(key)[0]
-        if cover_at is not None:
-            if CHECKPOINT_TYPES[0] in row:
-                break  # the next checkpoint: its vouches are not needed
-            if CHECKPOINT_TYPES[1] in row:
-                last = key
-            continue
-        if any(t in row for t in ALWAYS) and first:
-            last = key
-            if CHECKPOINT_TYPES[0] in row and json.loads(row)["event"]["data"]["seq"] >= last_seq:
-                cover_at = key
-            continue
-        if selected(index, row):
+        if not any(t in row for t in ALWAYS) and selected(journal.split_key(key)[0], row):
             first = first or key
             last, last_seq, count = key, link.seq, count + 1
-    return (first, last, count) if first else None
+    if not first:
+        return None
+    cur = txn.cursor(db=store.db("journal.events"))
+    cur.set_key(last)
+    covering = False
+    for key, row in cur:
+        row = bytes(row)
+        if CHECKPOINT_TYPES[0] in row:
+            if covering:
+                break  # the next checkpoint: its vouches are not needed
+            covering = json.loads(row)["event"]["data"]["seq"] >= last_seq
+            last = bytes(key) if covering else last
+        elif covering and CHECKPOINT_TYPES[1] in row:
+            last = bytes(key)
+    return first, last, count
 
 
 def write_export(

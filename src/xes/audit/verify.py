@@ -40,11 +40,15 @@ CHECKPOINT_TYPES = (b'"type":"audit.checkpoint"', b'"type":"audit.vouched"')
 KEY_TYPE = b'"type":"audit.key_announced"'
 
 
-@dataclass(frozen=True, slots=True, order=True)
+@dataclass(frozen=True, slots=True)
 class Problem:
     index: int
     pos: int
     what: str
+
+
+def _where(problem: Problem) -> tuple[int, int]:
+    return problem.index, problem.pos
 
 
 @dataclass
@@ -101,7 +105,8 @@ class Report:
         self.problems.append(Problem(index, pos, what))
 
     def first(self) -> Problem | None:
-        return min(self.problems) if self.problems else None
+        """The problem at the lowest position; of several there, the most telling (found first)."""
+        return min(self.problems, key=_where) if self.problems else None
 
 
 class Walker:
@@ -161,6 +166,8 @@ class Walker:
             if not self.mismatched:
                 self.mismatched = True
                 gindex, gpos = self.starts.get(self.last_good + 1) or (cindex, cpos)
+                if any((p.index, p.pos) >= (gindex, gpos) for p in self.report.problems):
+                    return  # the stretch's own finding says where: this is its consequence
                 self.report.add(
                     gindex,
                     gpos,

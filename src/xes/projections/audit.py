@@ -65,12 +65,13 @@ class Audit(Projection):
         except ValueError:
             ok = False
         if not ok:
-            raise Rejected("bad-key")
+            self._refuse("bad-key")
+            return
         where = dump({"index": c.index, "pos": c.pos})
         txn.put(_key_key(ev.node, ev.public_key), where, db=self.db(STATE), overwrite=False)
 
     def on_audit_checkpoint(self, txn: lmdb.Transaction, c: Committed, ev: Any) -> None:
-        self._check(txn, ev)
+        refused = self._refused(txn, ev)
         record = {
             "seq": ev.seq,
             "index": ev.index,
@@ -80,33 +81,50 @@ class Audit(Projection):
             "at": c.envelope.at,
             "signers": {ev.node: {"key": ev.public_key, "signature": ev.signature}},
         }
+        if refused:
+            record["refused"] = refused  # only in a replay of an altered journal
         if txn.get(_checkpoint_key(ev.seq), db=self.db(STATE)) is not None:
-            raise Rejected("checkpoint-exists")
+            self._refuse("checkpoint-exists")
+            return
         txn.put(_checkpoint_key(ev.seq), dump(record), db=self.db(STATE))
 
     def on_audit_vouched(self, txn: lmdb.Transaction, c: Committed, ev: Any) -> None:
-        self._check(txn, ev)
+        refused = self._refused(txn, ev)
         record = load(txn.get(_checkpoint_key(ev.seq), db=self.db(STATE)))
         if record is None or record["head"] != ev.head:
-            raise Rejected("no-such-checkpoint")
-        if ev.node in record["signers"]:
-            raise Rejected("already-vouched")
-        record["signers"][ev.node] = {"key": ev.public_key, "signature": ev.signature}
+            refused = refused or self._refuse("no-such-checkpoint")
+        elif ev.node in record["signers"]:
+            refused = refused or self._refuse("already-vouched")
+        if record is None:
+            return
+        signer = {"key": ev.public_key, "signature": ev.signature}
+        if refused:
+            signer["refused"] = refused
+        record["signers"].setdefault(ev.node, signer)
         txn.put(_checkpoint_key(ev.seq), dump(record), db=self.db(STATE))
 
     def on_audit_accessed(self, txn: lmdb.Transaction, c: Committed, ev: Any) -> None:
         """Nothing to fold: the journal row is the record (``xes audit`` lists none of it)."""
 
-    def _check(self, txn: lmdb.Transaction, ev: Any) -> None:
-        """The named head is the chain's there, and the signer's announced key signed it."""
+    def _refused(self, txn: lmdb.Transaction, ev: Any) -> str:
+        """Why the signed statement does not hold ("" if it does): the named head must be the
+        chain's there, and the signer's announced key must have signed it."""
         link = chain.get(self.store, txn, journal.event_key(ev.index, ev.pos))
         if link is None or link.seq != ev.seq or link.hash.hex() != ev.head:
-            raise Rejected("checkpoint-mismatch")
+            return self._refuse("checkpoint-mismatch")
         if txn.get(_key_key(ev.node, ev.public_key), db=self.db(STATE)) is None:
-            raise Rejected("unknown-key")
+            return self._refuse("unknown-key")
         message = audit_keys.statement(ev.seq, ev.index, ev.pos, link.hash)
         if not audit_keys.verify(ev.public_key, ev.signature, message):
-            raise Rejected("bad-signature")
+            return self._refuse("bad-signature")
+        return ""
+
+    def _refuse(self, reason: str) -> str:
+        """Refuse the proposal; in a replay, where it was committed already (so the journal was
+        altered since), return the reason to record instead: the digest then differs."""
+        if not self.replay:
+            raise Rejected(reason)
+        return reason
 
 
 def latest_checkpoint(store: Store, txn: lmdb.Transaction) -> Checkpoint | None:

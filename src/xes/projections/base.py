@@ -71,6 +71,10 @@ class Projection:
     handles: ClassVar[tuple[str, ...]]
     """Event types this projection folds; every other type is ignored."""
 
+    replay = False
+    """Folding a journal already committed (``xes replay``), not deciding on proposals: a check
+    that refuses a proposal must record a failed premise instead of raising (ADR 0021)."""
+
     def __init__(self, store: Store) -> None:
         self.store = store
 

@@ -104,9 +104,17 @@ def projection_db_names() -> list[str]:
 class Projector:
     """Applies log entries to an LMDB store. Used by the log process and by ``xes replay``."""
 
-    def __init__(self, store: Store, on_applied: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        on_applied: Callable[[int], None] | None = None,
+        *,
+        replay: bool = False,
+    ) -> None:
         self.store = store
         self.projections = [proj(store) for proj in PROJECTIONS]
+        for proj in self.projections:
+            proj.replay = replay
         self.routes: dict[str, list[Projection]] = {}
         for proj in self.projections:
             for type_name in proj.handles:
@@ -317,7 +325,7 @@ def rebuild(live: Store, target: Path) -> tuple[str, str, int, int]:
     """
     fresh = open_store(target, all_db_names(), writer=True)
     try:
-        projector = Projector(fresh)
+        projector = Projector(fresh, replay=True)
         count = 0
         with live.env.begin() as rtxn:
             upto = journal.applied_index(live, rtxn)
