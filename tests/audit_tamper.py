@@ -17,7 +17,9 @@ from pathlib import Path
 import lmdb
 
 from xes.audit import chain
-from xes.store.journal import split_key
+from xes.store.journal import event_key, split_key
+
+__all__ = ["event_key", "split_key"]
 
 _SEQ = struct.Struct(">Q")
 

@@ -272,11 +272,8 @@ def verify_export(path: Path, pinned: dict[str, str | None] | None = None) -> Re
                 last_selected = seq
         else:
             digest = bytes.fromhex(item["digest"])
-        true = walker.step(seq, digest, index, pos)
-        if (
-            chain.link(prev, seq, digest) != bytes.fromhex(item["hash"])
-            or true.hex() != item["hash"]
-        ):
+        walker.step(seq, digest, index, pos)  # the recomputed chain, for the checkpoints
+        if chain.link(prev, seq, digest) != bytes.fromhex(item["hash"]):
             report.add(index, pos, f"edited {item['kind']}: it does not hash to its chain hash")
         if item["kind"] == "event":
             report.events += 1

@@ -105,8 +105,10 @@ class Report:
         self.problems.append(Problem(index, pos, what))
 
     def first(self) -> Problem | None:
-        """The problem at the lowest position; of several there, the most telling (found first)."""
-        return min(self.problems, key=_where) if self.problems else None
+        """The problem at the lowest position; of several there, the most telling (found first).
+        Index 0 (never a log index) is the file as a whole: named only when nothing else is."""
+        events = [p for p in self.problems if p.index > 0] or self.problems
+        return min(events, key=_where) if events else None
 
 
 class Walker:
