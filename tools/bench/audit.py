@@ -38,10 +38,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey 
 from xes.audit import chain  # noqa: E402
 from xes.audit.export import Filters, write_export  # noqa: E402
 from xes.audit.verify import verify_store  # noqa: E402
-from xes.events import Envelope  # noqa: E402
+from xes.events import wrap  # noqa: E402
 from xes.events.catalog import MessageRouted  # noqa: E402
 from xes.events.envelope import canonical_json  # noqa: E402
-from xes.events.registry import to_data  # noqa: E402
 from xes.projections import projector as projector_module  # noqa: E402
 from xes.projections.projector import Projector, all_db_names  # noqa: E402
 from xes.store.env import open_store  # noqa: E402
@@ -69,17 +68,7 @@ def entry(index: int, batch: int, peers: int, rng: random.Random) -> bytes:
             f"{peer}/pc", "owner@bench.example", "chat", xml, [], stanza_id=f"s{n:08d}",
             archived_by=["owner@bench.example", peer], body=True, msg_id=f"m{n}",
         )  # fmt: skip
-        envelopes.append(
-            Envelope(
-                type=event.TYPE,  # type: ignore[attr-defined]
-                v=event.V,  # type: ignore[attr-defined]
-                stream=event.stream(),
-                id=f"bench.{n}",
-                at=T0 + n,
-                origin="bench",
-                data=to_data(event),
-            ).to_json()
-        )
+        envelopes.append(wrap(event, id=f"bench.{n}", at=T0 + n, origin="bench").to_json())
     return canonical_json([envelopes])
 
 

@@ -84,6 +84,30 @@ def due(
     return work >= every or now_ms - (last.at if last else 0) >= interval_ms
 
 
+def checkpoint_event(head: chain.Head, node: str, key: Ed25519PrivateKey) -> AuditCheckpoint:
+    """``node``'s signed checkpoint of ``head``."""
+    signature = keys.sign(key, keys.statement(head.seq, head.index, head.pos, head.hash))
+    return AuditCheckpoint(
+        head.seq,
+        head.index,
+        head.pos,
+        head.hash.hex(),
+        head.work,
+        node,
+        keys.public_hex(key),
+        signature,
+    )
+
+
+def vouch_event(last: audit_view.Checkpoint, node: str, key: Ed25519PrivateKey) -> AuditVouched:
+    """``node``'s signature of the same statement as checkpoint ``last``."""
+    head = bytes.fromhex(last.head)
+    signature = keys.sign(key, keys.statement(last.seq, last.index, last.pos, head))
+    return AuditVouched(
+        last.seq, last.index, last.pos, last.head, node, keys.public_hex(key), signature
+    )
+
+
 async def checkpoint_if_due(hub: Hub, key: Ed25519PrivateKey, now_ms: int) -> bool:
     cfg = hub.config.audit
     with hub.read() as txn:
@@ -91,17 +115,7 @@ async def checkpoint_if_due(hub: Hub, key: Ed25519PrivateKey, now_ms: int) -> bo
         last = audit_view.latest_checkpoint(hub.store, txn)
     if not due(head, last, cfg.checkpoint_every, int(cfg.checkpoint_interval * 1000), now_ms):
         return False
-    signature = keys.sign(key, keys.statement(head.seq, head.index, head.pos, head.hash))
-    event = AuditCheckpoint(
-        head.seq,
-        head.index,
-        head.pos,
-        head.hash.hex(),
-        head.work,
-        hub.node,
-        keys.public_hex(key),
-        signature,
-    )
+    event = checkpoint_event(head, hub.node, key)
     try:
         await hub.log.append(event)
     except (LogUnavailable, ProposalRejected) as exc:
@@ -121,10 +135,7 @@ async def vouch(hub: Hub, key: Ed25519PrivateKey) -> bool:
     if mine is None or mine.seq != last.seq or mine.hash.hex() != last.head:
         log.error("audit_checkpoint_disagrees", seq=last.seq, index=last.index)
         return False
-    signature = keys.sign(key, keys.statement(last.seq, last.index, last.pos, mine.hash))
-    event = AuditVouched(
-        last.seq, last.index, last.pos, last.head, hub.node, keys.public_hex(key), signature
-    )
+    event = vouch_event(last, hub.node, key)
     try:
         await hub.log.append(event)
     except ProposalRejected as exc:  # a newer checkpoint, or a vouch already in flight

@@ -11,14 +11,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tests import audit_tamper as tamper
 from xes.audit import chain, keys
-from xes.audit.checkpointer import due
+from xes.audit.checkpointer import checkpoint_event, due, vouch_event
 from xes.audit.export import Filters, verify_export, write_export
 from xes.audit.verify import Report, verify_store
-from xes.events import Envelope, canonical_json, to_data
+from xes.events import canonical_json, wrap
 from xes.events.catalog import (
     AuditCheckpoint,
     AuditKeyAnnounced,
-    AuditVouched,
     RosterItemUpdated,
 )
 from xes.projections import audit as audit_view
@@ -29,15 +28,7 @@ _ids = iter(range(1, 10**9))
 
 
 def env(event: object, at: int = 1_700_000_000_000) -> dict[str, object]:
-    return Envelope(
-        type=event.TYPE,  # type: ignore[attr-defined]
-        v=event.V,  # type: ignore[attr-defined]
-        stream=event.stream(),  # type: ignore[attr-defined]
-        id=f"t.{next(_ids)}",
-        at=at,
-        origin="t",
-        data=to_data(event),
-    ).to_json()
+    return wrap(event, id=f"t.{next(_ids)}", at=at, origin="t").to_json()
 
 
 class Cluster:
@@ -68,33 +59,13 @@ class Cluster:
             return chain.head(self.store, txn)
 
     def checkpoint(self, node: str = "n1", head: chain.Head | None = None) -> dict[str, object]:
-        head = head or self.head()
-        key = self.keys[node]
-        sig = keys.sign(key, keys.statement(head.seq, head.index, head.pos, head.hash))
-        event = AuditCheckpoint(
-            head.seq,
-            head.index,
-            head.pos,
-            head.hash.hex(),
-            head.work,
-            node,
-            keys.public_hex(key),
-            sig,
-        )
-        return self.apply(event)[0]
+        return self.apply(checkpoint_event(head or self.head(), node, self.keys[node]))[0]
 
     def vouch(self, node: str = "n2") -> dict[str, object]:
         with self.store.env.begin() as txn:
             last = audit_view.latest_checkpoint(self.store, txn)
         assert last is not None
-        key = self.keys[node]
-        sig = keys.sign(
-            key, keys.statement(last.seq, last.index, last.pos, bytes.fromhex(last.head))
-        )
-        pub = keys.public_hex(key)
-        return self.apply(AuditVouched(last.seq, last.index, last.pos, last.head, node, pub, sig))[
-            0
-        ]
+        return self.apply(vouch_event(last, node, self.keys[node]))[0]
 
     def verify(self, db: Path | None = None, pinned: dict[str, str | None] | None = None) -> Report:
         store = self.store if db is None else open_store(db, all_db_names(), writer=False)
