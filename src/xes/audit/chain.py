@@ -107,18 +107,22 @@ def get(store: Store, txn: lmdb.Transaction, key: bytes) -> Link | None:
     return None if raw is None else decode_link(raw)
 
 
-def append(store: Store, txn: lmdb.Transaction, key: bytes, row: bytes) -> Link:
-    """Extend the chain with the journal row just written at ``key`` (called by apply)."""
-    last = head(store, txn)
-    value = Link(last.seq + 1, link(last.hash, last.seq + 1, leaf(row)))
-    txn.put(key, encode_link(value), db=store.db(CHAIN))
-    work = last.work + (0 if is_audit_row(row) else 1)
-    txn.put(
-        HEAD_KEY,
-        _SEQ.pack(value.seq) + key + value.hash + _SEQ.pack(work),
-        db=store.db(STATE),
-    )
-    return value
+def append(store: Store, txn: lmdb.Transaction, key: bytes, row: bytes) -> None:
+    """Extend the chain with the journal row just written at ``key`` (called by apply).
+
+    Works on the packed head row directly: this runs for every event committed."""
+    state = store.db(STATE)
+    raw = txn.get(HEAD_KEY, db=state)
+    if raw is None:
+        seq, prev, work = 1, GENESIS, 0
+    else:
+        seq, prev, work = _SEQ.unpack_from(raw)[0] + 1, raw[18:50], _SEQ.unpack_from(raw, 50)[0]
+    packed = _SEQ.pack(seq)
+    value = hashlib.sha256(DOMAIN + prev + packed + hashlib.sha256(row).digest()).digest()
+    txn.put(key, packed + value, db=store.db(CHAIN))
+    if AUDIT_PREFIX not in row:
+        work += 1
+    txn.put(HEAD_KEY, packed + key + value + _SEQ.pack(work), db=state)
 
 
 def catch_up(store: Store, txn: lmdb.Transaction) -> int:
