@@ -6,6 +6,7 @@ import io
 import json
 from pathlib import Path
 
+import lmdb
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -14,6 +15,7 @@ from xes.audit import chain, keys
 from xes.audit.checkpointer import checkpoint_event, due, vouch_event
 from xes.audit.export import Filters, verify_export, write_export
 from xes.audit.verify import Report, verify_store
+from xes.config import ConfigError, parse_config
 from xes.events import canonical_json, wrap
 from xes.events.catalog import (
     AuditCheckpoint,
@@ -21,6 +23,7 @@ from xes.events.catalog import (
     RosterItemUpdated,
 )
 from xes.projections import audit as audit_view
+from xes.projections.audit import Audit
 from xes.projections.projector import Projector, all_db_names, rebuild
 from xes.store.env import open_store
 
@@ -326,3 +329,29 @@ def test_since_until_by_time_and_index(history: Cluster, tmp_path: Path) -> None
     assert selected == 1
     data = _export(history, Filters(until="5"))  # 1 and 2 are the key announcements
     assert json.loads(data.splitlines()[0])["selected"] == 3
+
+
+def test_a_snapshot_from_before_the_chain_is_restored_and_chained(
+    history: Cluster, tmp_path: Path
+) -> None:
+    """A Raft snapshot taken by a node of an earlier release has no audit sub-databases."""
+    head = history.head()
+    snap = history.copy(tmp_path)
+    env = lmdb.open(str(snap), max_dbs=64)
+    with env.begin(write=True) as txn:
+        for name in Audit.dbs:
+            txn.drop(env.open_db(name.encode(), txn=txn), delete=True)
+    env.close()
+    store = open_store(tmp_path / "empty", all_db_names(), writer=True)
+    Projector(store).restore(snap)
+    with store.env.begin() as txn:
+        assert chain.head(store, txn) == head
+    store.close()
+
+
+def test_audit_configuration(tmp_path: Path) -> None:
+    config = parse_config({"audit": {"key_file": "keys/n1.pem"}}, base=tmp_path)
+    assert config.audit_key_path == tmp_path / "keys/n1.pem"
+    assert parse_config({}).audit_key_path == Path("xes-data/audit/node.key")
+    with pytest.raises(ConfigError, match="checkpoint_every"):
+        parse_config({"audit": {"checkpoint_every": 0}})
