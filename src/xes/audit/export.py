@@ -29,7 +29,7 @@ import lmdb
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from xes.audit import chain, keys
-from xes.audit.verify import CHECKPOINT_TYPES, KEY_TYPE, Report, Trust, Walker, _scan
+from xes.audit.verify import CHECKPOINT_TYPES, KEY_TYPE, Report, Trust, Walker, scan
 from xes.store import journal
 from xes.store.env import Store
 
@@ -155,7 +155,7 @@ def write_export(
 ) -> int:
     """Write the export of ``filters`` to ``out``; returns the number of selected events."""
     selected = selector(filters)
-    _, announced = _scan(store, txn)
+    _, announced = scan(store, txn)
     stretch = _stretch(store, txn, selected)
     total = hashlib.sha256()
 

@@ -189,7 +189,7 @@ class Walker:
             self.report.last_checkpoint = (seq, cindex, signers)
 
 
-def _scan(store: Store, txn: lmdb.Transaction) -> tuple[set[int], dict[str, set[str]]]:
+def scan(store: Store, txn: lmdb.Transaction) -> tuple[set[int], dict[str, set[str]]]:
     """First pass: the seqs checkpoints name, and the keys nodes announced."""
     covered: set[int] = set()
     announced: dict[str, set[str]] = {}
@@ -229,7 +229,7 @@ def verify_store(
 ) -> Report:
     """Walk the whole journal of ``store`` in one read transaction."""
     report = Report()
-    covered, announced = _scan(store, txn)
+    covered, announced = scan(store, txn)
     walker = Walker(Trust(announced, pinned), covered, report)
     events_db, chain_db = store.db("journal.events"), store.db(chain.CHAIN)
     prev, expected_seq = chain.GENESIS, 1
