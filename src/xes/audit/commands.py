@@ -24,8 +24,11 @@ MAX_LISTED = 20
 """Problems printed after the first (the rest are counted)."""
 
 
-def _record(config: Config, event: Any) -> str:
-    """Propose ``event`` through the running node, else queue it; a sentence saying which."""
+def _record(config: Config, event: Any, *, required: bool) -> str:
+    """Propose ``event`` through the running node, else queue it; a sentence saying which.
+
+    ``required`` (export): when the running log does not take it, refuse rather than go on
+    unrecorded. A verify's record is queued then, for the node to propose once it can."""
     from xes.cli import _envelopes
     from xes.eventlog.client import SyncClient, socket_alive
 
@@ -33,12 +36,18 @@ def _record(config: Config, event: Any) -> str:
         client = SyncClient(config.socket_path)
         try:
             outcome, body = client.submit(_envelopes([event]))
+        except OSError as exc:
+            outcome, body = f"unreachable: {exc}", b""
         finally:
             client.close()
         result = json.loads(body)[0] if outcome == "APPLIED" else {}
-        if not result.get("ok"):
-            raise SystemExit(f"this access could not be recorded ({outcome.lower()}): refused")
-        return f"access recorded in the log at index {result['events'][0][0]}"
+        if result.get("ok"):
+            return f"access recorded in the log at index {result['events'][0][0]}"
+        why = result.get("reason") or outcome.lower()
+        if required:
+            raise SystemExit(f"this access could not be recorded in the log ({why}): refused")
+        access.enqueue(config, event)
+        return f"access queued: the log did not take it now ({why}); the node proposes it later"
     access.enqueue(config, event)
     return "access queued: the node records it in the log when it runs again"
 
@@ -105,7 +114,7 @@ def cmd_verify(config: Config, args: argparse.Namespace, have_config: bool) -> i
         first = report.first()
         result = "intact" if first is None else f"problems from index {first.index}"
         options = {"export": args.export, "data_dir": args.data_dir}
-        print(_record(config, access.accessed("verify", options, result)))
+        print(_record(config, access.accessed("verify", options, result), required=False))
     return code
 
 
@@ -129,7 +138,7 @@ def cmd_export(config: Config, args: argparse.Namespace) -> int:
     out = Path(args.out)
     # Recorded before anything is read: an export that fails half-way was still an access.
     options = {**filters.to_json(), "out": str(out.resolve())}
-    print(_record(config, access.accessed("export", options)))
+    print(_record(config, access.accessed("export", options), required=True))
     store = _open(config, None)
     tmp = out.with_name(out.name + ".tmp")
     try:
