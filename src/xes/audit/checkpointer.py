@@ -152,9 +152,15 @@ async def drain_access_queue(hub: Hub) -> int:
             return 0
         lines = [line for line in fh.read().splitlines() if line.strip()]
         for n, line in enumerate(lines):
-            record: dict[str, Any] = json.loads(line)
             try:
-                await hub.log.append(AuditAccessed(**record))
+                record: dict[str, Any] = json.loads(line)
+                event = AuditAccessed(**record)
+            except (ValueError, TypeError) as exc:
+                # Not written by `xes audit` (or cut short): kept in the log, not lost silently.
+                log.error("audit_access_queue_line_unreadable", line=line[:200], error=str(exc))
+                event = AuditAccessed("unreadable", "?", -1, "?", {"line": line[:4096]})
+            try:
+                await hub.log.append(event)
             except (LogUnavailable, ProposalRejected):
                 # Keep what is left for the next round (the ones proposed are not repeated).
                 fh.seek(0)
