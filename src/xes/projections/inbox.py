@@ -27,7 +27,7 @@ entry when a marker or an explicit change moves it: managed sessions as outbox r
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import lmdb
@@ -472,6 +472,14 @@ def watching(store: Store, txn: lmdb.Transaction, owner: str, session: str) -> b
     return txn.get(_watcher_key(owner, session), db=store.db(ROWS)) is not None
 
 
+def _cursor_key(owner: str, cursor: str) -> bytes:
+    """The activity key an RSM cursor (``Entry.cursor``) names; ``ValueError`` if not ours."""
+    pinned, _, seq = cursor.partition("-")
+    if pinned not in ("0", "1") or not seq.isdigit():
+        raise ValueError(cursor)
+    return _activity_key(owner, pinned == "1", int(seq))
+
+
 def by_activity(
     store: Store, txn: lmdb.Transaction, owner: str, before: str | None = None
 ) -> Iterator[Entry]:
@@ -479,19 +487,42 @@ def by_activity(
     the RSM cursor ``before`` when given (``ValueError`` if it is not one of ours)."""
     prefix = _activity_prefix(owner)
     cur = txn.cursor(db=store.db(ROWS))
-    if before is None:
-        found = cur.set_range(prefix + b"\x02")
-        found = cur.prev() if found else cur.last()
+    start = prefix + b"\x02" if before is None else _cursor_key(owner, before)
+    found = cur.set_range(start)
+    found = cur.prev() if found else cur.last()
+    yield from _entries(store, txn, owner, cur, found, cur.prev)
+
+
+def by_activity_upwards(
+    store: Store, txn: lmdb.Transaction, owner: str, after: str | None = None
+) -> Iterator[Entry]:
+    """The same order walked the other way (least recent first): from just above the RSM
+    cursor ``after``, or from the least recent entry. RSM ``<before/>`` pages with it."""
+    prefix = _activity_prefix(owner)
+    cur = txn.cursor(db=store.db(ROWS))
+    if after is None:
+        found = cur.set_range(prefix)
     else:
-        pinned, _, seq = before.partition("-")
-        if pinned not in ("0", "1") or not seq.isdigit():
-            raise ValueError(before)
-        found = cur.set_range(_activity_key(owner, pinned == "1", int(seq)))
-        found = cur.prev() if found else cur.last()
-    entries_db = store.db(ROWS)
+        key = _cursor_key(owner, after)
+        found = cur.set_range(key)
+        if found and cur.key() == key:
+            found = cur.next()
+    yield from _entries(store, txn, owner, cur, found, cur.next)
+
+
+def _entries(
+    store: Store,
+    txn: lmdb.Transaction,
+    owner: str,
+    cur: lmdb.Cursor,
+    found: bool,
+    step: Callable[[], bool],
+) -> Iterator[Entry]:
+    prefix = _activity_prefix(owner)
+    rows = store.db(ROWS)
     while found and cur.key().startswith(prefix):
         conversation = bytes(cur.value()).decode()
-        raw = txn.get(_entry_key(owner, conversation), db=entries_db)
+        raw = txn.get(_entry_key(owner, conversation), db=rows)
         if raw is not None:
             yield Entry.decode(conversation, raw)
-        found = cur.prev()
+        found = step()
