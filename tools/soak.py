@@ -10,12 +10,14 @@ and, in this process, ``--clients`` STARTTLS + SCRAM clients of three kinds:
 * reconnecting (``--reconnectors``): log out and in again every ``--reconnect-every`` seconds
   (stream close, new TCP + TLS + SCRAM + bind), the churn a shift change or flaky Wi-Fi makes.
 
-Every ``--interval`` seconds it samples the server's whole process tree: RSS and PSS (KiB),
+Every ``--interval`` seconds it samples the server's whole process tree: RSS, PSS and anonymous
+memory (KiB; RSS also counts the LMDB map's pages as they are read, anonymous does not),
 CPU seconds, open file descriptors, threads, and the LMDB data file's size and the archive's
 row count growth; each sample is a JSON line on stdout and in ``--out``. At the end it prints a
 summary: first and last values, the growth of each between the end of the ramp and the end, and
 per hour (a least-squares slope over the samples after the ramp), so "no growth beyond the
-data it stores" can be read off: the data file grows with the archived chat, RSS must not.
+data it stores" can be read off: the data file grows with the archived chat, anonymous memory
+must not.
 
     .venv/bin/python tools/soak.py                                  # 5,000 clients, 1 hour
     .venv/bin/python tools/soak.py --clients 500 --duration 300     # a quick look
@@ -58,6 +60,18 @@ class Tally:
     errors: list[str] = field(default_factory=list)
 
 
+def anonymous_kib(pids: list[int]) -> int:
+    """Anonymous memory (KiB) of ``pids``: the heap, without the LMDB map's file pages, which
+    RSS counts as they are touched and which grow with the data, not with a leak."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Anonymous:"):
+                    total += int(line.split()[1])
+    return total
+
+
 def sample(server: srv.Server, data_dir: Path, started: float, tally: Tally) -> dict[str, Any]:
     pids = server.pids()
     fds = threads = 0
@@ -70,6 +84,7 @@ def sample(server: srv.Server, data_dir: Path, started: float, tally: Tally) -> 
     return {
         "t": round(time.monotonic() - started, 1),
         **server.memory(),
+        "anon": anonymous_kib(pids),
         "cpu_s": round(server.cpu_seconds(), 2),
         "fds": fds,
         "threads": threads,
@@ -97,7 +112,7 @@ def slope_per_hour(points: list[tuple[float, float]]) -> float:
 def summary(samples: list[dict[str, Any]], ramp_end: float) -> dict[str, Any]:
     steady = [s for s in samples if s["t"] >= ramp_end] or samples[-1:]
     out: dict[str, Any] = {}
-    for key in ("rss", "pss", "fds", "threads", "lmdb_bytes"):
+    for key in ("anon", "rss", "pss", "fds", "threads", "lmdb_bytes"):
         first, last = steady[0][key], steady[-1][key]
         out[key] = {
             "after_ramp": first,
