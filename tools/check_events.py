@@ -2,7 +2,9 @@
 """Check the event catalogue: versions with complete upcaster chains, and a consumer for each type.
 
 Every event type must be folded by at least one projection or be listed in ``DELIVERY_ONLY``
-(handled by ``xes.delivery`` only). Exit status 1 with one line per problem.
+(handled by ``xes.delivery`` only). The feature gate's tables (ADR 0022) must fit the catalogue:
+each downcaster undoes a version this build has an upcaster for, and every baseline type is
+still read. Exit status 1 with one line per problem.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from __future__ import annotations
 import sys
 
 from xes.events import EVENT_TYPES
-from xes.events.registry import check_registry
+from xes.events.gate import BASELINE, DOWNCASTERS
+from xes.events.registry import UPCASTERS, check_registry
 from xes.projections.projector import PROJECTIONS
 
 DELIVERY_ONLY: set[str] = {"iq.routed", "component.routed"}
@@ -31,6 +34,14 @@ def problems() -> list[str]:
                 found.append(f"{proj.__name__} handles unknown type {name}")
             elif not hasattr(proj, "on_" + name.replace(".", "_")):
                 found.append(f"{proj.__name__} declares {name} but has no on_ method")
+    for name, v in sorted(DOWNCASTERS):
+        if name not in EVENT_TYPES or not 1 < v <= EVENT_TYPES[name].V:
+            found.append(f"{name}: downcaster from v{v}, which this build does not write")
+        elif (name, v - 1) not in UPCASTERS:
+            found.append(f"{name}: downcaster from v{v} without the upcaster from v{v - 1}")
+    for name in sorted(BASELINE):
+        if name not in EVENT_TYPES:
+            found.append(f"{name}: in the gate's baseline but no longer read (ADR 0022)")
     return found
 
 

@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from xes.config import Config, ConfigError, load_config, parse_config
 from xes.events import canonical_json, encode_proposal, wrap
@@ -27,6 +27,9 @@ from xes.events.catalog import (
 )
 from xes.jid import JID, InvalidJID, bare_in
 
+if TYPE_CHECKING:
+    from xes.events.gate import Gate
+
 
 def _config(args: argparse.Namespace) -> Config:
     if getattr(args, "config", None):
@@ -34,20 +37,51 @@ def _config(args: argparse.Namespace) -> Config:
     return parse_config({})
 
 
-def _envelopes(events: list[Any], expected: dict[str, int] | None = None) -> bytes:
-    """A command holding one proposal with ``events``, from the ``cli`` origin."""
+def _envelopes(
+    events: list[Any], expected: dict[str, int] | None = None, gate: Gate | None = None
+) -> bytes:
+    """A command holding one proposal with ``events``, from the ``cli`` origin.
+
+    The CLI may run without the server (and so without the membership), so by default it writes
+    only what every release since the gate's baseline reads (ADR 0022). A command that has asked
+    the running node for the cluster's ``gate`` (:func:`running_gate`) may pass it; it raises
+    :class:`~xes.events.gate.Gated` then, for the command to say what it does instead."""
+    from xes.events.gate import Gate, Gated
+
     tag = secrets.token_hex(6)
-    envs = [
-        wrap(
-            ev,
-            id=f"cli.{tag}.{n}",
-            at=int(time.time() * 1000),
-            origin="cli",
-            expected_version=(expected or {}).get(ev.stream()),
-        )
-        for n, ev in enumerate(events)
-    ]
+    baseline = Gate.unknown() if gate is None else gate
+    try:
+        envs = [
+            baseline.shape(
+                wrap(
+                    ev,
+                    id=f"cli.{tag}.{n}",
+                    at=int(time.time() * 1000),
+                    origin="cli",
+                    expected_version=(expected or {}).get(ev.stream()),
+                )
+            )
+            for n, ev in enumerate(events)
+        ]
+    except Gated as exc:
+        if gate is not None:
+            raise
+        raise SystemExit(f"this command would write what older nodes cannot read: {exc}") from None
     return b"[" + encode_proposal(envs) + b"]"
+
+
+def running_gate(config: Config, local: dict[str, Any]) -> Gate:
+    """The feature gate over the running node's membership (``local``: its log status) and what
+    the members announced, as the server's own gate sees it."""
+    from xes.projections import cluster_features
+
+    live = _open_live(config)
+    try:
+        with live.env.begin() as txn:
+            known = cluster_features.announced(live, txn)
+    finally:
+        live.close()
+    return cluster_features.gate(local.get("members", []), known)
 
 
 def submit(config: Config, command: bytes) -> dict[str, Any]:
@@ -328,15 +362,18 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 def cluster_report(config: Config, local: dict[str, Any]) -> dict[str, Any]:
     """This node's Raft status plus each member's, asked over the Raft port with the secret."""
     from xes.cluster_report import cluster_report as report
+    from xes.projections import cluster_features
     from xes.projections import sessions as sessions_view
 
     live = _open_live(config)
     try:
         with live.env.begin() as txn:
             nodes = {n.raft: (n.node, n.down) for n in sessions_view.nodes(live, txn)}
+            known = cluster_features.announced(live, txn)
     finally:
         live.close()
-    return report(config.cluster_secret, local, nodes)
+    gate = cluster_features.gate(local.get("members", []), known)
+    return report(config.cluster_secret, local, nodes, gate)
 
 
 def format_cluster_report(report: dict[str, Any]) -> str:
@@ -353,6 +390,17 @@ def format_cluster_report(report: dict[str, Any]) -> str:
             f"{m['node'] or '?':<8} {m['raft']:<22} {state:<10} "
             f"{_num(m['commit_index']):>8} {_num(m['applied_index']):>8} {_num(m['lag']):>6}"
         )
+    gate = report.get("gate")
+    if gate is not None:
+        # ADR 0022: what the cluster does not write yet, and which members it waits for.
+        lines.append("feature gate: " + ("open" if gate["open"] else "closed for"))
+        by_nodes: dict[str, list[str]] = {}
+        for what, nodes in sorted(gate["waiting"].items()):
+            older = gate.get("written_as", {}).get(what)
+            shown = f"{what} (as v{older})" if older else f"{what} (off)"
+            by_nodes.setdefault(", ".join(nodes), []).append(shown)
+        for nodes, whats in by_nodes.items():
+            lines.append(f"  waiting for {nodes}: {', '.join(whats)}")
     return "\n".join(lines)
 
 
@@ -442,6 +490,9 @@ def build_parser() -> argparse.ArgumentParser:
     destroy.add_argument("--reason", help="reason told to the occupants")
     destroy.add_argument("--alternate", help="JID of a room the occupants may move to")
     muc.set_defaults(func=cmd_muc)
+    from xes.audit.commands import add_parser as add_audit_parser
+
+    add_audit_parser(sub, with_config)
     return parser
 
 

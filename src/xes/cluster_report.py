@@ -8,13 +8,19 @@ from __future__ import annotations
 from typing import Any
 
 from xes.eventlog.raft import query_status
+from xes.events.gate import Gate
 
 
 def cluster_report(
-    secret: str | None, local: dict[str, Any], nodes: dict[str, tuple[str, bool]]
+    secret: str | None,
+    local: dict[str, Any],
+    nodes: dict[str, tuple[str, bool]],
+    gate: Gate | None = None,
 ) -> dict[str, Any]:
-    """``nodes``: Raft address -> (node id, declared down), from the sessions projection.
-    Blocking (peers are asked over TCP with a short timeout): call it from a thread."""
+    """``nodes``: Raft address -> (node id, declared down), from the sessions projection;
+    ``gate``: the feature gate over these members (ADR 0022), shown as which event types wait
+    for which node. Blocking (peers are asked over TCP with a short timeout): call it from a
+    thread."""
     members = []
     for addr in local.get("members", []):
         if addr == local.get("self"):
@@ -46,4 +52,13 @@ def cluster_report(
             if (member["lag"] or 0) > 1000
             else "ok"
         )
-    return {"local": local, "leader": local.get("leader"), "members": members}
+    report: dict[str, Any] = {"local": local, "leader": local.get("leader"), "members": members}
+    if gate is not None:
+        pending = gate.pending()
+        written_as = {}
+        for what in pending:
+            name, v = what.rsplit(" v", 1)
+            written_as[what] = gate.emit_version(name, int(v))
+        # written_as: the older version that goes out meanwhile, or None (the feature waits).
+        report["gate"] = {"open": not pending, "waiting": pending, "written_as": written_as}
+    return report

@@ -19,6 +19,7 @@ import lmdb
 
 from xes.config import Config
 from xes.eventlog.client import LogClient, LogUnavailable
+from xes.events.gate import Gate
 from xes.jid import JID
 from xes.stats import NodeStats
 from xes.store.env import Store
@@ -120,10 +121,18 @@ class Hub:
     """Component connections this node holds, by component domain (ADR 0018)."""
     stats: NodeStats = field(default_factory=NodeStats)
     """Counters for ``/metrics`` (not state: they start at zero with the process)."""
+    gates: Callable[[], Gate] = Gate.unknown
+    """The feature gate's current state (ADR 0022): :meth:`xes.gate_watch.GateView.gate` once
+    the node runs; closed (baseline only) before."""
 
     @property
     def domain(self) -> str:
         return self.config.domain
+
+    @property
+    def gate(self) -> Gate:
+        """What every cluster member can read now (cheap: a cached view)."""
+        return self.gates()
 
     @contextmanager
     def read(self) -> Iterator[lmdb.Transaction]:

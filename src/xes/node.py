@@ -9,6 +9,7 @@ SIGTERM closes every stream cleanly, records the sessions' ends, then stops the 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
@@ -27,16 +28,19 @@ from xes import (
     cluster_watch,
     delivery,
     disk_watch,
+    gate_watch,
     preflight,
     push_publisher,
     telemetry,
 )
 from xes import http as web
 from xes.admin.auth import AdminAuth, read_token
+from xes.audit import checkpointer as audit_checkpointer
 from xes.config import Config, ConfigError
 from xes.eventlog import process as log_process
 from xes.eventlog.client import LogClient, LogUnavailable, ProposalRejected
 from xes.events.catalog import NodeStarted
+from xes.events.gate import this_build_reads
 from xes.features import session_end, stream_mgmt
 from xes.features.upload import files as upload_files
 from xes.features.upload import retention as upload_retention
@@ -134,7 +138,11 @@ class Node:
         )
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._watch_log_process, proc, tg)
-            await client.connect(tg, timeout=60.0)
+            # No deadline while the log process lives (_watch_log_process ends us if it dies):
+            # the first start of a release that adds a projection rebuilds the projections from
+            # the journal before the log process listens, as long as `xes replay` takes
+            # (ADR 0022); a deadline would restart it, and the rebuild, forever.
+            await client.connect(tg, timeout=float("inf"))
             store = open_store(log_process.db_path(config), all_db_names(), writer=False)
             client.riders = stream_mgmt.riders
             hub = Hub(config=config, node=self.node_id, boot=self.boot, store=store, log=client)
@@ -143,7 +151,13 @@ class Node:
             hub.on_self_down = lambda: tg.start_soon(self._rejoin, "declared down")
             hub.on_isolated = lambda: tg.start_soon(self._rejoin, "no majority")
             self.hub = hub
+            # The feature gate (ADR 0022): every envelope is shaped to what all members read.
+            gates = gate_watch.GateView(store, lambda: client.applied)
+            hub.gates = client.gate = gates.gate
             stale = await self._start_boot("node_restarted")
+            with contextlib.suppress(LogUnavailable):
+                gates.set_members((await client.status()).get("members") or [])
+            tg.start_soon(gate_watch.run, gates, client)
             if stale:
                 log.info("stale_sessions_ended", count=stale)
             tg.start_soon(delivery.run, hub)
@@ -151,6 +165,7 @@ class Node:
                 functools.partial(cluster_watch.run, hub, down_after=config.cluster.node_down_after)
             )
             tg.start_soon(archive_retention.run, hub)
+            tg.start_soon(audit_checkpointer.run, hub)
             tg.start_soon(disk_watch.run, hub)
             tg.start_soon(push_publisher.run, hub)
             if config.upload.enabled:
@@ -325,7 +340,9 @@ class Node:
                     if view.boot != self.boot
                 ]
                 events = session_end.end_events(self.hub, txn, stale, reason, detach=True)
-            events.append(NodeStarted(self.node_id, self.boot, self.config.cluster.raft))
+            events.append(
+                NodeStarted(self.node_id, self.boot, self.config.cluster.raft, this_build_reads())
+            )
             try:
                 await self.hub.log.append(*events)
                 return len(stale)

@@ -76,6 +76,9 @@ class XesServer:
     component: int | None = None
     """Port of the XEP-0114 component listener (``[listen] component``), when set."""
     proc: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] | None = None
+    """Environment of the server and its CLI (None: ours); ``test_rolling_upgrade`` points
+    ``PYTHONPATH`` at an older release's tree."""
 
     @property
     def config(self) -> Path:
@@ -122,6 +125,7 @@ class XesServer:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env=self.env,
         )
 
     def wait_ready(self, timeout: float = 60.0) -> None:
@@ -141,6 +145,7 @@ class XesServer:
             capture_output=True,
             text=True,
             timeout=120,
+            env=self.env,
         )
         if check and result.returncode != 0:
             raise AssertionError(f"xes {' '.join(args)} failed: {result.stdout}{result.stderr}")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from tools.faults.campaign import run_campaign
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(420)]
 
 FIXED_SEED = 20
 DURATION = 40.0

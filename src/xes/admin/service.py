@@ -176,7 +176,9 @@ async def cluster(hub: Hub) -> dict[str, Any]:
         counts = {n: 0 for _, (n, _) in nodes.items()}
         for view in sessions_view.all_sessions(hub.store, txn):
             counts[view.node] = counts.get(view.node, 0) + 1
-    report = await anyio.to_thread.run_sync(cluster_report, hub.config.cluster_secret, local, nodes)
+    report = await anyio.to_thread.run_sync(
+        cluster_report, hub.config.cluster_secret, local, nodes, hub.gate
+    )
     for member in report["members"]:
         member["sessions"] = counts.get(member["node"], 0)
     report["node"] = hub.node

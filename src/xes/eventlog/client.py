@@ -25,6 +25,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 from xes.eventlog import wire
 from xes.events import Envelope, encode_proposal, wrap
+from xes.events.gate import Gate, Gated
 from xes.stats import LatencyHistogram
 
 log = structlog.get_logger("xes.logclient")
@@ -38,6 +39,11 @@ unknown, before the caller gets an error (and its client a stanza error)."""
 
 class LogUnavailable(Exception):
     """The log could not append the proposal (no quorum, log process gone, too large)."""
+
+
+class FeatureGated(LogUnavailable):
+    """An event type no version of which every cluster member reads yet (ADR 0022): the
+    feature proposing it should have checked ``hub.gate`` first; this is the safety net."""
 
 
 class ProposalRejected(Exception):
@@ -79,6 +85,9 @@ class LogClient:
         self.origin = origin
         self.boot = boot
         self._ids = itertools.count(1)
+        self.gate: Callable[[], Gate] = Gate.unknown
+        """The feature gate every envelope passes (ADR 0022): the node points it at the hub's
+        refreshed gate; on its own, as if one member read only the baseline."""
         self.riders: Callable[[], list[Any]] | None = None
         """Events added to every proposal made in the current context (XEP-0198 handled counts
         ride with the effects of the stanza they count: see :mod:`xes.features.stream_mgmt`)."""
@@ -121,14 +130,19 @@ class LogClient:
     # -- events ------------------------------------------------------------------------------
 
     def envelope(self, event: Any, expected_version: int | None = None) -> Envelope:
-        """Wrap a catalogue event in an envelope with a cluster-unique id."""
-        return wrap(
+        """Wrap a catalogue event in an envelope with a cluster-unique id, in the version every
+        cluster member reads (the feature gate, ADR 0022)."""
+        env = wrap(
             event,
             id=f"{self.origin}.{self.boot}.{next(self._ids)}",
             at=int(time.time() * 1000),
             origin=self.origin,
             expected_version=expected_version,
         )
+        try:
+            return self.gate().shape(env)
+        except Gated as exc:
+            raise FeatureGated(str(exc)) from exc
 
     async def append(self, *events: Any, expected: dict[str, int] | None = None) -> Placed:
         """Propose ``events`` as one all-or-nothing proposal and wait until applied here."""

@@ -78,6 +78,9 @@ class LogNode:
         self._lock = lock_data_dir(config.data_dir)
         self.store: Store = open_store(db_path(config), all_db_names(), writer=True)
         self.projector = Projector(self.store, on_applied=on_applied)
+        # Before Raft replays anything: projections a new release added or changed are built
+        # from the journal first (ADR 0022).
+        self.projector.catch_up()
         self.raft = RaftLog(raft_config(config), self.projector)
 
     def submit(self, command: bytes, callback: Callable[[SubmitResult], None]) -> None:

@@ -10,7 +10,7 @@ connection (:mod:`xes.push_publisher`).
 
 from __future__ import annotations
 
-from xes.events.catalog import PushDisabled, PushEnabled
+from xes.events.catalog import PushDeviceState, PushDisabled, PushEnabled, PushNotified
 from xes.hub import Hub, LocalSession
 from xes.jid import JID, InvalidJID
 from xes.projections import push as push_view
@@ -51,12 +51,21 @@ def _options(enable: Element) -> dict[str, list[str]]:
     return values
 
 
+def available(hub: Hub) -> bool:
+    """Configured, and every cluster member reads the push events (ADR 0022)."""
+    return hub.config.push.enabled and hub.gate.allows(
+        PushEnabled, PushDisabled, PushNotified, PushDeviceState
+    )
+
+
 async def handle(hub: Hub, session: LocalSession, iq: Element, child: Element) -> Element:
     to = iq.get("to")
     if to not in (None, session.bare, hub.domain):
         raise StanzaError("forbidden", "push is enabled on your own account")
     if not hub.config.push.enabled:
         raise StanzaError("service-unavailable")
+    if not available(hub):
+        raise StanzaError("feature-not-implemented", "not until every node of the cluster reads it")
     if iq.get("type") != "set":
         raise StanzaError("bad-request", "enable and disable are iq set")
     service = _service(child)

@@ -64,9 +64,9 @@ async def disco_info(hub: Hub, session: LocalSession, iq: Element, query: Elemen
         features = [ns.DISCO_INFO, ns.DISCO_ITEMS]
         if hub.config.archive.enabled:
             features += ACCOUNT_ARCHIVE_FEATURES
-        if hub.config.inbox.enabled:
+        if inbox.available(hub):
             features += inbox.FEATURES
-        if hub.config.push.enabled:
+        if push.available(hub):
             features += push.FEATURES  # XEP-0357 §4.1: on the account's bare JID
         if hub.config.pep.enabled:
             children.append(
@@ -90,7 +90,7 @@ async def disco_info(hub: Hub, session: LocalSession, iq: Element, query: Elemen
         features.append(admin_commands.COMMANDS)  # XEP-0050 §2.1 (XEP-0133 for admins)
     if hub.config.external_services.services:
         features.append(account_info.EXTDISCO)
-    if hub.config.inbox.enabled:
+    if inbox.available(hub):
         features += inbox.FEATURES  # XEP-0430 §2.1
     if hub.config.pep.enabled:
         # XEP-0163 §6.1: a server that offers PEP says so on its own JID too.

@@ -27,6 +27,7 @@ from typing import Any
 import lmdb
 import structlog
 
+from xes.audit import chain
 from xes.events import (
     Committed,
     Envelope,
@@ -38,10 +39,13 @@ from xes.events import (
 from xes.projections.account_data import AccountData
 from xes.projections.accounts import Accounts
 from xes.projections.archive import Archive
+from xes.projections.audit import Audit
 from xes.projections.base import Projection, Rejected
 from xes.projections.blocking import Blocking
+from xes.projections.cluster_features import ClusterFeatures
 from xes.projections.components import Components
 from xes.projections.inbox import Inbox
+from xes.projections.marker_targets import MarkerTargets
 from xes.projections.muc import Muc
 from xes.projections.offline import Offline
 from xes.projections.pep import Pep
@@ -52,7 +56,15 @@ from xes.projections.sessions import Sessions
 from xes.projections.stream_mgmt import StreamManagement
 from xes.projections.uploads import Uploads
 from xes.store import journal
-from xes.store.env import StorageFailed, Store, from_u64, is_storage_error, open_store, u64
+from xes.store.env import (
+    MAX_DBS,
+    StorageFailed,
+    Store,
+    from_u64,
+    is_storage_error,
+    open_store,
+    u64,
+)
 
 log = structlog.get_logger("xes.projector")
 
@@ -72,18 +84,31 @@ PROJECTIONS: tuple[type[Projection], ...] = (
     Uploads,
     ReadStatus,
     Components,
+    ClusterFeatures,
+    Audit,
+    MarkerTargets,
 )
 """In apply order: ``sm`` reads a replaced session before ``sessions`` forgets it, and offline
 messages a flush delivers before ``offline`` drops them; ``muc`` sees the sessions a new boot
 ends before ``sessions`` forgets them (it refuses to let an occupant's session end); ``inbox``
 reads the room a message was sent to, as ``muc`` left it, ``push`` reads the inbox's mutes, and
-``read_status`` folds room messages after ``muc`` has accepted them."""
+``read_status`` folds room messages after ``muc`` has accepted them; ``marker_targets`` comes
+after both readers of it, so a marker resolves against the messages before its own event. ``audit``
+owns the hash chain (ADR 0021), which :meth:`Projector.apply_committed` extends for every
+event."""
 STREAMS = "streams.version"
 """Per-stream version counters (part of the replicated state, covered by the digest)."""
+BUILT = "projector.built"
+"""What the projections in this environment were built by (not covered by the digest):
+``projections`` -> {name: version} of the build that last applied, ``applied`` -> the applied
+index it reached. A release that adds or changes a projection, a snapshot or data directory
+from an older build (which knows neither key nor sub-database), any mismatch: the projections
+are rebuilt from the journal (ADR 0022)."""
+_BUILT_PROJECTIONS, _BUILT_APPLIED = b"projections", b"applied"
 
 
 def all_db_names() -> list[str]:
-    names = [*journal.DBS, STREAMS]
+    names = [*journal.DBS, STREAMS, BUILT]
     for proj in PROJECTIONS:
         names.extend(proj.dbs)
     return names
@@ -100,16 +125,82 @@ def projection_db_names() -> list[str]:
 class Projector:
     """Applies log entries to an LMDB store. Used by the log process and by ``xes replay``."""
 
-    def __init__(self, store: Store, on_applied: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        on_applied: Callable[[int], None] | None = None,
+        *,
+        replay: bool = False,
+    ) -> None:
         self.store = store
         self.projections = [proj(store) for proj in PROJECTIONS]
+        for proj in self.projections:
+            proj.replay = replay
         self.routes: dict[str, list[Projection]] = {}
         for proj in self.projections:
             for type_name in proj.handles:
                 self.routes.setdefault(type_name, []).append(proj)
         self.on_applied = on_applied
-        with store.env.begin() as txn:
+        self.built = canonical_json({p.name: p.version for p in self.projections})
+        """What :data:`BUILT` must say for these projections to be current."""
+        with store.env.begin(write=True) as txn:
             self._applied = journal.applied_index(store, txn)
+            self._built_ok = txn.get(_BUILT_PROJECTIONS, db=store.db(BUILT)) == self.built
+            chained = chain.catch_up(store, txn)  # a journal older than the chain (ADR 0021)
+        if chained:
+            log.info("audit_chain_caught_up", events=chained)
+
+    # -- upgrades (ADR 0022) ------------------------------------------------------------------
+
+    def is_current(self, txn: lmdb.Transaction) -> bool:
+        """The projections were built by these projections up to the applied index."""
+        applied = journal.applied_index(self.store, txn)
+        if applied == 0:
+            return True  # nothing applied yet: nothing to rebuild
+        db = self.store.db(BUILT)
+        at = txn.get(_BUILT_APPLIED, db=db)
+        return (
+            txn.get(_BUILT_PROJECTIONS, db=db) == self.built
+            and at is not None
+            and from_u64(at) == applied
+        )
+
+    def catch_up(self) -> int | None:
+        """At start, before Raft: rebuild every projection from the journal unless they are
+        current (:data:`BUILT`). Returns the events replayed, or None when nothing was stale.
+
+        A release adding a projection (or bumping one's ``version``) finds a data directory
+        whose projections miss what was committed before it ran; without this its projections
+        would differ from a replay, and from a node whose data directory started under it."""
+        with self.store.env.begin() as txn:
+            if self.is_current(txn):
+                return None
+        return self.rebuild_in_place()
+
+    def rebuild_in_place(self) -> int:
+        """Empty every projection and fold the whole journal again, in one write transaction
+        (a crash half-way leaves the old state and the stale marker: it starts over)."""
+        count = 0
+        with self.store.env.begin(write=True) as txn:
+            applied = journal.applied_index(self.store, txn)
+            log.warning("projections_rebuilding", applied_index=applied)
+            for name in projection_db_names():
+                txn.drop(self.store.db(name), delete=False)
+            for key, row in journal.read_rows(self.store, txn, 0, applied):
+                committed = Committed.decode(row)
+                self._fold(txn, committed, decode_event(committed.envelope), key, row)
+                count += 1
+            self._built_ok = False
+            self._mark(txn, applied)
+        log.warning("projections_rebuilt", applied_index=applied, events=count)
+        return count
+
+    def _mark(self, txn: lmdb.Transaction, index: int) -> None:
+        db = self.store.db(BUILT)
+        if not self._built_ok:  # the set of projections is written once, the index per entry
+            txn.put(_BUILT_PROJECTIONS, self.built, db=db)
+            self._built_ok = True
+        txn.put(_BUILT_APPLIED, u64(index), db=db)
 
     # -- StateMachine protocol (xes.eventlog.raft) ------------------------------------------
 
@@ -163,17 +254,28 @@ class Projector:
             return
         # Copy every sub-database over inside one write transaction of our own environment, so
         # readers in the XMPP process (which keep their mapping) see a consistent switch.
-        src = lmdb.open(str(path), readonly=True, max_dbs=64, lock=False)
+        src = lmdb.open(str(path), readonly=True, max_dbs=MAX_DBS, lock=False)
         try:
             with src.begin() as rtxn, self.store.env.begin(write=True) as wtxn:
                 for name in all_db_names():
-                    sdb = src.open_db(name.encode(), txn=rtxn, create=False)
                     ddb = self.store.db(name)
                     wtxn.drop(ddb, delete=False)
+                    try:
+                        sdb = src.open_db(name.encode(), txn=rtxn, create=False)
+                    except lmdb.NotFoundError:
+                        # A snapshot from an older build (a mixed cluster during a rolling
+                        # upgrade) lacks what it had no projection for: left empty here, and
+                        # the marker it lacks too makes us rebuild below.
+                        continue
                     for k, v in rtxn.cursor(db=sdb):
                         wtxn.put(k, v, db=ddb)
+                chain.catch_up(self.store, wtxn)
         finally:
             src.close()
+        with self.store.env.begin() as txn:
+            current = self.is_current(txn)
+        if not current:
+            self.rebuild_in_place()
         self._applied = snap_index
         if self.on_applied is not None:
             self.on_applied(snap_index)
@@ -210,6 +312,7 @@ class Projector:
                     child.commit()
                     results.append({"ok": True, "events": placed})
             txn.put(journal.APPLIED_KEY, u64(index), db=self.store.db("meta"))
+            self._mark(txn, index)
         return canonical_json(results)
 
     def _apply_proposal(
@@ -250,7 +353,16 @@ class Projector:
     def apply_committed(self, txn: lmdb.Transaction, committed: Committed, event: Any) -> None:
         """Journal one accepted event and fold it into every projection (also used by replay)."""
         key = journal.event_key(committed.index, committed.pos)
-        txn.put(key, committed.encode(), db=self.store.db("journal.events"))
+        row = committed.encode()
+        txn.put(key, row, db=self.store.db("journal.events"))
+        self._fold(txn, committed, event, key, row)
+
+    def _fold(
+        self, txn: lmdb.Transaction, committed: Committed, event: Any, key: bytes, row: bytes
+    ) -> None:
+        """The replicated state an accepted event changes: the hash chain over its journal row
+        ``row`` at ``key`` (ADR 0021), its stream version, the projections."""
+        chain.append(self.store, txn, key, row)  # the same bytes, hashed
         txn.put(
             committed.envelope.stream.encode(), u64(committed.version), db=self.store.db(STREAMS)
         )
@@ -278,6 +390,7 @@ class Projector:
                 )
                 txn.put(journal.event_key(index, 0), row, db=self.store.db("journal.rejected"))
                 txn.put(journal.APPLIED_KEY, u64(index), db=self.store.db("meta"))
+                self._mark(txn, index)
         except Exception as exc:
             log.error("journal_rejected_failed", index=index, error=repr(exc))
         return canonical_json([{"ok": False, "reason": "bad-entry"}])
@@ -308,7 +421,7 @@ def rebuild(live: Store, target: Path) -> tuple[str, str, int, int]:
     """
     fresh = open_store(target, all_db_names(), writer=True)
     try:
-        projector = Projector(fresh)
+        projector = Projector(fresh, replay=True)
         count = 0
         with live.env.begin() as rtxn:
             upto = journal.applied_index(live, rtxn)
@@ -321,6 +434,7 @@ def rebuild(live: Store, target: Path) -> tuple[str, str, int, int]:
                     wtxn.commit()
                     wtxn = fresh.env.begin(write=True)
             wtxn.put(journal.APPLIED_KEY, u64(upto), db=fresh.db("meta"))
+            projector._mark(wtxn, upto)
             wtxn.commit()
         with fresh.env.begin() as txn:
             rebuilt_digest = digest(fresh, txn)

@@ -16,7 +16,8 @@ import lmdb
 
 DEFAULT_MAP_SIZE = 64 * 1024**3
 """Address space reserved for the database file (sparse; grows on disk as needed)."""
-MAX_DBS = 64
+MAX_DBS = 128
+"""Handles one process may open (not stored in the file: an older build opens its own)."""
 
 U64 = struct.Struct(">Q")
 

@@ -27,7 +27,7 @@ from anyio.streams.tls import TLSStream
 
 from xes import router
 from xes.eventlog.client import LogUnavailable, ProposalRejected
-from xes.events.catalog import ComponentConnected, ComponentDisconnected
+from xes.events.catalog import ComponentConnected, ComponentDisconnected, ComponentRouted
 from xes.hub import Hub
 from xes.session.component import (
     Action,
@@ -204,6 +204,9 @@ class ComponentConnection:
         refusal: tuple[str, str] | None = None
         if domain in self.hub.components:
             refusal = ("conflict", "the component is already connected")
+        elif not self.hub.gate.allows(ComponentConnected, ComponentDisconnected, ComponentRouted):
+            # ADR 0022: a member too old to read component events would stop on them.
+            refusal = ("policy-violation", "components wait until every cluster node is upgraded")
         else:
             try:
                 await self.hub.log.append(
