@@ -52,6 +52,7 @@ from pysyncobj.transport import TCPTransport
 from xes.eventlog import raft_patches
 from xes.eventlog.raft_patches import (
     ALL_FIXES,
+    EXIT_STORAGE,
     DurableFileJournal,
     Fixes,
     fsync_dir,
@@ -59,6 +60,7 @@ from xes.eventlog.raft_patches import (
     next_index_after_reply,
 )
 from xes.events import NewerEvent
+from xes.store.env import StorageFailed
 
 __all__ = [
     "Fixes",
@@ -640,19 +642,22 @@ class _Node(SyncObj):  # type: ignore[misc]
             return index, self._apply(index, command), ""
         try:
             return index, self._apply(index, command), ""
-        except NewerEvent as exc:
+        except (NewerEvent, StorageFailed) as exc:
             # Skipping or rejecting it would make this node diverge from the nodes that can
-            # read it. Stop before the entry is counted; after an upgrade the node applies it
-            # from the journal. The XMPP process exits with us; systemd restarts and we stop
-            # again, loudly, until the node runs the newer release.
+            # apply it. Stop before the entry is counted; the node applies it from the journal
+            # at its next start (after an upgrade, or once the disk has room). The XMPP process
+            # exits with us; systemd restarts and we stop again, loudly, until that is done.
+            too_old = isinstance(exc, NewerEvent)
             log.critical(
-                "node_too_old_for_log",
+                "node_too_old_for_log" if too_old else "storage_failed",
                 node=self._addr,
                 index=index,
                 error=str(exc),
-                action="upgrade this node to the release the other nodes run",
+                action="upgrade this node to the release the other nodes run"
+                if too_old
+                else "free space in data_dir (or fix the disk) and start the node again",
             )
-            os._exit(EXIT_TOO_OLD)
+            os._exit(EXIT_TOO_OLD if too_old else EXIT_STORAGE)
         except Exception as exc:
             log.exception("raft_apply_failed", node=self._addr, index=index)
             note = f"apply_failed: {type(exc).__name__}: {exc}"

@@ -18,6 +18,7 @@ adapter. The fixes that need SyncObj's private state live in `xes.eventlog.raft.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import threading
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 
 import pysyncobj.pickle
 import pysyncobj.syncobj
+import structlog
 from pysyncobj.journal import FileJournal, MemoryJournal, MetaStorer
 
 #: All nodes run xes, so nothing needs protocol 2; 5 stores `bytes` as-is (2 inflates them ~1.6x
@@ -131,6 +133,12 @@ class DurableMetaStorer(MetaStorer):
             fsync_dir(os.path.dirname(path) or ".")
 
 
+RECORD_OVERHEAD = 24
+"""Bytes pysyncobj's journal adds to a command: length, index, term, length again."""
+EXIT_STORAGE = 74
+"""Exit status of a log process whose disk cannot take what it must store (EX_IOERR)."""
+
+
 class DurableFileJournal(FileJournal):
     """pysyncobj's mmap journal, flushed to disk before anything depends on it (defect 2).
 
@@ -168,8 +176,43 @@ class DurableFileJournal(FileJournal):
         return self._dirty
 
     def add(self, command: bytes, idx: int, term: int) -> None:
+        self._reserve(len(command) + RECORD_OVERHEAD)
         super().add(command, idx, term)
         self._dirty = True
+
+    def _reserve(self, size: int) -> None:
+        """Allocate the file's blocks before pysyncobj writes a record into its mmap.
+
+        `ResizableFile.write` grows the file with `mmap.resize` (a sparse file) and writes into
+        the mapping: on a full disk that write faults and the kernel sends SIGBUS, so the log
+        process dies without a word (fault campaign, `disk_full`). Reserved first, a full disk
+        is ENOSPC here and the node stops with a line saying so; the entry, not acknowledged
+        by this node, is applied at its next start.
+        """
+        rfile = self._FileJournal__journalFile
+        mapped = rfile._ResizableFile__mm.size()
+        end = int(self._FileJournal__currentOffset) + size
+        if end <= mapped:
+            return
+        grown = max(int(mapped * 2.0), end)  # ResizableFile's own growth (resizeFactor 2)
+        try:
+            os.posix_fallocate(rfile._ResizableFile__f.fileno(), mapped, grown - mapped)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                return  # a filesystem without fallocate: pysyncobj grows the file as before
+            structlog.get_logger("xes.raft").critical(
+                "storage_failed",
+                journal=rfile._ResizableFile__fileName,
+                error=str(exc),
+                action="free space in data_dir (or fix the disk) and start the node again",
+            )
+            os._exit(EXIT_STORAGE)
+        # The file is `grown` bytes now (fallocate extends it), and ResizableFile takes the
+        # file's size for the mapping's: map the new blocks too.
+        try:
+            rfile._ResizableFile__mm.resize(grown)
+        except (SystemError, OSError):
+            rfile._ResizableFile__extand(0)  # its own fallback: reopen and map the whole file
 
     def clear(self) -> None:
         super().clear()

@@ -56,7 +56,15 @@ from xes.projections.sessions import Sessions
 from xes.projections.stream_mgmt import StreamManagement
 from xes.projections.uploads import Uploads
 from xes.store import journal
-from xes.store.env import MAX_DBS, Store, from_u64, open_store, u64
+from xes.store.env import (
+    MAX_DBS,
+    StorageFailed,
+    Store,
+    from_u64,
+    is_storage_error,
+    open_store,
+    u64,
+)
 
 log = structlog.get_logger("xes.projector")
 
@@ -207,6 +215,10 @@ class Projector:
         except NewerEvent:
             raise  # this node must stop before this entry: see NewerEvent
         except Exception as exc:
+            if is_storage_error(exc):
+                # Nothing of the entry was written (the transaction failed as a whole): stop
+                # before it, as for NewerEvent, rather than diverge from the other nodes.
+                raise StorageFailed(index, exc) from exc
             log.error("apply_failed", index=index, error=repr(exc))
             results = self._record_failed_entry(index, command, repr(exc))
         self._applied = index
@@ -291,6 +303,8 @@ class Projector:
                     raise
                 except Exception as exc:
                     child.abort()
+                    if is_storage_error(exc):
+                        raise  # this node's disk, not the proposal: see StorageFailed
                     log.error("proposal_failed", index=index, pos=first_pos, error=repr(exc))
                     self._journal_rejected(txn, index, first_pos, proposal, "internal-error")
                     results.append({"ok": False, "reason": "internal-error"})

@@ -22,6 +22,32 @@ MAX_DBS = 128
 U64 = struct.Struct(">Q")
 
 
+class StorageFailed(Exception):
+    """This node's disk refused a write of a committed entry (full, I/O error, map full).
+
+    Unlike a bad entry, which every node refuses alike, this is local: skipping or rejecting the
+    entry here would leave this node without it while the others have it, and a snapshot taken
+    here would carry the hole to others. The node must stop before the entry instead, and apply
+    it when it starts again with space.
+    """
+
+    def __init__(self, index: int, error: BaseException) -> None:
+        super().__init__(f"entry {index}: {error!r}")
+        self.index = index
+
+
+_ENTRY_ERRORS = (lmdb.BadValsizeError, lmdb.KeyExistsError, lmdb.NotFoundError)
+"""LMDB errors the data itself causes: every node meets them alike, so they refuse the entry."""
+
+
+def is_storage_error(exc: BaseException) -> bool:
+    """Errors of this node's environment, not of the entry: LMDB failing a write or commit
+    (disk full, I/O error, map full, a corrupted file) or the operating system."""
+    if isinstance(exc, _ENTRY_ERRORS):
+        return False
+    return isinstance(exc, lmdb.Error | OSError | MemoryError)
+
+
 def u64(n: int) -> bytes:
     """Fixed-width big-endian key, so LMDB's byte order is numeric order."""
     return U64.pack(n)

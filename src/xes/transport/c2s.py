@@ -78,6 +78,8 @@ MAX_GROUPCHAT_RUN = 32
 """Most groupchat messages of one read proposed together (well inside a log command)."""
 TLS_HANDSHAKE_TIMEOUT = 15.0
 CLOSE_TIMEOUT = 5.0
+RESUME_ATTEMPTS = 3
+"""Resume proposals made for one ``<resume/>`` when the epoch moved under a stale view."""
 LINGER_SECONDS = 1.0
 LINGER_BYTES = 4 * 1024 * 1024
 DETACH_REASONS = frozenset(
@@ -457,6 +459,16 @@ class ClientConnection:
             log.warning("sm_answer_not_queued", error=str(exc), session=self.session_id)
             self._abort("log-unavailable")
 
+    def _detached_epoch(self, session: str, refused: ProposalRejected) -> int | None:
+        """The epoch of ``session`` if a refused resume met a detach (held by no node)."""
+        if not refused.reason.startswith("sm-conflict"):
+            return None
+        with self.hub.read() as txn:
+            state = sm_view.state(self.hub.store, txn, session)
+        if state is None or not state.resume or not state.deadline or state.epoch < self.epoch:
+            return None
+        return state.epoch
+
     def _abort(self, reason: str) -> None:
         self.closing = True
         self._close_reason = reason
@@ -508,10 +520,33 @@ class ClientConnection:
         self.resumable = True
         self.hub.resuming[self.session_id] = self
         try:
-            await self.hub.log.append(
-                SmResumed(self.session_id, self.hub.node, self.boot, h, self.epoch)
-            )
-        except (LogUnavailable, ProposalRejected) as exc:
+            for attempt in range(RESUME_ATTEMPTS):
+                try:
+                    await self.hub.log.append(
+                        SmResumed(self.session_id, self.hub.node, self.boot, h, self.epoch)
+                    )
+                    break
+                except ProposalRejected as exc:
+                    # This node's view was behind the log: the epoch moved on because the session
+                    # was detached (its node declared down, or its own connection's end), not
+                    # because another connection resumed it. The refusal is applied here by
+                    # now: re-read, and take the detached session over at its new epoch.
+                    epoch = self._detached_epoch(action.previd, exc)
+                    if epoch is None or attempt == RESUME_ATTEMPTS - 1:
+                        raise
+                    self.epoch, self.boot = epoch + 1, self.hub.boot
+        except LogUnavailable as exc:
+            # No majority here: the session lives on, only this node cannot record its move.
+            # <failed><item-not-found/> would tell the client it is gone (XEP-0198 §5), so it
+            # would bind a new session and strand the old one with acknowledgements this node
+            # could not record: re-routed at its deadline, they arrive twice. Drop the
+            # connection instead; the client keeps its state and resumes again, elsewhere.
+            self.hub.resuming.pop(self.session_id, None)
+            log.info("sm_resume_deferred", error=str(exc), session=action.previd)
+            self.session_id = ""
+            self._abort("log-unavailable")
+            return
+        except ProposalRejected as exc:
             self.hub.resuming.pop(self.session_id, None)
             log.info("sm_resume_failed", error=str(exc), session=action.previd)
             self.session_id = ""

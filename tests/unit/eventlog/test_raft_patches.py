@@ -225,3 +225,41 @@ def test_truncations_are_counted(tmp_path: Path) -> None:
     assert journal.truncated_entries == 3
     assert [entry[1] for entry in journal[0:]] == [1, 2]
     journal._destroy()
+
+
+class _Exited(Exception):
+    pass
+
+
+def test_a_full_disk_stops_the_journal_with_a_line_not_sigbus(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault campaign (``disk_full``): pysyncobj grows its journal sparsely and writes into the
+    mmap, so a full disk was SIGBUS. The blocks are reserved first now: ENOSPC stops the log
+    process with exit status 74 before anything is written."""
+    journal = raft_patches.DurableFileJournal(str(tmp_path / "journal"), fsync=False)
+    codes: list[int] = []
+
+    def no_space(fd: int, offset: int, length: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    def exit_(code: int) -> None:
+        codes.append(code)
+        raise _Exited
+
+    monkeypatch.setattr(raft_patches.os, "posix_fallocate", no_space)
+    monkeypatch.setattr(raft_patches.os, "_exit", exit_)
+    with pytest.raises(_Exited):
+        journal.add(b"x" * 5000, 1, 1)
+    assert codes == [raft_patches.EXIT_STORAGE]
+    assert len(journal) == 0
+
+
+def test_journal_growth_is_allocated_not_sparse(tmp_path: Path) -> None:
+    path = tmp_path / "journal"
+    journal = raft_patches.DurableFileJournal(str(path), fsync=False)
+    for i in range(1, 40):
+        journal.add(b"y" * 3000, i, 1)
+    st = os.stat(path)
+    assert st.st_blocks * 512 >= st.st_size, "the journal's tail is a hole: SIGBUS on a full disk"
+    assert [journal[i][1] for i in range(len(journal))] == list(range(1, 40))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import lmdb
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -23,7 +25,7 @@ from xes.events.catalog import (
 )
 from xes.projections import offline, roster, sessions
 from xes.projections.projector import Projector, all_db_names, digest, rebuild
-from xes.store.env import open_store
+from xes.store.env import StorageFailed, open_store
 
 _counter = iter(range(1, 10**9))
 
@@ -229,3 +231,37 @@ def test_replay_is_deterministic(tmp_path_factory, events, split) -> None:  # ty
         proj.apply(again, command(*[[e] for e in envs[start : start + split]]))
     with store.env.begin() as txn:
         assert digest(store, txn) == before
+
+
+@pytest.mark.parametrize(
+    ("where", "error"),
+    [
+        ("_apply_entry", lmdb.DiskError("mdb_txn_commit: No space left on device")),
+        ("_apply_entry", lmdb.Error("mdb_txn_commit: Input/output error")),
+        ("_apply_proposal", lmdb.MapFullError("mdb_put: MDB_MAP_FULL")),
+    ],
+)
+def test_a_disk_that_refuses_the_write_stops_the_node_before_the_entry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str, error: Exception
+) -> None:
+    """Fault campaign seed 2026 with --disk: a full disk made a node journal committed entries
+    as rejected and skip them; the other nodes had them, and a snapshot from that node carried
+    the hole to another one (acknowledged messages gone from two journals of three). A local
+    storage failure must stop the node before the entry, never skip it."""
+    store, proj = fresh(tmp_path / "a")
+    item = RosterItemUpdated(owner="a@x", contact="b@x", name="B", groups=[], subscription="to")
+    entry = command([env(item)])
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise error
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Projector, where, refuse)
+        with pytest.raises(StorageFailed):
+            proj.apply(1, entry)
+    assert proj.last_applied() == 0
+    with store.env.begin() as txn:
+        assert txn.stat(store.db("journal.rejected"))["entries"] == 0
+    # Started again with room on the disk, the node applies the same entry.
+    assert json.loads(proj.apply(1, entry)) == [{"ok": True, "events": [[1, 0, 1]]}]
+    assert proj.last_applied() == 1
