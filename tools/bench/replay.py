@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Replay benchmark (issue 17 item 4): events per second of ``rebuild`` on a 1,000,000-event journal.
+"""Replay benchmark (issue 17 item 4): events per second of replay, 1,000,000-event journal.
 
 Generation (once, cached in ``--dir``): a simulated server's day, proposed entry by entry through
 the real ``Projector.apply`` (store opened ``sync=False``, for generation only), 32-64 events an
@@ -42,7 +42,7 @@ import lmdb
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 
-from xes.events import canonical_json, wrap  # noqa: E402
+from xes.events import canonical_json, decode_event, wrap  # noqa: E402
 from xes.events.catalog import (  # noqa: E402
     AccountRegistered,
     MessageRouted,
@@ -61,16 +61,19 @@ from xes.events.catalog import (  # noqa: E402
 )
 from xes.muc.model import RoomConfig  # noqa: E402
 from xes.projections import stream_mgmt  # noqa: E402
-from xes.projections.projector import Projector, all_db_names, digest, rebuild  # noqa: E402
+from xes.projections.projector import Projector, all_db_names, digest  # noqa: E402
+from xes.projections.replay import replay_into  # noqa: E402
 from xes.store import journal  # noqa: E402
-from xes.store.env import open_store  # noqa: E402
+from xes.store.env import open_store, u64  # noqa: E402
 
 DOMAIN = "bench.example"
 MUC = "conference.bench.example"
 NODES = ("n1", "n2", "n3")
 T0 = 1_760_000_000_000
 BODY = "The quick brown fox jumps over the lazy dog; see you at the meeting at three. "
-CREDS = {"SCRAM-SHA-256": {"salt": "c2FsdA==", "i": 4096, "stored_key": "a" * 44, "server_key": "b" * 44}}  # fmt: skip
+CREDS = {
+    "SCRAM-SHA-256": {"salt": "c2FsdA==", "i": 4096, "stored_key": "a" * 44, "server_key": "b" * 44}
+}
 FORMAT = 1
 """Bump when the generator changes, so a cached journal from an older one is not reused."""
 
@@ -163,7 +166,8 @@ class World:
             ("", "<show>away</show>", "<show>dnd</show>", "<status>busy</status>")
         )
         kind = "" if available else " type='unavailable'"
-        xml = f"<presence from='{full}'{kind}>{show if available else ''}<priority>5</priority></presence>"
+        body = f"{show if available else ''}<priority>5</priority>"
+        xml = f"<presence from='{full}'{kind}>{body}</presence>"
         return PresenceUpdated(session, full, available, 5, xml, sorted(targets))
 
     def logout_start(self) -> list[Any] | None:
@@ -430,6 +434,43 @@ def cached(directory: Path, events: int, seed: int) -> tuple[Path, dict[str, Any
     return path, generate(path, events, seed)
 
 
+def rebuild_before(live: Any, target: Path) -> tuple[str, str, int, int]:
+    """``projector.rebuild`` as it was before issue 17 (commit 8cb5d0b), for before/after runs
+    on the same machine at the same time: a synced store, a commit every 10,000 events, each
+    journal row decoded and encoded again."""
+    fresh = open_store(target, all_db_names(), writer=True)
+    try:
+        projector = Projector(fresh)
+        count = 0
+        with live.env.begin() as rtxn:
+            upto = journal.applied_index(live, rtxn)
+            live_digest = digest(live, rtxn)
+            wtxn = fresh.env.begin(write=True)
+            for committed in journal.read_events(live, rtxn, 0, upto):
+                projector.apply_committed(wtxn, committed, decode_event(committed.envelope))
+                count += 1
+                if count % 10000 == 0:
+                    wtxn.commit()
+                    wtxn = fresh.env.begin(write=True)
+            wtxn.put(journal.APPLIED_KEY, u64(upto), db=fresh.db("meta"))
+            projector._mark(wtxn, upto)
+            wtxn.commit()
+        with fresh.env.begin() as txn:
+            rebuilt_digest = digest(fresh, txn)
+        return rebuilt_digest, live_digest, upto, count
+    finally:
+        fresh.close()
+
+
+def replay_now(live: Any, target: Path) -> tuple[str, str, int, int]:
+    """What ``xes replay`` runs now (:func:`xes.projections.replay.replay_into`)."""
+    done = replay_into(live, target)
+    return done.digest, done.live_digest or "", done.index, done.events
+
+
+RUNNERS: dict[str, Callable[[Any, Path], Any]] = {"before": rebuild_before, "after": replay_now}
+
+
 def timed_rebuild(live_path: Path, run: Callable[[Any, Path], Any]) -> dict[str, Any]:
     live = open_store(live_path, all_db_names(), writer=False)
     target = Path(tempfile.mkdtemp(prefix="xes-replay-bench-", dir=live_path.parent))
@@ -452,6 +493,10 @@ def timed_rebuild(live_path: Path, run: Callable[[Any, Path], Any]) -> dict[str,
         "digest": rebuilt,
         "store_mib": round(size / 2**20, 1),
     }
+
+
+def _where(func: tuple[str, int, str]) -> str:
+    return f"{func[0].split('/src/')[-1]}:{func[1]}({func[2]})"
 
 
 def breakdown(live_path: Path, run: Callable[[Any, Path], Any], top: int) -> dict[str, Any]:
@@ -483,14 +528,10 @@ def breakdown(live_path: Path, run: Callable[[Any, Path], Any], top: int) -> dic
     stats.sort_stats("cumulative")
     rows = []
     for func, (_, nc, tt, ct, _) in sorted(stats.stats.items(), key=lambda kv: -kv[1][3])[:top]:  # type: ignore[attr-defined]
-        rows.append(
-            f"{ct:8.2f} cum {tt:8.2f} own {nc:>10,} calls  {func[0].split('/src/')[-1]}:{func[1]}({func[2]})"
-        )
+        rows.append(f"{ct:8.2f} cum {tt:8.2f} own {nc:>10,} calls  {_where(func)}")
     own = []
     for func, (_, nc, tt, ct, _) in sorted(stats.stats.items(), key=lambda kv: -kv[1][2])[:top]:  # type: ignore[attr-defined]
-        own.append(
-            f"{tt:8.2f} own {ct:8.2f} cum {nc:>10,} calls  {func[0].split('/src/')[-1]}:{func[1]}({func[2]})"
-        )
+        own.append(f"{tt:8.2f} own {ct:8.2f} cum {nc:>10,} calls  {_where(func)}")
     return {
         "profiled_wall_s": result["wall_s"],
         "projection_s": {k: round(v, 2) for k, v in per_proj.most_common()},
@@ -507,54 +548,39 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=17)
+    default_dir = Path(tempfile.gettempdir()) / "xes-replay-bench"
+    parser.add_argument("--dir", type=Path, default=default_dir, help="journal cache")
+    parser.add_argument("--runs", type=int, default=1, help="timed runs of each runner")
     parser.add_argument(
-        "--dir", type=Path, default=Path(tempfile.gettempdir()) / "xes-replay-bench"
+        "--runner",
+        action="append",
+        choices=sorted(RUNNERS),
+        help="before (the replay of 8cb5d0b), after (now); default both, interleaved",
     )
-    parser.add_argument(
-        "--runs", type=int, default=1, help="timed runs (interleaved with --compare)"
-    )
-    parser.add_argument(
-        "--profile", action="store_true", help="also a profiled run, with breakdown"
-    )
-    parser.add_argument("--compare", action="store_true",
-                        help="time the previous replay (projector.rebuild) and the fast one in turn")  # fmt: skip
-    parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--profile", action="store_true", help="a profiled run of each runner")
+    parser.add_argument("--top", type=int, default=25, help="profile rows")
     args = parser.parse_args()
     args.dir.mkdir(parents=True, exist_ok=True)
     path, info = cached(args.dir, args.events, args.seed)
     with (live := open_store(path, all_db_names(), writer=False)).env.begin() as txn:
         live_digest = digest(live, txn)
     live.close()
-    runners: dict[str, Callable[[Any, Path], Any]] = {"rebuild": rebuild}
-    try:
-        from xes.replay import replay_into
-
-        def fast(live: Any, target: Path) -> Any:
-            r = replay_into(live, target)
-            return r.digest, r.live_digest, r.index, r.events
-
-        runners = (
-            {"replay": fast} if not args.compare else {"rebuild (before)": rebuild, "replay": fast}
-        )
-    except ImportError:
-        pass
+    runners = {name: RUNNERS[name] for name in args.runner or ["before", "after"]}
     out: dict[str, Any] = {
         "journal": {k: v for k, v in info.items() if k != "format"},
         "live_digest": live_digest,
+        "runs": [],
     }
-    out["runs"] = []
     for r in range(args.runs):
         order = list(runners.items())
         if r % 2:
-            order.reverse()
+            order.reverse()  # neither always goes first
         for name, run in order:
             result = timed_rebuild(path, run)
             result["digest_equal_live"] = result.pop("digest") == live_digest
             out["runs"].append({"runner": name, **result})
-            print(
-                f"  {name}: {result['events_per_s_wall']:,} events/s wall, {result['events_per_s_cpu']:,} CPU",
-                file=sys.stderr,
-            )
+            wall, cpu = result["events_per_s_wall"], result["events_per_s_cpu"]
+            print(f"  {name}: {wall:,} events/s wall, {cpu:,} CPU", file=sys.stderr)
     if args.profile:
         for name, run in runners.items():
             out[f"profile {name}"] = breakdown(path, run, args.top)
