@@ -118,9 +118,11 @@ def _at_of(row: bytes) -> int:
     """The envelope's ``at`` from a journal row without decoding all of it: rows are canonical
     JSON of ``{"event": {..., "at": N, ...}, "index", "pos", "version"}`` and ``"at"`` is the
     first key of the event (sorted keys); ``data`` comes after it."""
+    start = bytes(row[:48])  # rows may be buffers; the stamp has at most 16 digits
     head = b'{"event":{"at":'
-    if bytes(row[: len(head)]) == head:
-        return int(bytes(row[len(head) : row.index(b",", len(head))]))
+    end = start.find(b",", len(head))
+    if start.startswith(head) and end > 0:
+        return int(start[len(head) : end])
     return int(json.loads(bytes(row))["event"]["at"])
 
 
