@@ -395,6 +395,12 @@ def state(store: Store, txn: lmdb.Transaction, session: str) -> SmState | None:
     return None if raw is None else SmState.from_json(session, load(raw))
 
 
+def managed(store: Store, txn: lmdb.Transaction, session: str) -> bool:
+    """``session`` has stream management on (:func:`state` is not None), without parsing its
+    state: asked per occupant of every room message (issue 17, replay speed)."""
+    return txn.get(session.encode(), db=store.db(STATE)) is not None
+
+
 def rows(store: Store, txn: lmdb.Transaction, session: str, after: int = 0) -> list[OutboxRow]:
     """Outbox rows of ``session`` numbered above ``after``, in order."""
     prefix = session.encode() + b"\x00"
