@@ -35,7 +35,7 @@ import lmdb
 from xes.events import Committed, decode_event
 from xes.projections.projector import Projector, all_db_names, digest
 from xes.store import journal
-from xes.store.env import DEFAULT_MAP_SIZE, MAX_DBS, Store, from_u64, u64
+from xes.store.env import Store, from_u64, open_store, u64
 
 TXN_EVENTS = 200_000
 """Events per write transaction of the fresh store: big enough that commits cost nothing,
@@ -131,21 +131,7 @@ def open_fresh(path: Path) -> Store:
     """A new store for replay: no fsync per commit (nothing in it matters before the end,
     when :func:`replay_into` syncs it once). No write map: it made no measurable difference
     and sizes the file to the whole map (64 GiB, sparse), which an auditor would copy."""
-    path.mkdir(parents=True, exist_ok=True)
-    env = lmdb.open(
-        str(path),
-        map_size=DEFAULT_MAP_SIZE,
-        max_dbs=MAX_DBS,
-        sync=False,
-        metasync=False,
-        readahead=False,
-        lock=True,
-    )
-    dbs = {}
-    with env.begin(write=True) as txn:
-        for name in all_db_names():
-            dbs[name] = env.open_db(name.encode(), txn=txn, create=True)
-    return Store(env=env, path=path, dbs=dbs)
+    return open_store(path, all_db_names(), writer=True, durable=False)
 
 
 def replay_into(live: Store, target: Path, until: str | None = None) -> Replayed:
