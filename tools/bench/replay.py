@@ -546,6 +546,8 @@ def breakdown(live_path: Path, run: Callable[[Any, Path], Any], top: int) -> dic
     per_proj: Counter[str] = Counter()
     per_type: Counter[str] = Counter()
     calls: Counter[str] = Counter()
+    """Events per type (counted once, however many projections fold them)."""
+    seen: set[tuple[int, int]] = set()
     real_apply = Projection.apply
 
     def timed(self: Projection, txn: Any, committed: Any, event: Any) -> None:
@@ -554,7 +556,9 @@ def breakdown(live_path: Path, run: Callable[[Any, Path], Any], top: int) -> dic
         spent = time.perf_counter() - t
         per_proj[self.name] += spent
         per_type[committed.envelope.type] += spent
-        calls[committed.envelope.type] += 1
+        if (committed.index, committed.pos) not in seen:
+            seen.add((committed.index, committed.pos))
+            calls[committed.envelope.type] += 1
 
     Projection.apply = timed  # type: ignore[method-assign]
     try:
