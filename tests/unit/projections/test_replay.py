@@ -158,3 +158,33 @@ def test_parse_until() -> None:
     assert parse_until("2026-12-03T15:02:00+01:00") == ("at", 1_796_306_520_000)
     with pytest.raises(ReplayError):
         parse_until("yesterday")
+
+
+def test_cli_replay_until_out_and_muc_show_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``xes replay --until N --out DIR`` on a data directory, then ``xes muc show --store``."""
+    from xes.cli import main
+
+    store, digests = build(tmp_path / "data")
+    store.close()
+    (tmp_path / "data" / "db").mkdir()
+    for f in (tmp_path / "data" / "live").iterdir():
+        f.rename(tmp_path / "data" / "db" / f.name)
+    config = tmp_path / "xes.toml"
+    config.write_text(f'domain = "x"\ndata_dir = "{tmp_path / "data"}"\n[muc]\ndomain = "muc.x"\n')
+    out = tmp_path / "at6"
+    assert main(["replay", "--config", str(config), "--until", "6", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "applied index: 6\n" in printed and f"rebuilt digest: {digests[6]}\n" in printed
+    assert "live digest" not in printed
+    assert main(["muc", "show", ROOM, "--config", str(config), "--store", str(out)]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["subject"], [o["nick"] for o in shown["occupants"]]) == (
+        "Monday",
+        ["alice", "bob"],
+    )
+    with pytest.raises(SystemExit, match="beyond the journal"):
+        main(["replay", "--config", str(config), "--until", "99"])
+    assert main(["replay", "--config", str(config)]) == 0  # whole: equal to the live digest
+    assert "OK: digests are equal" in capsys.readouterr().out
