@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from xes.config import Config, ConfigError, load_config, parse_config
 from xes.events import canonical_json, encode_proposal, wrap
@@ -27,6 +27,9 @@ from xes.events.catalog import (
 )
 from xes.jid import JID, InvalidJID, bare_in
 
+if TYPE_CHECKING:
+    from xes.events.gate import Gate
+
 
 def _config(args: argparse.Namespace) -> Config:
     if getattr(args, "config", None):
@@ -34,16 +37,19 @@ def _config(args: argparse.Namespace) -> Config:
     return parse_config({})
 
 
-def _envelopes(events: list[Any], expected: dict[str, int] | None = None) -> bytes:
+def _envelopes(
+    events: list[Any], expected: dict[str, int] | None = None, gate: Gate | None = None
+) -> bytes:
     """A command holding one proposal with ``events``, from the ``cli`` origin.
 
-    The CLI may run without the server (and so without the membership), so it writes only what
-    every release since the gate's baseline reads (ADR 0022): a command that needs more belongs
-    in the server, behind ``hub.gate``."""
+    The CLI may run without the server (and so without the membership), so by default it writes
+    only what every release since the gate's baseline reads (ADR 0022). A command that has asked
+    the running node for the cluster's ``gate`` (:func:`running_gate`) may pass it; it raises
+    :class:`~xes.events.gate.Gated` then, for the command to say what it does instead."""
     from xes.events.gate import Gate, Gated
 
     tag = secrets.token_hex(6)
-    baseline = Gate.unknown()
+    baseline = Gate.unknown() if gate is None else gate
     try:
         envs = [
             baseline.shape(
@@ -58,8 +64,24 @@ def _envelopes(events: list[Any], expected: dict[str, int] | None = None) -> byt
             for n, ev in enumerate(events)
         ]
     except Gated as exc:
+        if gate is not None:
+            raise
         raise SystemExit(f"this command would write what older nodes cannot read: {exc}") from None
     return b"[" + encode_proposal(envs) + b"]"
+
+
+def running_gate(config: Config, local: dict[str, Any]) -> Gate:
+    """The feature gate over the running node's membership (``local``: its log status) and what
+    the members announced, as the server's own gate sees it."""
+    from xes.projections import cluster_features
+
+    live = _open_live(config)
+    try:
+        with live.env.begin() as txn:
+            known = cluster_features.announced(live, txn)
+    finally:
+        live.close()
+    return cluster_features.gate(local.get("members", []), known)
 
 
 def submit(config: Config, command: bytes) -> dict[str, Any]:
@@ -500,6 +522,9 @@ def build_parser() -> argparse.ArgumentParser:
     destroy.add_argument("--reason", help="reason told to the occupants")
     destroy.add_argument("--alternate", help="JID of a room the occupants may move to")
     muc.set_defaults(func=cmd_muc)
+    from xes.audit.commands import add_parser as add_audit_parser
+
+    add_audit_parser(sub, with_config)
     return parser
 
 

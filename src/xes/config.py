@@ -265,6 +265,22 @@ class ArchiveConfig:
 
 
 @dataclass(frozen=True)
+class AuditConfig:
+    """The tamper-evident audit trail (ADR 0021): signed checkpoints of the journal's hash chain."""
+
+    checkpoint_every: int = 10000
+    """Events (other than the audit trail's own) between two checkpoints the leader signs."""
+    checkpoint_interval: float = 300.0
+    """Most seconds between a committed event and a checkpoint covering it (when idle, none)."""
+    key_file: str | None = None
+    """This node's Ed25519 signing key (PEM); default ``data_dir/audit/node.key``, created on
+    first start with mode 0600."""
+    trusted_keys: tuple[str, ...] = ()
+    """Public keys (hex, as ``xes audit key`` prints them, optionally ``node:`` first) that
+    ``xes audit verify`` accepts signatures from; empty: the keys announced in the journal."""
+
+
+@dataclass(frozen=True)
 class InboxConfig:
     """Inbox (XEP-0430, ADR 0019): conversations with unread counts, kept from the archive."""
 
@@ -516,6 +532,7 @@ class Config:
     stream_management: StreamManagementConfig = field(default_factory=StreamManagementConfig)
     offline: OfflineConfig = field(default_factory=OfflineConfig)
     archive: ArchiveConfig = field(default_factory=ArchiveConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
     inbox: InboxConfig = field(default_factory=InboxConfig)
     push: PushConfig = field(default_factory=PushConfig)
     muc: MucConfig = field(default_factory=MucConfig)
@@ -566,6 +583,13 @@ class Config:
         return next((c for c in self.components if c.domain == domain), None)
 
     @property
+    def audit_key_path(self) -> Path:
+        """This node's audit signing key (``[audit] key_file``, default in ``data_dir``)."""
+        return (
+            Path(self.audit.key_file) if self.audit.key_file else self.data_dir / "audit/node.key"
+        )
+
+    @property
     def socket_path(self) -> Path:
         return self.data_dir / "log.sock"
 
@@ -598,6 +622,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "stream_management": StreamManagementConfig,
     "offline": OfflineConfig,
     "archive": ArchiveConfig,
+    "audit": AuditConfig,
     "inbox": InboxConfig,
     "push": PushConfig,
     "muc": MucConfig,
@@ -896,6 +921,10 @@ def parse_config(
         raise ConfigError("[archive] needs 0 < page_size <= max_page_size")
     if not 0 < config.inbox.page_size <= config.inbox.max_page_size:
         raise ConfigError("[inbox] needs 0 < page_size <= max_page_size")
+    _positive(config.audit, "audit", "checkpoint_every", "checkpoint_interval")
+    if config.audit.key_file and base is not None and not Path(config.audit.key_file).is_absolute():
+        audit = replace(config.audit, key_file=str(base / Path(config.audit.key_file).expanduser()))
+        config = replace(config, audit=audit)
     if config.push.timeout <= 0 or config.push.max_attempts < 1:
         raise ConfigError("[push] needs timeout > 0 and max_attempts >= 1")
     _check_http(config)

@@ -35,6 +35,7 @@ from xes import (
 )
 from xes import http as web
 from xes.admin.auth import AdminAuth, read_token
+from xes.audit import checkpointer as audit_checkpointer
 from xes.config import Config, ConfigError
 from xes.eventlog import process as log_process
 from xes.eventlog.client import LogClient, LogUnavailable, ProposalRejected
@@ -164,6 +165,7 @@ class Node:
                 functools.partial(cluster_watch.run, hub, down_after=config.cluster.node_down_after)
             )
             tg.start_soon(archive_retention.run, hub)
+            tg.start_soon(audit_checkpointer.run, hub)
             tg.start_soon(disk_watch.run, hub)
             tg.start_soon(push_publisher.run, hub)
             if config.upload.enabled:

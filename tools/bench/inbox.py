@@ -48,6 +48,7 @@ from xes.events.envelope import canonical_json  # noqa: E402
 from xes.events.registry import to_data  # noqa: E402
 from xes.features.inbox import parse_query, render  # noqa: E402
 from xes.projections.inbox import Inbox  # noqa: E402
+from xes.projections.marker_targets import MarkerTargets  # noqa: E402
 from xes.projections.projector import Projector, all_db_names  # noqa: E402
 from xes.projections.read_status import ReadStatus  # noqa: E402
 from xes.store.env import open_store  # noqa: E402
@@ -311,12 +312,20 @@ def main() -> None:
         lmdb.open = open_unsynced
     root = Path(tempfile.mkdtemp(prefix="xes-inbox-bench-"))
     try:
-        names = ("with", "without", "without_read_status")
+        # marker_targets serves the inbox and read status alike: "without" keeps it (read
+        # status needs it), "without_inbox_or_targets" charges all of it to the inbox.
+        left_out = {
+            "with": (),
+            "without": (Inbox,),
+            "without_read_status": (ReadStatus,),
+            "without_inbox_or_targets": (Inbox, MarkerTargets),
+        }
+        names = tuple(left_out)
         stores = [open_store(root / name, all_db_names(), writer=True) for name in names]
         projectors = dict(zip(names, (Projector(store) for store in stores), strict=True))
-        for name, kind in (("without", Inbox), ("without_read_status", ReadStatus)):
+        for name, kinds in left_out.items():
             for handlers in projectors[name].routes.values():
-                handlers[:] = [p for p in handlers if not isinstance(p, kind)]
+                handlers[:] = [p for p in handlers if not isinstance(p, kinds)]
         us = apply_cost(projectors, args.messages, args.batch, args.peers)
         result = {
             "messages": args.messages,
@@ -325,6 +334,12 @@ def main() -> None:
             "apply_us_per_message_with_inbox": round(us["with"], 1),
             "apply_us_per_message_without_inbox": round(us["without"], 1),
             "inbox_share": round((us["with"] - us["without"]) / us["without"], 3),
+            "apply_us_per_message_without_inbox_or_targets": round(
+                us["without_inbox_or_targets"], 1
+            ),
+            "inbox_and_targets_share": round(
+                (us["with"] - us["without_inbox_or_targets"]) / us["without_inbox_or_targets"], 3
+            ),
             "apply_us_per_message_without_read_status": round(us["without_read_status"], 1),
             "read_status_share": round(
                 (us["with"] - us["without_read_status"]) / us["without_read_status"], 3

@@ -1163,3 +1163,107 @@ class ComponentRouted:
 
     def stream(self) -> str:
         return f"component:{self.domain}"
+
+
+# --- audit trail (ADR 0021) -----------------------------------------------------------------
+
+
+@event("audit.key_announced")
+@dataclass(frozen=True, slots=True)
+class AuditKeyAnnounced:
+    """A node's Ed25519 public key, so the journal carries what its checkpoints are checked with.
+
+    A verifier still decides which keys it trusts (``--trust-key``, ``[audit] trusted_keys``):
+    anyone able to append events could announce a key of their own.
+    """
+
+    node: str
+    """Node id the key belongs to."""
+    public_key: str
+    """Raw 32-byte Ed25519 public key, hex."""
+
+    def stream(self) -> str:
+        return f"audit:key:{self.node}"
+
+
+@event("audit.checkpoint")
+@dataclass(frozen=True, slots=True)
+class AuditCheckpoint:
+    """The leader's signed statement of the hash chain's head at an earlier event.
+
+    Apply refuses it unless the chain really has ``head`` at ``seq`` (``index``, ``pos``) and the
+    signature verifies with an announced key of ``node``, so every checkpoint in the journal was
+    true when committed; a later edit of the journal shows as a head that no longer matches.
+    """
+
+    seq: int
+    """Number of the covered event in the chain (1 for the first event ever committed)."""
+    index: int
+    """Log index of the covered event (below the checkpoint's own)."""
+    pos: int
+    """Its position in that entry."""
+    head: str
+    """Chain hash after the covered event, hex."""
+    work: int
+    """Events up to the covered one that are not ``audit.*`` (what "every N events" counts)."""
+    node: str
+    """Node id of the signer (the leader that proposed it)."""
+    public_key: str
+    """The signer's public key, hex (announced earlier by ``audit.key_announced``)."""
+    signature: str
+    """Ed25519 signature of the statement (:func:`xes.audit.keys.statement`), hex."""
+
+    def stream(self) -> str:
+        return "audit:checkpoints"
+
+
+@event("audit.vouched")
+@dataclass(frozen=True, slots=True)
+class AuditVouched:
+    """Another node computed the same head for a checkpoint and signs it too.
+
+    A checkpoint's signers are the leader that proposed it and every node that vouched for it,
+    so someone holding one node's key (and disk) cannot rewrite history the others signed.
+    """
+
+    seq: int
+    """``seq`` of the checkpoint vouched for."""
+    index: int
+    """Log index of the covered event."""
+    pos: int
+    """Its position in that entry."""
+    head: str
+    """The head this node computed there, hex (apply refuses it unless it is the checkpoint's)."""
+    node: str
+    """Node id of the signer."""
+    public_key: str
+    """Its public key, hex."""
+    signature: str
+    """Ed25519 signature of the same statement as the checkpoint's, hex."""
+
+    def stream(self) -> str:
+        return "audit:checkpoints"
+
+
+@event("audit.accessed")
+@dataclass(frozen=True, slots=True)
+class AuditAccessed:
+    """Someone read the audit trail through ``xes audit`` (issue 17, item 6): who, how, what."""
+
+    command: str
+    """``verify`` or ``export``."""
+    user: str
+    """Operating-system user name that ran the command."""
+    uid: int
+    """Its numeric user id."""
+    host: str
+    """Host name the command ran on."""
+    args: dict[str, Any] = field(default_factory=dict)
+    """Filters and options (``since``, ``until``, ``jid``, ``room``, ``stream``, ``out``)."""
+    result: str = ""
+    """What it found or wrote (``intact``, ``problems at index N``, ``42 events``)."""
+    ran_at: int = 0
+    """When it ran, ms since the epoch (a queued record is proposed later than it ran)."""
+
+    def stream(self) -> str:
+        return "audit:access"

@@ -101,6 +101,8 @@ class InboxQuery:
     unread_only: bool = False
     messages: bool = True
     box: str = "all"
+    before: str | None = None
+    """RSM ``<before/>``: the page just above this cursor ("" for the last page)."""
 
 
 def parse_query(child: Element, page_size: int, max_page_size: int) -> InboxQuery:
@@ -108,11 +110,12 @@ def parse_query(child: Element, page_size: int, max_page_size: int) -> InboxQuer
     box = child.get("box") or "all"
     if box not in BOXES:
         raise StanzaError("bad-request", "box is all, inbox or archive")
-    most, after = page_size, None
+    most, after, before = page_size, None, None
     rsm = child.find("{%s}set" % ns.RSM)
     if rsm is not None:
-        if rsm.find("{%s}before" % ns.RSM) is not None:
-            raise StanzaError("feature-not-implemented", "page forwards with <after/>")
+        before_el = rsm.find("{%s}before" % ns.RSM)
+        if before_el is not None:
+            before = (before_el.text or "").strip()
         max_el = rsm.find("{%s}max" % ns.RSM)
         if max_el is not None:
             if not max_el.text.strip().isdigit():
@@ -120,8 +123,15 @@ def parse_query(child: Element, page_size: int, max_page_size: int) -> InboxQuer
             most = min(int(max_el.text), max_page_size)
         after_el = rsm.find("{%s}after" % ns.RSM)
         after = (after_el.text.strip() or None) if after_el is not None else None
+        if after is not None and before is not None:
+            raise StanzaError("bad-request", "RSM after or before, not both")
     return InboxQuery(
-        most, after, _flag(child, "unread-only", False), _flag(child, "messages", True), box
+        most,
+        after,
+        _flag(child, "unread-only", False),
+        _flag(child, "messages", True),
+        box,
+        before,
     )
 
 
@@ -132,8 +142,12 @@ def render(
     shared with ``tools/bench/inbox.py``)."""
     page: list[Entry] = []
     more = False
+    if q.before is None:
+        walk = inbox_view.by_activity(store, txn, owner, q.after)
+    else:  # the page just above the cursor: walk upwards, then show it in the usual order
+        walk = inbox_view.by_activity_upwards(store, txn, owner, q.before or None)
     try:
-        for entry in inbox_view.by_activity(store, txn, owner, q.after):
+        for entry in walk:
             if not _wanted(entry, q.unread_only, q.box):
                 continue
             if len(page) == q.most:
@@ -141,7 +155,9 @@ def render(
                 break
             page.append(entry)
     except ValueError as exc:
-        raise StanzaError("item-not-found", "no such inbox position (RSM after)") from exc
+        raise StanzaError("item-not-found", "no such inbox position (RSM after/before)") from exc
+    if q.before is not None:
+        page.reverse()
     totals = inbox_view.summary(store, txn, owner)
     messages = [_entry_message(store, txn, owner, to, e, queryid, q.messages) for e in page]
     rsm: list[Element] = []

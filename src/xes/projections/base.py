@@ -74,6 +74,10 @@ class Projection:
     """Bump when what ``apply`` stores changes: the projector then rebuilds every projection
     from the journal at start (as it does when a release adds a projection, ADR 0022)."""
 
+    replay = False
+    """Folding a journal already committed (``xes replay``), not deciding on proposals: a check
+    that refuses a proposal must record a failed premise instead of raising (ADR 0021)."""
+
     def __init__(self, store: Store) -> None:
         self.store = store
 

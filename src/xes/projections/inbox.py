@@ -8,12 +8,14 @@ occupants with an account here) under the room's archive id.
 
 Counting is by ordinal, so it cannot drift. Each conversation numbers the instant messages the
 owner received (``n``); ``read`` is how many of them are read. ``unread = n - read`` is never
-negative and only apply changes either. An unread message keeps a row (its ordinal and the ids a
-marker may name: the sender's ``id``, ``origin-id``, the archive id) until it is read, so a
-XEP-0333 ``displayed``/``acknowledged`` marker from any of the owner's devices moves ``read`` up
-to exactly the message it names, never beyond, never backwards; an unknown or already read id
-changes nothing. The owner's own message reads the whole conversation (XEP-0430 §4: a message is
-read if a later one is). ``inbox.updated`` resets (or marks unread) explicitly and sets the
+negative and only apply changes either. An unread message keeps a row, keyed by its log position,
+until it is read. A XEP-0333 ``displayed``/``acknowledged`` marker from any of the owner's devices
+names a message by an id (the sender's ``id``, ``origin-id`` or the archive id) that the shared
+:mod:`~xes.projections.marker_targets` index turns into a log position; the marker reads every
+unread message up to exactly that one, never beyond, never backwards. An unknown or already read
+message, or one no longer among the conversation's recent ones that index keeps, changes
+nothing. The owner's own message reads the whole conversation (XEP-0430 §4: a message is read if
+a later one is). ``inbox.updated`` resets (or marks unread) explicitly and sets the
 entry's properties (archive box, mute, pin: modelled on MongooseIM's conversation properties).
 
 An index by last activity (pinned entries first) serves the query in order; a per-owner summary
@@ -25,7 +27,7 @@ entry when a marker or an explicit change moves it: managed sessions as outbox r
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import lmdb
@@ -42,10 +44,11 @@ from xes.events.catalog import (
 from xes.jid import bare_of
 from xes.muc.model import Room
 from xes.projections import accounts as accounts_view
+from xes.projections import marker_targets, stream_mgmt
 from xes.projections import muc as muc_view
 from xes.projections import sessions as sessions_view
-from xes.projections import stream_mgmt
 from xes.projections.base import Projection, delete_prefix, iter_prefix, key
+from xes.projections.marker_targets import chat_scope, room_scope
 from xes.stanza.inbox import entry_message
 from xes.store.env import Store, from_u64, u64
 
@@ -53,8 +56,8 @@ ROWS = "inbox.rows"
 """Every row of an owner's inbox in one sub-database, keyed by owner first, so the rows one
 message changes share pages: one B-tree, not five, is dirtied per commit. Under the owner:
 ``a`` activity, ``s`` totals, ``w`` watchers, and ``c`` then the conversation, under which the
-entry (``e``), its ids (``i``) and its unread rows (``u``) sit side by side: a received message
-writes its entry, unread row and ids on one page, not three."""
+entry (``e``) and its unread rows (``u``, by log position) sit side by side: a received message
+writes its entry and unread row on one page, not two."""
 MEMBERS = "inbox.members"
 """Conversation -> owners with an entry (a destroyed room leaves every inbox)."""
 
@@ -136,13 +139,9 @@ def _unread_prefix(owner: str, conversation: str) -> bytes:
     return _conversation_prefix(owner, conversation) + b"u"
 
 
-def _ids_prefix(owner: str, conversation: str) -> bytes:
-    return _conversation_prefix(owner, conversation) + b"i"
-
-
 def _clear_unread(txn: lmdb.Transaction, rows: lmdb._Database, prefix: bytes) -> None:
-    """Delete a conversation's unread rows and ids (everything under ``prefix`` but the entry,
-    ``e``, which sorts before ``i`` and ``u``): one cursor pass."""
+    """Delete a conversation's unread rows (everything under ``prefix`` but the entry, ``e``,
+    which sorts before ``u``): one cursor pass."""
     cur = txn.cursor(db=rows)
     if not cur.set_range(prefix + b"f"):
         return
@@ -161,6 +160,8 @@ def _watcher_key(owner: str, session: str) -> bytes:
 
 class Inbox(Projection):
     name = "inbox"
+    version = 2
+    """2: unread rows keyed by log position, no id rows (markers resolve via marker_targets)."""
     dbs = (ROWS, MEMBERS)
     handles = (
         "message.routed",
@@ -188,7 +189,8 @@ class Inbox(Projection):
         sender = bare_of(ev.sender)
         peer = bare_of(ev.to)
         if ev.marker in READING_MARKERS and ev.marker_id and sender != peer:
-            self._read_upto(txn, c, sender, peer, ev.marker_id)
+            scope = chat_scope(peer, sender)
+            self._read_upto(txn, c, sender, peer, scope, ev.marker_id)
         if not ev.body or not ev.stanza_id or not ev.archived_by:
             return
         at = ev.received_at or c.envelope.at
@@ -196,8 +198,7 @@ class Inbox(Projection):
             if owner == sender:
                 self._activity(txn, c, owner, peer, ev.stanza_id, at, room=False, own=True)
             else:
-                ids = _ids(ev.msg_id, ev.origin_id, ev.stanza_id)
-                self._activity(txn, c, owner, sender, ev.stanza_id, at, room=False, ids=ids)
+                self._activity(txn, c, owner, sender, ev.stanza_id, at, room=False)
 
     # -- rooms ---------------------------------------------------------------------------------
 
@@ -208,15 +209,12 @@ class Inbox(Projection):
         speaker = room.by_session(ev.session)
         sender = speaker.bare if speaker is not None else None
         if ev.marker in READING_MARKERS and ev.marker_id and sender is not None:
-            self._read_upto(txn, c, sender, ev.room, ev.marker_id)
+            self._read_upto(txn, c, sender, ev.room, room_scope(ev.room), ev.marker_id)
         if not ev.body:
             return
-        ids = _ids(ev.msg_id, ev.origin_id, ev.stanza_id)
         for member in self._members(txn, room):
             own = member == sender
-            self._activity(
-                txn, c, member, ev.room, ev.stanza_id, c.envelope.at, room=True, own=own, ids=ids
-            )
+            self._activity(txn, c, member, ev.room, ev.stanza_id, c.envelope.at, room=True, own=own)
 
     def on_muc_room_destroyed(
         self, txn: lmdb.Transaction, c: Committed, ev: MucRoomDestroyed
@@ -304,7 +302,6 @@ class Inbox(Projection):
         *,
         room: bool,
         own: bool = False,
-        ids: list[str] | None = None,
     ) -> None:
         """An instant message in the conversation: the owner's own (reads all) or received.
 
@@ -328,12 +325,7 @@ class Inbox(Projection):
             read = n
         else:
             n += 1
-            ordinal = u64(n)
-            ids = ids or []
-            txn.put(prefix + b"u" + ordinal, "\x00".join(ids).encode(), db=rows)
-            ids_prefix = prefix + b"i"
-            for id_ in ids:
-                txn.put(ids_prefix + id_.encode(), ordinal, db=rows)
+            txn.put(prefix + b"u" + u64(c.seq), b"", db=rows)
         activity = _activity_prefix(owner) + (b"\x01" if pinned else b"\x00")
         if raw is None:
             txn.put(key(conversation, owner), b"", db=members)
@@ -356,30 +348,43 @@ class Inbox(Projection):
             txn.put(summary_key, _SUMMARY.pack(entries, conversations, total), db=rows)
 
     def _read_upto(
-        self, txn: lmdb.Transaction, c: Committed, owner: str, conversation: str, marked: str
+        self,
+        txn: lmdb.Transaction,
+        c: Committed,
+        owner: str,
+        conversation: str,
+        scope: bytes,
+        marked: str,
     ) -> None:
-        prefix = _unread_prefix(owner, conversation)
-        ids_prefix = _ids_prefix(owner, conversation)
-        raw = txn.get(ids_prefix + marked.encode(), db=self.db(ROWS))
-        if raw is None:
-            return  # read already, or not a message of this conversation: nothing moves
-        upto = from_u64(raw)
-        entry = self._entry(txn, owner, conversation)
-        if entry is None or upto <= entry.read:
+        """Read every unread message of the conversation up to the one ``marked`` names.
+
+        The message must still be unread (its row exists): a marker for a read, unknown or
+        forgotten message changes nothing. Every message after it is unread too (a later
+        marker would have read it), so the rows left after it say how many stay unread."""
+        target = marker_targets.resolve(self.store, txn, scope, marked)
+        if target is None:
             return
-        unread_db = ids_db = self.db(ROWS)
-        for ordinal in range(entry.read + 1, upto + 1):
-            row = txn.get(prefix + u64(ordinal), db=unread_db)
-            if row is None:
-                continue
-            for id_ in bytes(row).decode().split("\x00") if row else ():
-                if txn.get(ids_prefix + id_.encode(), db=ids_db) == u64(ordinal):
-                    txn.delete(ids_prefix + id_.encode(), db=ids_db)
-            txn.delete(prefix + u64(ordinal), db=unread_db)
+        rows = self._dbs()[0]
+        prefix = _unread_prefix(owner, conversation)
+        if txn.get(prefix + u64(target), db=rows) is None:
+            return
+        entry = self._entry(txn, owner, conversation)
+        if entry is None:
+            return
+        cur = txn.cursor(db=rows)
+        cur.set_range(prefix)
+        while cur.key().startswith(prefix) and from_u64(cur.key()[len(prefix) :]) <= target:
+            if not cur.delete():
+                break
+        left = 0
+        while cur.key().startswith(prefix):
+            left += 1
+            if not cur.next():
+                break
         new = Entry(
             conversation,
             entry.n,
-            upto,
+            max(entry.read, entry.n - left),
             entry.last,
             entry.last_seq,
             entry.at,
@@ -439,15 +444,6 @@ class Inbox(Projection):
                 stream_mgmt.queue(self.store, txn, session, [xml], c.envelope.at)
 
 
-def _ids(*candidates: str | None) -> list[str]:
-    """The ids a marker may name, each once, in a fixed order."""
-    out: list[str] = []
-    for id_ in candidates:
-        if id_ and id_ not in out and len(id_) <= 256:
-            out.append(id_)
-    return out
-
-
 def _counts(store: Store, txn: lmdb.Transaction, owner: str) -> tuple[int, int, int]:
     raw = txn.get(_summary_key(owner), db=store.db(ROWS))
     return (0, 0, 0) if raw is None else _SUMMARY.unpack(raw)
@@ -476,6 +472,14 @@ def watching(store: Store, txn: lmdb.Transaction, owner: str, session: str) -> b
     return txn.get(_watcher_key(owner, session), db=store.db(ROWS)) is not None
 
 
+def _cursor_key(owner: str, cursor: str) -> bytes:
+    """The activity key an RSM cursor (``Entry.cursor``) names; ``ValueError`` if not ours."""
+    pinned, _, seq = cursor.partition("-")
+    if pinned not in ("0", "1") or not seq.isdigit():
+        raise ValueError(cursor)
+    return _activity_key(owner, pinned == "1", int(seq))
+
+
 def by_activity(
     store: Store, txn: lmdb.Transaction, owner: str, before: str | None = None
 ) -> Iterator[Entry]:
@@ -483,19 +487,42 @@ def by_activity(
     the RSM cursor ``before`` when given (``ValueError`` if it is not one of ours)."""
     prefix = _activity_prefix(owner)
     cur = txn.cursor(db=store.db(ROWS))
-    if before is None:
-        found = cur.set_range(prefix + b"\x02")
-        found = cur.prev() if found else cur.last()
+    start = prefix + b"\x02" if before is None else _cursor_key(owner, before)
+    found = cur.set_range(start)
+    found = cur.prev() if found else cur.last()
+    yield from _entries(store, txn, owner, cur, found, cur.prev)
+
+
+def by_activity_upwards(
+    store: Store, txn: lmdb.Transaction, owner: str, after: str | None = None
+) -> Iterator[Entry]:
+    """The same order walked the other way (least recent first): from just above the RSM
+    cursor ``after``, or from the least recent entry. RSM ``<before/>`` pages with it."""
+    prefix = _activity_prefix(owner)
+    cur = txn.cursor(db=store.db(ROWS))
+    if after is None:
+        found = cur.set_range(prefix)
     else:
-        pinned, _, seq = before.partition("-")
-        if pinned not in ("0", "1") or not seq.isdigit():
-            raise ValueError(before)
-        found = cur.set_range(_activity_key(owner, pinned == "1", int(seq)))
-        found = cur.prev() if found else cur.last()
-    entries_db = store.db(ROWS)
+        key = _cursor_key(owner, after)
+        found = cur.set_range(key)
+        if found and cur.key() == key:
+            found = cur.next()
+    yield from _entries(store, txn, owner, cur, found, cur.next)
+
+
+def _entries(
+    store: Store,
+    txn: lmdb.Transaction,
+    owner: str,
+    cur: lmdb.Cursor,
+    found: bool,
+    step: Callable[[], bool],
+) -> Iterator[Entry]:
+    prefix = _activity_prefix(owner)
+    rows = store.db(ROWS)
     while found and cur.key().startswith(prefix):
         conversation = bytes(cur.value()).decode()
-        raw = txn.get(_entry_key(owner, conversation), db=entries_db)
+        raw = txn.get(_entry_key(owner, conversation), db=rows)
         if raw is not None:
             yield Entry.decode(conversation, raw)
-        found = cur.prev()
+        found = step()

@@ -27,6 +27,7 @@ from typing import Any
 import lmdb
 import structlog
 
+from xes.audit import chain
 from xes.events import (
     Committed,
     Envelope,
@@ -38,11 +39,13 @@ from xes.events import (
 from xes.projections.account_data import AccountData
 from xes.projections.accounts import Accounts
 from xes.projections.archive import Archive
+from xes.projections.audit import Audit
 from xes.projections.base import Projection, Rejected
 from xes.projections.blocking import Blocking
 from xes.projections.cluster_features import ClusterFeatures
 from xes.projections.components import Components
 from xes.projections.inbox import Inbox
+from xes.projections.marker_targets import MarkerTargets
 from xes.projections.muc import Muc
 from xes.projections.offline import Offline
 from xes.projections.pep import Pep
@@ -74,12 +77,17 @@ PROJECTIONS: tuple[type[Projection], ...] = (
     ReadStatus,
     Components,
     ClusterFeatures,
+    Audit,
+    MarkerTargets,
 )
 """In apply order: ``sm`` reads a replaced session before ``sessions`` forgets it, and offline
 messages a flush delivers before ``offline`` drops them; ``muc`` sees the sessions a new boot
 ends before ``sessions`` forgets them (it refuses to let an occupant's session end); ``inbox``
 reads the room a message was sent to, as ``muc`` left it, ``push`` reads the inbox's mutes, and
-``read_status`` folds room messages after ``muc`` has accepted them."""
+``read_status`` folds room messages after ``muc`` has accepted them; ``marker_targets`` comes
+after both readers of it, so a marker resolves against the messages before its own event. ``audit``
+owns the hash chain (ADR 0021), which :meth:`Projector.apply_committed` extends for every
+event."""
 STREAMS = "streams.version"
 """Per-stream version counters (part of the replicated state, covered by the digest)."""
 BUILT = "projector.built"
@@ -109,9 +117,17 @@ def projection_db_names() -> list[str]:
 class Projector:
     """Applies log entries to an LMDB store. Used by the log process and by ``xes replay``."""
 
-    def __init__(self, store: Store, on_applied: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        on_applied: Callable[[int], None] | None = None,
+        *,
+        replay: bool = False,
+    ) -> None:
         self.store = store
         self.projections = [proj(store) for proj in PROJECTIONS]
+        for proj in self.projections:
+            proj.replay = replay
         self.routes: dict[str, list[Projection]] = {}
         for proj in self.projections:
             for type_name in proj.handles:
@@ -119,9 +135,12 @@ class Projector:
         self.on_applied = on_applied
         self.built = canonical_json({p.name: p.version for p in self.projections})
         """What :data:`BUILT` must say for these projections to be current."""
-        with store.env.begin() as txn:
+        with store.env.begin(write=True) as txn:
             self._applied = journal.applied_index(store, txn)
             self._built_ok = txn.get(_BUILT_PROJECTIONS, db=store.db(BUILT)) == self.built
+            chained = chain.catch_up(store, txn)  # a journal older than the chain (ADR 0021)
+        if chained:
+            log.info("audit_chain_caught_up", events=chained)
 
     # -- upgrades (ADR 0022) ------------------------------------------------------------------
 
@@ -159,8 +178,9 @@ class Projector:
             log.warning("projections_rebuilding", applied_index=applied)
             for name in projection_db_names():
                 txn.drop(self.store.db(name), delete=False)
-            for committed in journal.read_events(self.store, txn, 0, applied):
-                self._fold(txn, committed, decode_event(committed.envelope))
+            for key, row in journal.read_rows(self.store, txn, 0, applied):
+                committed = Committed.decode(row)
+                self._fold(txn, committed, decode_event(committed.envelope), key, row)
                 count += 1
             self._built_ok = False
             self._mark(txn, applied)
@@ -237,6 +257,7 @@ class Projector:
                         continue
                     for k, v in rtxn.cursor(db=sdb):
                         wtxn.put(k, v, db=ddb)
+                chain.catch_up(self.store, wtxn)
         finally:
             src.close()
         with self.store.env.begin() as txn:
@@ -323,10 +344,14 @@ class Projector:
         key = journal.event_key(committed.index, committed.pos)
         row = committed.encode() if row is None else row
         txn.put(key, row, db=self.store.db("journal.events"))
-        self._fold(txn, committed, event)
+        self._fold(txn, committed, event, key, row)
 
-    def _fold(self, txn: lmdb.Transaction, committed: Committed, event: Any) -> None:
-        """The replicated state an accepted event changes: its stream version, projections."""
+    def _fold(
+        self, txn: lmdb.Transaction, committed: Committed, event: Any, key: bytes, row: bytes
+    ) -> None:
+        """The replicated state an accepted event changes: the hash chain over its journal row
+        ``row`` at ``key`` (ADR 0021), its stream version, the projections."""
+        chain.append(self.store, txn, key, row)  # the same bytes, hashed
         txn.put(
             committed.envelope.stream.encode(), u64(committed.version), db=self.store.db(STREAMS)
         )

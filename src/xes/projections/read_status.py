@@ -6,10 +6,10 @@ body, the marker and the id it names, and the ``<request/>``; nothing here parse
 
 A *scope* is a room, or the messages one user sends another. Per scope:
 
-* every recent body message's ids (room: its stanza-id, origin-id and the sender's ``id``;
-  one-to-one: the sender's ``id``, origin-id and stanza-id) point to its log position, so a
-  XEP-0333 marker or XEP-0184 receipt naming any of them resolves to a position; a marker for
-  an id not (or no longer) known changes nothing;
+* a XEP-0333 marker or XEP-0184 receipt names a recent body message by any of its ids (its
+  stanza-id, origin-id or the sender's ``id``), which :mod:`~xes.projections.marker_targets`
+  (shared with the inbox) resolves to its log position; a marker for an id not (or no longer)
+  known changes nothing;
 * per member (room: bare JID; one-to-one: the recipient's resource) two *watermarks*: the
   position up to which it sent ``received`` and up to which ``displayed`` (``acknowledged``
   counts as displayed). A marker marks every earlier message too (XEP-0333 §3), displayed
@@ -23,12 +23,14 @@ notification per marker event listing every message now covered (a displayed mar
 messages is one stanza, not 50): stream-management sessions as outbox rows here (ADR 0008),
 the others from delivery, which finds the stanzas under the event's position.
 
-Bounds (constants, part of the replicated fold: changing one is a projection rebuild): the last
-:data:`KEEP_PER_SCOPE` body messages of a scope, none older than :data:`KEEP_MS` than the
-newest; notification rows for delivery for :data:`NOTIFY_KEEP_MS`.
+Bounds (constants, part of the replicated fold: changing one is a projection rebuild): a message
+is followed while ``marker_targets`` keeps it (the last 1,000 body messages of its scope, none
+older than 7 days before the newest); notification rows for delivery for
+:data:`NOTIFY_KEEP_MS`.
 
-Applies after ``muc`` (which refuses a message from a non-occupant first) and reads the rooms
-and sessions projections.
+Applies after ``muc`` (which refuses a message from a non-occupant first) and before
+``marker_targets`` (a marker resolves against the messages before its own event), and reads the
+rooms and sessions projections.
 """
 
 from __future__ import annotations
@@ -43,37 +45,22 @@ from xes.events import Committed
 from xes.events.catalog import MessageRouted, MucMessageSent, MucRoomDestroyed
 from xes.jid import bare_of
 from xes.muc.model import ROLE_RANK, Room, occupant_id
+from xes.projections import marker_targets, stream_mgmt
 from xes.projections import muc as muc_view
 from xes.projections import sessions as sessions_view
-from xes.projections import stream_mgmt
 from xes.projections.base import Projection, delete_prefix, dump, load
+from xes.projections.marker_targets import chat_scope, room_scope
 from xes.stanza import read_status as render
 from xes.stanza.core import addressed
 from xes.store.env import Store, from_u64, u64
 
-IDS = "rs.ids"
-ORDER = "rs.order"
 TRACKED = "rs.tracked"
 MARKS = "rs.marks"
-META = "rs.meta"
 NOTIFY = "rs.notify"
 
-KEEP_PER_SCOPE = 1000
-"""Body messages of one room or conversation whose ids a marker can name."""
-KEEP_MS = 7 * 24 * 3600 * 1000
-"""…and none older than this (relative to the scope's newest message)."""
 NOTIFY_KEEP_MS = 10 * 60 * 1000
 """How long delivery can still find a marker event's notifications (it lags by milliseconds)."""
 DISPLAYED = ("displayed", "acknowledged")
-
-
-def room_scope(room: str) -> bytes:
-    return b"g\x00" + room.encode()
-
-
-def chat_scope(sender: str, recipient: str) -> bytes:
-    """Messages ``sender`` (bare) sent ``recipient`` (bare); the recipient's devices mark them."""
-    return b"c\x00" + sender.encode() + b"\x00" + recipient.encode()
 
 
 def _k(scope: bytes, part: bytes) -> bytes:
@@ -117,7 +104,9 @@ class Tracked:
 
 class ReadStatus(Projection):
     name = "read_status"
-    dbs = (IDS, ORDER, TRACKED, MARKS, META, NOTIFY)
+    version = 2
+    """2: the id index moved to marker_targets (shared with the inbox)."""
+    dbs = (TRACKED, MARKS, NOTIFY)
     handles = ("muc.message_sent", "message.routed", "muc.room_destroyed")
 
     def __init__(self, store: Store) -> None:
@@ -155,13 +144,10 @@ class ReadStatus(Projection):
                 return render.notification(room.jid, c.seq, kind, who, c.envelope.at, items)
 
             self._notify(txn, c, ev.marker, covered, stanza)
-        if ev.body:
-            tracked = None
-            if ev.track:
-                audience = _room_audience(room, member)
-                at = c.envelope.at
-                tracked = Tracked(c.seq, member, ev.stanza_id, ev.msg_id, at, audience)
-            self._index(txn, c, scope, [ev.stanza_id, ev.origin_id, ev.msg_id], tracked)
+        if ev.body and ev.track:
+            audience = _room_audience(room, member)
+            at = c.envelope.at
+            self._follow(txn, scope, Tracked(c.seq, member, ev.stanza_id, ev.msg_id, at, audience))
 
     def on_message_routed(self, txn: lmdb.Transaction, c: Committed, ev: MessageRouted) -> None:
         if ev.type in ("groupchat", "error", "headline") or ev.received_at is not None:
@@ -178,64 +164,36 @@ class ReadStatus(Projection):
                 return render.notification(originator, c.seq, kind, who, c.envelope.at, items)
 
             self._notify(txn, c, ev.marker, covered, stanza)
-        if ev.body and ev.msg_id:
-            tracked = None
-            if ev.track:
-                devices = {t.partition("/")[2] for t in ev.targets if bare_of(t) == recipient}
-                if ev.offline_resource:
-                    devices.add(ev.offline_resource)
-                audience = [[d, ""] for d in sorted(devices)]
-                tracked = Tracked(c.seq, sender, ev.msg_id, ev.msg_id, c.envelope.at, audience)
-            ids = [ev.msg_id, ev.origin_id, ev.stanza_id]
-            self._index(txn, c, chat_scope(sender, recipient), ids, tracked)
+        if ev.body and ev.msg_id and ev.track:
+            devices = {t.partition("/")[2] for t in ev.targets if bare_of(t) == recipient}
+            if ev.offline_resource:
+                devices.add(ev.offline_resource)
+            audience = [[d, ""] for d in sorted(devices)]
+            tracked = Tracked(c.seq, sender, ev.msg_id, ev.msg_id, c.envelope.at, audience)
+            self._follow(txn, chat_scope(sender, recipient), tracked)
 
     def on_muc_room_destroyed(
         self, txn: lmdb.Transaction, c: Committed, ev: MucRoomDestroyed
     ) -> None:
         prefix = room_scope(ev.room) + b"\x00"
-        for name in (IDS, ORDER, TRACKED, MARKS):
+        for name in (TRACKED, MARKS):
             delete_prefix(txn, self.db(name), prefix)
-        txn.delete(room_scope(ev.room), db=self.db(META))
 
     # -- the fold ------------------------------------------------------------------------------
 
-    def _index(
-        self,
-        txn: lmdb.Transaction,
-        c: Committed,
-        scope: bytes,
-        ids: list[str | None],
-        tracked: Tracked | None,
-    ) -> None:
-        """Remember a body message's ids (and, if followed, its audience); drop the oldest."""
-        known = sorted({i for i in ids if i})
-        pos = u64(c.seq)
-        for i in known:
-            txn.put(_k(scope, i.encode()), pos, db=self.db(IDS))
-        row = {"at": c.envelope.at, "ids": known}
-        txn.put(_k(scope, pos), dump(row), db=self.db(ORDER))
-        if tracked is not None:
-            txn.put(_k(scope, pos), dump(tracked.to_json()), db=self.db(TRACKED))
-        raw = txn.get(scope, db=self.db(META))
-        count = (from_u64(raw) if raw else 0) + 1
-        oldest = c.envelope.at - KEEP_MS
-        cur = txn.cursor(db=self.db(ORDER))
+    def _follow(self, txn: lmdb.Transaction, scope: bytes, tracked: Tracked) -> None:
+        """Follow a message its sender asked about; forget those ``marker_targets`` dropped
+        (a marker can no longer name them, so nothing about them can change)."""
+        db = self.db(TRACKED)
+        txn.put(_k(scope, u64(tracked.seq)), dump(tracked.to_json()), db=db)
+        kept = marker_targets.oldest(self.store, txn, scope)
         prefix = scope + b"\x00"
-        if cur.set_range(prefix):
-            while cur.key().startswith(prefix):
-                old = load(cur.value())
-                if count <= KEEP_PER_SCOPE and old["at"] >= oldest:
-                    break
-                old_pos = cur.key()[len(prefix) :]
-                for i in old["ids"]:
-                    k = _k(scope, i.encode())
-                    if txn.get(k, db=self.db(IDS)) == old_pos:  # not reused by a later message
-                        txn.delete(k, db=self.db(IDS))
-                txn.delete(cur.key(), db=self.db(TRACKED))
-                count -= 1
-                if not cur.delete():
-                    break
-        txn.put(scope, u64(count), db=self.db(META))
+        cur = txn.cursor(db=db)
+        if kept is None or not cur.set_range(prefix):
+            return
+        while cur.key().startswith(prefix) and from_u64(cur.key()[len(prefix) :]) < kept:
+            if not cur.delete():
+                break
 
     def _mark(
         self,
@@ -248,10 +206,9 @@ class ReadStatus(Projection):
     ) -> list[Tracked]:
         """Move ``member``'s watermarks to the marked message; the tracked messages it newly
         covers at the marker's strength, in log order."""
-        raw = txn.get(_k(scope, marker_id.encode()), db=self.db(IDS))
-        if raw is None:
+        target = marker_targets.resolve(self.store, txn, scope, marker_id)
+        if target is None:
             return []
-        target = from_u64(raw)
         mk = _k(scope, member.encode())
         marks = load(txn.get(mk, db=self.db(MARKS))) or {"r": 0, "d": 0}
         old_r, old_d = marks["r"], marks["d"]
@@ -346,10 +303,14 @@ def sees_jids(room: Room, bare: str) -> bool:
 def tracked_between(
     store: Store, txn: lmdb.Transaction, scope: bytes, after: int, upto: int
 ) -> Iterator[Tracked]:
-    """Tracked messages of ``scope`` at positions in ``(after, upto]``, in log order."""
+    """Tracked messages of ``scope`` at positions in ``(after, upto]``, in log order, that
+    ``marker_targets`` still keeps."""
     prefix = scope + b"\x00"
+    kept = marker_targets.oldest(store, txn, scope)
+    if kept is None:
+        return
     cur = txn.cursor(db=store.db(TRACKED))
-    if not cur.set_range(prefix + u64(after + 1)):
+    if not cur.set_range(prefix + u64(max(after + 1, kept))):
         return
     for k, v in cur:
         if not k.startswith(prefix) or (seq := from_u64(k[len(prefix) :])) > upto:
@@ -359,11 +320,11 @@ def tracked_between(
 
 def find(store: Store, txn: lmdb.Transaction, scope: bytes, msg_id: str) -> Tracked | None:
     """The tracked message ``msg_id`` names in ``scope`` (any of its ids), if still tracked."""
-    raw = txn.get(_k(scope, msg_id.encode()), db=store.db(IDS))
-    if raw is None:
+    seq = marker_targets.resolve(store, txn, scope, msg_id)
+    if seq is None:
         return None
-    row = txn.get(_k(scope, bytes(raw)), db=store.db(TRACKED))
-    return None if row is None else Tracked.from_json(from_u64(raw), load(row))
+    row = txn.get(_k(scope, u64(seq)), db=store.db(TRACKED))
+    return None if row is None else Tracked.from_json(seq, load(row))
 
 
 def notifications(store: Store, txn: lmdb.Transaction, seq: int) -> list[tuple[str, str]]:

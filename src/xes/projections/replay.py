@@ -158,7 +158,7 @@ def replay_into(live: Store, target: Path, until: str | None = None) -> Replayed
 def fold(live: Store, rtxn: lmdb.Transaction, fresh: Store, upto: int) -> tuple[int, int | None]:
     """Every journal event with index ``<= upto`` into ``fresh``'s projections (and its journal),
     then its ``applied_index``. Returns the events folded and their largest ``at``."""
-    projector = Projector(fresh)
+    projector = Projector(fresh, replay=True)  # premises are recorded, not raised (ADR 0021)
     count, last_at = 0, None
     wtxn = fresh.env.begin(write=True)
     try:

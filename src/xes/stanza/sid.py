@@ -10,6 +10,7 @@ send (XEP-0359 §3.1, MUST). ``origin-id`` is the sending client's own id, kept 
 from __future__ import annotations
 
 import secrets
+import time
 
 from xes.xml import E, Element, ns
 
@@ -19,9 +20,21 @@ MAX_ORIGIN_ID = 256
 """Longest ``origin-id`` remembered for de-duplication (a longer one is kept but not indexed)."""
 
 
-def new_id() -> str:
-    """A fresh archive id: 96 random bits, URL-safe base64 (16 characters), opaque to clients."""
-    return secrets.token_urlsafe(12)
+SORTABLE = "-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz"
+"""64 URL-safe characters in ASCII order: an id written with them sorts as its bits do."""
+
+
+def new_id(now_ms: int | None = None) -> str:
+    """A fresh archive id: 16 URL-safe characters, opaque to clients (XEP-0359 only asks for
+    unique and stable), made of 48 bits of the proposer's clock in ms and 48 random bits.
+
+    Time first, so an archive's ids arrive in nearly increasing order and its id index is
+    appended to at its end instead of dirtying a random page per message (as ejabberd's and
+    MongooseIM's time-based archive ids do); 48 random bits keep ids from one millisecond apart.
+    Nothing relies on the order: queries page by log position, ids are only looked up."""
+    ms = int(time.time() * 1000) if now_ms is None else now_ms
+    value = (ms & (1 << 48) - 1) << 48 | secrets.randbits(48)
+    return "".join(SORTABLE[value >> shift & 63] for shift in range(90, -1, -6))
 
 
 def is_ours(by: str | None, domain: str) -> bool:

@@ -38,13 +38,22 @@ def read_events(
     store: Store, txn: lmdb.Transaction, after_index: int = 0, upto_index: int | None = None
 ) -> Iterator[Committed]:
     """Committed events with ``after_index < index <= upto_index``, in log order."""
+    for _, value in read_rows(store, txn, after_index, upto_index):
+        yield Committed.decode(value)
+
+
+def read_rows(
+    store: Store, txn: lmdb.Transaction, after_index: int = 0, upto_index: int | None = None
+) -> Iterator[tuple[bytes, bytes]]:
+    """The stored ``(key, row)`` of committed events with ``after_index < index <= upto_index``,
+    in log order: the exact bytes, for what hashes them (ADR 0021)."""
     cur = txn.cursor(db=store.db("journal.events"))
     if not cur.set_range(u64(after_index + 1)):
         return
     for key, value in cur:
         if upto_index is not None and from_u64(key[:8]) > upto_index:
             break
-        yield Committed.decode(value)
+        yield bytes(key), bytes(value)
 
 
 def count_events(store: Store, txn: lmdb.Transaction) -> int:

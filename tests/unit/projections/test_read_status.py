@@ -22,6 +22,7 @@ from xes.events.catalog import (
     SmEnabled,
 )
 from xes.muc.model import RoomConfig
+from xes.projections import marker_targets
 from xes.projections import read_status as rs
 from xes.projections import stream_mgmt as sm
 from xes.projections.projector import rebuild
@@ -172,7 +173,7 @@ def test_non_moderator_originator_sees_no_real_jids(tmp_path: Path) -> None:
 
 
 def test_the_bound_forgets_the_oldest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(rs, "KEEP_PER_SCOPE", 3)
+    monkeypatch.setattr(marker_targets, "KEEP_PER_SCOPE", 3)
     store, apply = setup(tmp_path)
     for name in ("m1", "m2", "m3", "m4"):
         apply(say("sa", "Alice", name))
@@ -184,7 +185,7 @@ def test_the_bound_forgets_the_oldest(tmp_path: Path, monkeypatch: pytest.Monkey
     assert notified(store, seq_of(res)) == []
     assert status(store, "sid-m2")["displayed"] == []
     # Time bounds it too: a message a week later drops everything before it.
-    apply(say("sa", "Alice", "m5"), at=T0 + rs.KEEP_MS + 1)
+    apply(say("sa", "Alice", "m5"), at=T0 + marker_targets.KEEP_MS + 1)
     with store.env.begin() as txn:
         assert rs.find(store, txn, rs.room_scope(ROOM), "sid-m4") is None
         assert rs.find(store, txn, rs.room_scope(ROOM), "sid-m5") is not None
@@ -237,5 +238,6 @@ def test_replay_gives_the_same_digest(tmp_path: Path) -> None:
     rebuilt, live, _, _ = rebuild(store, tmp_path / "rebuilt")
     assert rebuilt == live
     with store.env.begin() as txn:
-        names = [n for n in rs.ReadStatus.dbs if txn.stat(store.db(n))["entries"]]
-    assert set(names) >= {rs.IDS, rs.ORDER, rs.TRACKED, rs.MARKS, rs.NOTIFY}
+        dbs = (*rs.ReadStatus.dbs, marker_targets.TARGETS)
+        names = [n for n in dbs if txn.stat(store.db(n))["entries"]]
+    assert set(names) >= {marker_targets.TARGETS, rs.TRACKED, rs.MARKS, rs.NOTIFY}

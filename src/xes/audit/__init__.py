@@ -1,0 +1,1 @@
+"""The tamper-evident audit trail (ADR 0021): hash chain, signed checkpoints, verify, export."""
