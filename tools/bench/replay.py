@@ -74,8 +74,9 @@ BODY = "The quick brown fox jumps over the lazy dog; see you at the meeting at t
 CREDS = {
     "SCRAM-SHA-256": {"salt": "c2FsdA==", "i": 4096, "stored_key": "a" * 44, "server_key": "b" * 44}
 }
-FORMAT = 1
-"""Bump when the generator changes, so a cached journal from an older one is not reused."""
+FORMAT = 2
+"""Bump when the generator or the store changes (2: the audit chain), so a cached journal
+from an older one is not reused."""
 
 
 class World:
