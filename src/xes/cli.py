@@ -186,14 +186,16 @@ def cmd_user(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open_live(config: Config) -> Any:
+def _open_live(config: Config, store: str | None = None) -> Any:
+    """The node's store, read-only; or ``store``, one written by ``xes replay --out``."""
     from xes.eventlog.process import db_path
     from xes.projections.projector import all_db_names
     from xes.store.env import open_store
 
-    path = db_path(config)
+    path = Path(store) if store else db_path(config)
     if not (path / "data.mdb").exists():
-        raise SystemExit(f"no data in {config.data_dir} (start the server or add a user first)")
+        where = store or f"{config.data_dir} (start the server or add a user first)"
+        raise SystemExit(f"no data in {where}")
     return open_store(path, all_db_names(), writer=False)
 
 
@@ -224,7 +226,9 @@ def _read_accounts(config: Config) -> list[str]:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from xes.projections.projector import rebuild
+    """Rebuild every projection from the journal; with ``--until``, as it was at that point
+    (:mod:`xes.projections.replay`). A full replay compares its digest with the live one."""
+    from xes.projections.replay import ReplayError, replay_into
 
     config = _config(args)
     live = _open_live(config)
@@ -233,21 +237,36 @@ def cmd_replay(args: argparse.Namespace) -> int:
             target = Path(args.into)
             if target.exists() and any(target.iterdir()):
                 raise SystemExit(f"{target} is not empty")
-            rebuilt, current, index, count = rebuild(live, target)
+            done = replay_into(live, target, args.until)
         else:
             with tempfile.TemporaryDirectory(prefix="xes-replay-") as tmp:
-                rebuilt, current, index, count = rebuild(live, Path(tmp))
+                done = replay_into(live, Path(tmp), args.until)
+    except ReplayError as exc:
+        raise SystemExit(f"cannot replay: {exc}") from None
     finally:
         live.close()
-    print(f"applied index: {index}")
-    print(f"events replayed: {count}")
-    print(f"rebuilt digest: {rebuilt}")
-    print(f"live digest:    {current}")
-    if rebuilt != current:
+    print(f"applied index: {done.index}")
+    print(f"events replayed: {done.events}")
+    if done.last_at is not None:
+        print(f"last event at: {_iso(done.last_at)}")
+    print(f"rebuilt digest: {done.digest}")
+    if args.into:
+        print(f"store: {args.into}")
+    if done.live_digest is None:
+        return 0
+    print(f"live digest:    {done.live_digest}")
+    if done.digest != done.live_digest:
         print("MISMATCH: the rebuilt projections differ from the live ones")
         return 1
     print("OK: digests are equal")
     return 0
+
+
+def _iso(ms: int) -> str:
+    import datetime
+
+    when = datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.UTC)
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def cmd_events(args: argparse.Namespace) -> int:
@@ -310,7 +329,7 @@ def cmd_muc(args: argparse.Namespace) -> int:
             raise SystemExit(f"no such room {room_jid} ({result.get('reason')})")
         print(f"room {room_jid} destroyed")
         return 0
-    live = _open_live(config)
+    live = _open_live(config, args.store)
     try:
         with live.env.begin() as txn:
             if args.action == "list":
@@ -460,7 +479,18 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(user_sub.add_parser("list"))
     user.set_defaults(func=cmd_user)
     replay = with_config(sub.add_parser("replay", help="rebuild projections from the event store"))
-    replay.add_argument("--into", help="directory for the rebuilt store (default: temporary)")
+    replay.add_argument(
+        "--into",
+        "--out",
+        dest="into",
+        help="new directory for the rebuilt store, kept (default: a temporary one)",
+    )
+    replay.add_argument(
+        "--until",
+        metavar="TIME|INDEX",
+        help="only up to this point: a log index, or a time (ISO 8601, UTC unless it says; or "
+        "ms since the epoch) meaning the last index before the first event stamped after it",
+    )
     replay.set_defaults(func=cmd_replay)
     events = with_config(sub.add_parser("events", help="audit the event store"))
     events_sub = events.add_subparsers(dest="action", required=True)
@@ -479,12 +509,14 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.set_defaults(func=cmd_cluster)
     muc = with_config(sub.add_parser("muc", help="inspect and destroy group chat rooms"))
     muc_sub = muc.add_subparsers(dest="action", required=True)
-    with_config(muc_sub.add_parser("list", help="every room, one line each")).add_argument(
-        "--json", action="store_true", help="machine-readable output"
-    )
-    with_config(muc_sub.add_parser("show", help="one room in full, as JSON")).add_argument(
-        "room", help="room JID (or its local part)"
-    )
+    muc_list = with_config(muc_sub.add_parser("list", help="every room, one line each"))
+    muc_list.add_argument("--json", action="store_true", help="machine-readable output")
+    muc_show = with_config(muc_sub.add_parser("show", help="one room in full, as JSON"))
+    muc_show.add_argument("room", help="room JID (or its local part)")
+    for p in (muc_list, muc_show):
+        p.add_argument(
+            "--store", help="read a store written by xes replay --out (a past state) instead"
+        )
     destroy = with_config(muc_sub.add_parser("destroy", help="destroy a room"))
     destroy.add_argument("room", help="room JID (or its local part)")
     destroy.add_argument("--reason", help="reason told to the occupants")

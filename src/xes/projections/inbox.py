@@ -439,7 +439,7 @@ class Inbox(Projection):
             if view is None:
                 txn.delete(_watcher_key(owner, session), db=self.db(ROWS))
                 continue
-            if stream_mgmt.state(self.store, txn, session) is not None:
+            if stream_mgmt.managed(self.store, txn, session):
                 xml = entry_message(owner, view.jid, entry)
                 stream_mgmt.queue(self.store, txn, session, [xml], c.envelope.at)
 

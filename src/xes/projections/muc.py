@@ -224,8 +224,8 @@ class Muc(Projection):
         for out in outs:
             is_managed = managed.get(out.session)
             if is_managed is None:
-                is_managed = managed[out.session] = (
-                    stream_mgmt.state(self.store, txn, out.session) is not None
+                is_managed = managed[out.session] = stream_mgmt.managed(
+                    self.store, txn, out.session
                 )
             if is_managed:
                 xml = addressed(out.xml, out.jid).decode()

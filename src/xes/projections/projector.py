@@ -350,10 +350,13 @@ class Projector:
             placed.append([index, committed.pos, committed.version])
         return placed
 
-    def apply_committed(self, txn: lmdb.Transaction, committed: Committed, event: Any) -> None:
-        """Journal one accepted event and fold it into every projection (also used by replay)."""
+    def apply_committed(
+        self, txn: lmdb.Transaction, committed: Committed, event: Any, row: bytes | None = None
+    ) -> None:
+        """Journal one accepted event and fold it into every projection (also used by replay,
+        which passes the journal ``row`` it read, ``committed`` encoded, to save re-encoding)."""
         key = journal.event_key(committed.index, committed.pos)
-        row = committed.encode()
+        row = committed.encode() if row is None else row
         txn.put(key, row, db=self.store.db("journal.events"))
         self._fold(txn, committed, event, key, row)
 
@@ -414,30 +417,13 @@ def digest(store: Store, txn: lmdb.Transaction) -> str:
 
 
 def rebuild(live: Store, target: Path) -> tuple[str, str, int, int]:
-    """Replay the live journal into a fresh store at ``target``.
+    """Replay the live journal into a fresh store at ``target`` (:mod:`xes.projections.replay`).
 
     Returns ``(rebuilt_digest, live_digest, applied_index, events)``, both digests taken at the
     same applied index (one read snapshot of the live store).
     """
-    fresh = open_store(target, all_db_names(), writer=True)
-    try:
-        projector = Projector(fresh, replay=True)
-        count = 0
-        with live.env.begin() as rtxn:
-            upto = journal.applied_index(live, rtxn)
-            live_digest = digest(live, rtxn)
-            wtxn = fresh.env.begin(write=True)
-            for committed in journal.read_events(live, rtxn, 0, upto):
-                projector.apply_committed(wtxn, committed, decode_event(committed.envelope))
-                count += 1
-                if count % 10000 == 0:
-                    wtxn.commit()
-                    wtxn = fresh.env.begin(write=True)
-            wtxn.put(journal.APPLIED_KEY, u64(upto), db=fresh.db("meta"))
-            projector._mark(wtxn, upto)
-            wtxn.commit()
-        with fresh.env.begin() as txn:
-            rebuilt_digest = digest(fresh, txn)
-        return rebuilt_digest, live_digest, upto, count
-    finally:
-        fresh.close()
+    from xes.projections.replay import replay_into  # it builds on this module
+
+    done = replay_into(live, target)
+    assert done.live_digest is not None  # a full replay
+    return done.digest, done.live_digest, done.index, done.events

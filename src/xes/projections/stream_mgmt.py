@@ -16,7 +16,7 @@ projection then drops).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import lmdb
@@ -86,9 +86,19 @@ class SmState:
         return cls(session=session, **obj)
 
     def to_json(self) -> dict[str, Any]:
-        obj = asdict(self)
-        del obj["session"]  # the key
-        return obj
+        # Spelled out, not ``asdict`` (which deep-copies): this runs for every outbox row a
+        # room or a message adds (issue 17, replay speed). ``session`` is the key, not stored.
+        return {
+            "jid": self.jid,
+            "epoch": self.epoch,
+            "resume": self.resume,
+            "timeout": self.timeout,
+            "next": self.next,
+            "acked": self.acked,
+            "handled": self.handled,
+            "interested": self.interested,
+            "deadline": self.deadline,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,6 +395,12 @@ def state(store: Store, txn: lmdb.Transaction, session: str) -> SmState | None:
     return None if raw is None else SmState.from_json(session, load(raw))
 
 
+def managed(store: Store, txn: lmdb.Transaction, session: str) -> bool:
+    """``session`` has stream management on (:func:`state` is not None), without parsing its
+    state: asked per occupant of every room message (issue 17, replay speed)."""
+    return txn.get(session.encode(), db=store.db(STATE)) is not None
+
+
 def rows(store: Store, txn: lmdb.Transaction, session: str, after: int = 0) -> list[OutboxRow]:
     """Outbox rows of ``session`` numbered above ``after``, in order."""
     prefix = session.encode() + b"\x00"
@@ -415,13 +431,16 @@ def queue(store: Store, txn: lmdb.Transaction, session: str, stanzas: list[str],
     raw = txn.get(session.encode(), db=store.db(STATE))
     if raw is None:
         return
-    st = SmState.from_json(session, load(raw))
-    n = st.next
+    # The state row as stored (``SmState.to_json``) with only ``next`` moved: the same bytes
+    # as a round trip through SmState, without it (a room's fan-out runs this per occupant).
+    state = load(raw)
+    n = state["next"]
+    outbox = store.db(OUTBOX)
     for xml in stanzas:
         n += 1
-        row = {"xml": xml, "kind": "other", "at": at}
-        txn.put(_row_key(session, n), dump(row), db=store.db(OUTBOX))
-    txn.put(session.encode(), dump(replace(st, next=n).to_json()), db=store.db(STATE))
+        txn.put(_row_key(session, n), dump({"xml": xml, "kind": "other", "at": at}), db=outbox)
+    state["next"] = n
+    txn.put(session.encode(), dump(state), db=store.db(STATE))
 
 
 def ended(store: Store, txn: lmdb.Transaction, session: str) -> dict[str, Any] | None:

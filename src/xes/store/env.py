@@ -76,7 +76,12 @@ class Store:
 
 
 def open_store(
-    path: Path, names: list[str], *, writer: bool, map_size: int = DEFAULT_MAP_SIZE
+    path: Path,
+    names: list[str],
+    *,
+    writer: bool,
+    map_size: int = DEFAULT_MAP_SIZE,
+    durable: bool = True,
 ) -> Store:
     """Open (and as writer, create) the environment at ``path`` with sub-databases ``names``.
 
@@ -91,7 +96,7 @@ def open_store(
         str(path),
         map_size=map_size,
         max_dbs=MAX_DBS,
-        sync=True,
+        sync=durable,
         metasync=False,
         readahead=False,
         max_readers=1024,

@@ -168,3 +168,13 @@ def test_counters_wrap_at_2_32() -> None:
     assert unwrap(3, WRAP - 2) == WRAP + 3
     assert unwrap(0, WRAP) == WRAP
     assert unwrap(WRAP - 1, 2 * WRAP - 1) == 2 * WRAP - 1
+
+
+def test_state_row_holds_every_field_but_the_session() -> None:
+    """``SmState.to_json`` is spelled out for speed: a field added later must be added there."""
+    import dataclasses
+
+    st = sm.SmState("s1", "a@x/r", 1, True, 300, 5, 2, 3, False, 0)
+    names = {f.name for f in dataclasses.fields(sm.SmState)} - {"session"}
+    assert set(st.to_json()) == names
+    assert sm.SmState.from_json("s1", st.to_json()) == st
