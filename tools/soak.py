@@ -272,6 +272,10 @@ def main() -> int:
         return asyncio.run(soak(args, server, data_dir, args.out))
     finally:
         server.stop()
+        # The server's log goes next to the samples: a refused login or a lost message is
+        # explained there (the data directory is too big to keep).
+        for log in root.glob("n*.log"):
+            shutil.copy(log, args.out.with_name(f"{args.out.stem}-{log.name}"))
         shutil.rmtree(root, ignore_errors=True)
 
 
