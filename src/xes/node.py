@@ -106,6 +106,7 @@ class Node:
         self.component_connections: set[ComponentConnection] = set()
         self._rejoining = False
         self.log_pid: int | None = None
+        self._log_process_exit_logged = False
         """The log process's pid (its CPU and memory are in ``/metrics`` too)."""
 
     async def run(self) -> None:
@@ -125,6 +126,15 @@ class Node:
         self.log_pid = proc.pid
         try:
             await self._serve(proc)
+        except BaseExceptionGroup:
+            if proc.is_alive():
+                raise
+            # The log process died (killed, or stopped on purpose: `storage_failed` exits 74):
+            # every task waiting on it fails at once, so the group holds their LogUnavailable
+            # and the watcher's exit. One line and the exit status say it, not that group.
+            if not self._log_process_exit_logged:
+                log.error("log_process_exited", exitcode=proc.exitcode)
+            raise SystemExit(3) from None
         finally:
             await self._stop_log_process(proc)
 
@@ -381,6 +391,7 @@ class Node:
     async def _watch_log_process(self, proc: Any, tg: TaskGroup) -> None:
         while proc.is_alive():
             await anyio.sleep(0.2)
+        self._log_process_exit_logged = True
         log.error("log_process_exited", exitcode=proc.exitcode)
         tg.cancel_scope.cancel()
         raise SystemExit(3)

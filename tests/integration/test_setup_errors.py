@@ -112,3 +112,25 @@ def test_component_listener_errors_are_named(server: XesServer, tmp_path: Path) 
     )
     assert result.returncode == 2, result
     assert '[components."push.localhost"] secret_file' in result.stderr
+
+
+def test_a_dead_log_process_ends_the_node_with_one_line(server: XesServer) -> None:
+    """The log process killed (the OOM killer, say): the node exits with status 3 and says why
+    in one log line, not with the traceback of the task group that carried the exit."""
+    import os
+    import signal
+    import time
+
+    assert server.proc is not None
+    children = Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children").read_text()
+    log_pids = [int(p) for p in children.split()]
+    assert log_pids, "the node has no log process"
+    for pid in log_pids:
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while server.proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert server.proc.returncode == 3
+    text = server.log_text()
+    assert text.count("log_process_exited") == 1
+    assert "Traceback" not in text and "ExceptionGroup" not in text, text[-2000:]
