@@ -197,3 +197,45 @@ def test_unanswered_iq_gets_an_error_when_the_session_ends(shared_server: XesSer
     assert error is not None
     assert error.find("{urn:ietf:params:xml:ns:xmpp-stanzas}recipient-unavailable") is not None
     jon.close()
+
+
+def test_a_login_replacing_a_session_that_is_closing_still_binds(
+    shared_server: XesServer,
+) -> None:
+    """A phone logs out and at once logs in again with the same resource (xmpp.js does this
+    when it moves to another node with its FAST token): the new bind ends the managed session
+    it replaces while that session's own close is being committed. Whichever commits first,
+    the login succeeds and what the old session left unacknowledged reaches the new one."""
+    srv = shared_server
+    srv.add_user("smr", "pw-r")
+    srv.add_user("sms", "pw-s")
+    sender = SmClient(srv.c2s)
+    sender.login(srv, "sms", "pw-s", "pc")
+    for round_ in range(20):
+        old = SmClient(srv.c2s)
+        jid, _ = old.login_sm(srv, "smr", "pw-r", "phone")
+        old.send("<presence/>")
+        old.auto_ack = False
+        sender.send(_msg(jid.split("/")[0], f"round-{round_}"))
+        assert _collect(old, 1) == [f"round-{round_}"]
+        new = SmClient(srv.c2s)
+        new.starttls(srv.domain)
+        assert b"<success" in new.scram_login(srv.domain, "smr", "pw-r")
+        new.buffer = b""
+        new.open_stream(srv.domain)
+        # The close and the replacing bind arrive together.
+        old.send("</stream:stream>")
+        new.send(
+            "<iq type='set' id='bind-r'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+            "<resource>phone</resource></bind></iq>"
+        )
+        reply = new.recv_until(b"</iq>")
+        assert b"type='result'" in reply or b'type="result"' in reply, (round_, reply)
+        new._start(new.buffer)
+        new.send("<presence/>")
+        elem = new.wait_for(lambda e: e.tag.endswith("}message") and body(e) is not None)
+        assert body(elem) == f"round-{round_}"
+        old.close()
+        new.send("</stream:stream>")
+        new.close()
+    sender.close()

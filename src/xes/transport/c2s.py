@@ -80,6 +80,9 @@ TLS_HANDSHAKE_TIMEOUT = 15.0
 CLOSE_TIMEOUT = 5.0
 RESUME_ATTEMPTS = 3
 """Resume proposals made for one ``<resume/>`` when the epoch moved under a stale view."""
+BIND_ATTEMPTS = 3
+"""Bind proposals made when the session a JID replaces changed under the read (ended by its
+own client meanwhile, say)."""
 LINGER_SECONDS = 1.0
 LINGER_BYTES = 4 * 1024 * 1024
 DETACH_REASONS = frozenset(
@@ -849,30 +852,25 @@ class ClientConnection:
         event = SessionBound(
             session_id, str(action.jid), self.hub.node, self.boot, device=action.chosen
         )
-        with self.hub.read() as txn:
-            # A managed session with this JID (say, detached) ends first, re-routing what it
-            # holds unacknowledged: RFC 6120 §7.7.2.2 replaces it, XEP-0198 must not drop it.
-            old = sessions_view.by_full_jid(self.hub.store, txn, str(action.jid))
-            events: list[Any] = []
-            if old is not None and (
-                sm_view.state(self.hub.store, txn, old.session) is not None
-                or muc_view.rooms_of_session(self.hub.store, txn, old.session)
-            ):
-                # Its occupants leave their rooms too: a replaced session leaves no ghost.
-                events = session_end.end_events(self.hub, txn, [old], "conflict")
-        inline, token = self._inline_events(action, session_id)
-        sm_inline = action.inline.sm_enable if action.inline is not None else None
-        sm_event: SmEnabled | None = None
-        if sm_inline is not None and self.hub.config.stream_management.enabled:
-            cfg = self.hub.config.stream_management
-            resume, max_s = sm_inline
-            timeout = min(max_s or cfg.resume_timeout, cfg.resume_timeout)
-            sm_event = SmEnabled(session_id, resume, timeout if resume else 0)
-            inline.append(sm_event)  # after session.bound in the same proposal
-        try:
-            await self.hub.log.append(*events, event, *inline)
-        except (LogUnavailable, ProposalRejected) as exc:
-            log.warning("bind_failed", error=str(exc))
+        for attempt in range(1, BIND_ATTEMPTS + 1):
+            # The proposal ends a session it read (the one this JID replaces); if that session
+            # ended, detached or resumed meanwhile (its client's own close racing this login),
+            # apply refuses the whole proposal: read again and retry, the premise is fresh.
+            replaced = self._replaced_session_events(action)
+            inline, token = self._inline_events(action, session_id)
+            sm_event = self._inline_sm(action, session_id)
+            if sm_event is not None:
+                inline.append(sm_event)  # after session.bound in the same proposal
+            try:
+                await self.hub.log.append(*replaced, event, *inline)
+                break
+            except ProposalRejected as exc:
+                if replaced and attempt < BIND_ATTEMPTS:
+                    log.info("bind_retried", reason=exc.reason, attempt=attempt)
+                    continue
+                log.warning("bind_failed", error=str(exc))
+            except LogUnavailable as exc:
+                log.warning("bind_failed", error=str(exc))
             await self._execute(self.protocol.bind_failed(action.iq_id, "resource-constraint"))
             return
         self.session_id = session_id
@@ -895,6 +893,30 @@ class ClientConnection:
             self._sm_start()  # its <enabled/> went inside <bound/>: rows from here on
         if action.inline is not None and action.inline.inactive:
             self.client_state(False)  # XEP-0352 inline in Bind2
+
+    def _replaced_session_events(self, action: BindRequested) -> list[Any]:
+        """Events ending the managed session this JID replaces (RFC 6120 §7.7.2.2), if any."""
+        with self.hub.read() as txn:
+            # A managed session with this JID (say, detached) ends first, re-routing what it
+            # holds unacknowledged: XEP-0198 must not drop it.
+            old = sessions_view.by_full_jid(self.hub.store, txn, str(action.jid))
+            if old is not None and (
+                sm_view.state(self.hub.store, txn, old.session) is not None
+                or muc_view.rooms_of_session(self.hub.store, txn, old.session)
+            ):
+                # Its occupants leave their rooms too: a replaced session leaves no ghost.
+                return session_end.end_events(self.hub, txn, [old], "conflict")
+        return []
+
+    def _inline_sm(self, action: BindRequested, session_id: str) -> SmEnabled | None:
+        """XEP-0198 enabled inline in Bind2 (XEP-0386), as an event of the bind's proposal."""
+        sm_inline = action.inline.sm_enable if action.inline is not None else None
+        if sm_inline is None or not self.hub.config.stream_management.enabled:
+            return None
+        cfg = self.hub.config.stream_management
+        resume, max_s = sm_inline
+        timeout = min(max_s or cfg.resume_timeout, cfg.resume_timeout)
+        return SmEnabled(session_id, resume, timeout if resume else 0)
 
     def _inline_events(
         self, action: BindRequested, session_id: str
