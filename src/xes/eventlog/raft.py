@@ -567,6 +567,13 @@ class _Transport(TCPTransport):
     source_host: str | None = None
 
     def send(self, node: Any, message: Any) -> bool:
+        conn = self._connections.get(node)
+        if self._syncObj.encryptor and conn is not None and not conn.sendRandKey:
+            # pysyncobj counts a connection usable once TCP connects, but with a secret a
+            # message only authenticates after the peer's random key came back: a candidate's
+            # request_vote sent before that is dropped by the peer as forged (and logged as
+            # raft_peer_refused). Not sending is what Raft expects of a link not yet up.
+            return False
         self._syncObj._journal().sync()
         return bool(super().send(node, message))
 

@@ -409,3 +409,33 @@ def test_data_dir_layout(cluster: Cluster) -> None:
     compact(leader)
     files = {p.name for p in Path(leader.data_dir, "raft").iterdir()}
     assert files == {"journal", "journal.meta", "dump"}
+
+
+def test_a_healthy_start_refuses_no_peer(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Members sharing one secret never look like intruders to each other. A candidate sends
+    ``request_vote`` to every member, connected or not; on a connection whose key exchange
+    (pysyncobj's random-key handshake) had not finished, the vote went out without the peer's
+    key, the peer dropped it as unauthenticated and logged ``raft_peer_refused`` (issue 20).
+    The accepting side here answers the handshake late, so every candidate's election timeout
+    fires inside that window."""
+    refused: list[tuple[str | None, str]] = []
+    monkeypatch.setattr(raft_module, "_log_refused", lambda peer, why: refused.append((peer, why)))
+    accept = raft_module._Transport._onIncomingMessageReceived
+
+    def late_handshake(self: Any, conn: Any, message: Any) -> None:
+        if self._syncObj.encryptor and not conn.sendRandKey:
+            time.sleep(1.3)  # longer than the longest election timeout (1.2 s)
+        accept(self, conn, message)
+
+    monkeypatch.setattr(raft_module._Transport, "_onIncomingMessageReceived", late_handshake)
+    addrs = cluster.allocate(3)
+    for addr in addrs:
+        cluster.start(addr, peers=addrs)
+    cluster.wait_ready(timeout=30)
+    leader = cluster.leader()
+    results = Results()
+    leader.raft.submit(b"after-start", results)
+    assert results.wait(1, 10)
+    assert refused == []
