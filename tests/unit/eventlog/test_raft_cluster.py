@@ -411,9 +411,7 @@ def test_data_dir_layout(cluster: Cluster) -> None:
     assert files == {"journal", "journal.meta", "dump"}
 
 
-def test_a_healthy_start_refuses_no_peer(
-    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_healthy_start_refuses_no_peer(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
     """Members sharing one secret never look like intruders to each other. A candidate sends
     ``request_vote`` to every member, connected or not; on a connection whose key exchange
     (pysyncobj's random-key handshake) had not finished, the vote went out without the peer's
