@@ -27,7 +27,10 @@ MAX_BATCHES = 500
 def retention_days(hub: Hub) -> dict[str, float]:
     """Retention per domain, in days (domains with none configured keep messages for ever)."""
     cfg = hub.config.archive
-    days = {hub.domain: cfg.retention_days, **cfg.retention_by_domain}
+    days = {
+        **dict.fromkeys(hub.config.host_names, cfg.retention_days),
+        **cfg.retention_by_domain,
+    }
     return {domain: d for domain, d in sorted(days.items()) if d > 0}
 
 

@@ -25,7 +25,7 @@ from xes.events.catalog import (
     AccountRemoved,
     FastTokenRevoked,
 )
-from xes.jid import JID, InvalidJID, bare_in
+from xes.jid import JID, InvalidJID
 
 if TYPE_CHECKING:
     from xes.events.gate import Gate
@@ -115,20 +115,25 @@ def submit(config: Config, command: bytes) -> dict[str, Any]:
     return json.loads(body)[0]  # type: ignore[no-any-return]
 
 
-def _bare_in(raw: str, domain: str, what: str) -> str:
-    """``raw`` (a bare JID, or its local part) as a bare JID of ``domain``; else exit."""
+def _hosted_jid(raw: str, domains: tuple[str, ...], what: str) -> str:
+    """``raw`` as a bare JID of one of ``domains`` (a bare local part: of the first); else
+    exit, naming the domains that are served (ADR 0023)."""
     try:
-        JID.parse(raw if "@" in raw else f"{raw}@{domain}")
+        jid = JID.parse(raw if "@" in raw else f"{raw}@{domains[0]}")
     except InvalidJID as exc:
         raise SystemExit(f"invalid JID {raw!r}: {exc}") from None
-    try:
-        return bare_in(raw, domain)
-    except InvalidJID:
-        raise SystemExit(f"{raw!r} is not {what} {domain}") from None
+    if jid.local is None or jid.resource is not None:
+        raise SystemExit(f"{raw!r} is not a bare JID ({what})")
+    if jid.domain not in domains:
+        raise SystemExit(
+            f"{raw!r}: {jid.domain} is not {what} of this server "
+            f"(served: {', '.join(domains)}; add it to hosts in the configuration first)"
+        )
+    return str(jid)
 
 
 def _user_jid(config: Config, raw: str) -> str:
-    return _bare_in(raw, config.domain, "a bare JID of this server's domain")
+    return _hosted_jid(raw, config.host_names, "a hosted domain")
 
 
 def _password(args: argparse.Namespace) -> str:
@@ -284,7 +289,8 @@ def cmd_events(args: argparse.Namespace) -> int:
 
 
 def _room_jid(config: Config, raw: str) -> str:
-    return _bare_in(raw, config.muc_domain, "a room of the group chat service")
+    mucs = tuple(config.muc_domain_of(h) for h in config.host_names)
+    return _hosted_jid(raw, mucs, "a group chat service")
 
 
 def _room_details(room: Any, history: int, archived: int) -> dict[str, Any]:
@@ -443,7 +449,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     config = _config(args)
-    print(f"configuration OK: domain={config.domain} data_dir={config.data_dir}")
+    hosts = ",".join(config.host_names)
+    print(f"configuration OK: domain={config.domain} data_dir={config.data_dir} hosts={hosts}")
     return 0
 
 

@@ -473,6 +473,30 @@ DEFAULT_COMPONENT_LISTEN = "127.0.0.1:5347"
 
 
 @dataclass(frozen=True)
+class HostConfig:
+    """One domain the cluster serves (a virtual host, ADR 0023): an entry of ``hosts`` with its
+    optional ``[host."<domain>"]`` table. Accounts, rooms and archives are keyed by bare JID,
+    so each host's data is its own; what differs per host is here."""
+
+    domain: str
+    """The hosted domain (bare, normalised)."""
+    cert_file: str | None = None
+    """PEM certificate chain presented to clients of this host (SNI, or the stream's ``to``
+    for STARTTLS); default: ``[tls] cert`` for the primary host, else a self-signed one
+    generated in ``data_dir/tls/<domain>.crt``."""
+    key_file: str | None = None
+    """PEM private key for ``cert_file``."""
+    muc_domain: str = ""
+    """The host's group chat service (default ``conference.<domain>``; for the primary host
+    ``[muc] domain`` when set)."""
+    registration: bool | None = None
+    """In-band registration on this host (XEP-0077); unset: ``[registration] enabled``."""
+
+
+_HOST_KEYS = frozenset({"cert_file", "key_file", "muc_domain", "registration"})
+
+
+@dataclass(frozen=True)
 class ComponentConfig:
     """One external component (XEP-0114), a ``[components."<domain>"]`` table."""
 
@@ -516,7 +540,11 @@ class LogConfig:
 @dataclass(frozen=True)
 class Config:
     domain: str = "localhost"
-    """The XMPP domain served (RFC 7622 domainpart)."""
+    """The primary XMPP domain served (RFC 7622 domainpart): the first of ``hosts`` unless
+    given; the node's own address for defaults (``upload.<domain>``, the status page)."""
+    hosts: tuple[HostConfig, ...] = ()
+    """Every domain served (ADR 0023), the primary one among them; empty: ``domain`` alone.
+    Read through :attr:`virtual_hosts`."""
     data_dir: Path = Path("./xes-data")
     """Where LMDB, the Raft journal, the TLS material and the log-process socket live."""
     listen: ListenConfig = field(default_factory=ListenConfig)
@@ -557,9 +585,45 @@ class Config:
         )
 
     @property
+    def virtual_hosts(self) -> tuple[HostConfig, ...]:
+        """The hosted domains with their settings, the primary one first."""
+        if self.hosts:
+            return self.hosts
+        return (HostConfig(self.domain, muc_domain=self.muc.domain or f"conference.{self.domain}"),)
+
+    @property
+    def host_names(self) -> tuple[str, ...]:
+        return tuple(h.domain for h in self.virtual_hosts)
+
+    def host(self, domain: str) -> HostConfig | None:
+        """The settings of hosted ``domain``, or None when it is not served here."""
+        return next((h for h in self.virtual_hosts if h.domain == domain), None)
+
+    def is_hosted(self, domain: str) -> bool:
+        """Is ``domain`` one of ours (a local domain: never routed to another server)?"""
+        return any(h.domain == domain for h in self.virtual_hosts)
+
+    def muc_domain_of(self, domain: str) -> str:
+        """The group chat service of hosted ``domain`` (the primary's for any other)."""
+        host = self.host(domain) or self.virtual_hosts[0]
+        return host.muc_domain or f"conference.{host.domain}"
+
+    def muc_host(self, muc_domain: str) -> str | None:
+        """The hosted domain whose group chat service is ``muc_domain``, if any."""
+        return next((h.domain for h in self.virtual_hosts if h.muc_domain == muc_domain), None)
+
+    def registration_on(self, domain: str) -> bool:
+        """Is in-band registration (XEP-0077) offered on hosted ``domain``?"""
+        host = self.host(domain)
+        if host is not None and host.registration is not None:
+            return host.registration
+        return self.registration.enabled
+
+    @property
     def muc_domain(self) -> str:
-        """The group chat service's domain (``[muc] domain``, default ``conference.<domain>``)."""
-        return self.muc.domain or f"conference.{self.domain}"
+        """The primary host's group chat service (``[muc] domain``, default
+        ``conference.<domain>``); :meth:`muc_domain_of` gives any host's."""
+        return self.muc_domain_of(self.domain)
 
     @property
     def upload_domain(self) -> str:
@@ -649,6 +713,93 @@ def _section(cls: type[Any], raw: dict[str, Any], where: str) -> Any:
     return cls(**values)
 
 
+def _bare_domain(value: Any, where: str) -> str:
+    """``value`` as a bare domain, normalised (RFC 7622)."""
+    from xes.jid import JID, InvalidJID
+
+    if not isinstance(value, str):
+        raise ConfigError(f"{where} must be a string (a domain name)")
+    try:
+        parsed = JID.parse(value)
+    except InvalidJID as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+    if parsed.local or parsed.resource:
+        raise ConfigError(f"{where} must be a bare domain name")
+    return parsed.domain
+
+
+def _host_names(raw: Any) -> tuple[str, ...]:
+    """The ``hosts`` list: bare domains, at least one, none twice."""
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError('hosts must be a non-empty list of domains: hosts = ["a.example"]')
+    names = tuple(_bare_domain(value, f"hosts: {value!r}") for value in raw)
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError(f"hosts: {name} is listed twice")
+    return names
+
+
+def _host_tables(config: Config, raw: Any, base: Path | None) -> tuple[HostConfig, ...]:
+    """Each hosted domain with its ``[host."<domain>"]`` table applied and its group chat
+    domain resolved; every table must name a hosted domain."""
+    if not isinstance(raw, dict):
+        raise ConfigError('[host] must be tables keyed by hosted domain: [host."a.example"]')
+    names = config.host_names
+    for key, table in raw.items():
+        if key not in names:
+            raise ConfigError(
+                f'[host."{key}"]: {key} is not a hosted domain (hosts = {list(names)}); '
+                "add it to hosts or remove the table"
+            )
+        if not isinstance(table, dict):
+            raise ConfigError(f'[host."{key}"] must be a table')
+        unknown = set(table) - _HOST_KEYS
+        if unknown:
+            raise ConfigError(f'unknown key(s) in [host."{key}"]: {", ".join(sorted(unknown))}')
+    out = []
+    for name in names:
+        table = raw.get(name, {})
+        where = f'[host."{name}"]'
+        cert, key = table.get("cert_file"), table.get("key_file")
+        if bool(cert) != bool(key):
+            raise ConfigError(f"{where} needs both cert_file and key_file, or neither")
+        if cert and name == config.domain and (config.tls.cert or config.tls.key):
+            raise ConfigError(
+                f"{where} cert_file and [tls] cert both name the certificate of the primary "
+                f"host {name}: keep one"
+            )
+        cert, key = (_path(v, base) if v else None for v in (cert, key))
+        reg = table.get("registration")
+        if reg is not None and not isinstance(reg, bool):
+            raise ConfigError(f"{where} registration must be true or false")
+        muc = table.get("muc_domain")
+        if muc is not None:
+            muc = _bare_domain(muc, f"{where} muc_domain")
+            if muc != table["muc_domain"]:
+                raise ConfigError(f"{where} muc_domain must be written normalised: {muc}")
+        elif name == config.domain and config.muc.domain:
+            muc = config.muc.domain
+        else:
+            muc = f"conference.{name}"
+        out.append(HostConfig(name, cert, key, muc, reg))
+    mucs = [h.muc_domain for h in out]
+    for host in out:
+        if host.muc_domain in names:
+            raise ConfigError(
+                f'[host."{host.domain}"] group chat domain {host.muc_domain} is a hosted domain'
+            )
+        if mucs.count(host.muc_domain) > 1:
+            raise ConfigError(f"group chat domain {host.muc_domain} is used by two hosts")
+    return tuple(out)
+
+
+def _path(value: Any, base: Path | None) -> str:
+    path = Path(str(value)).expanduser()
+    if not path.is_absolute() and base is not None:
+        path = base / path
+    return str(path)
+
+
 def _check_service_domain(config: Config, section: str, domain: str) -> None:
     """A service's own domain (``[muc] domain``, ``[upload] domain``): bare, normalised, and
     not the server's."""
@@ -660,7 +811,7 @@ def _check_service_domain(config: Config, section: str, domain: str) -> None:
         parsed = JID.parse(domain)
     except InvalidJID as exc:
         raise ConfigError(f"[{section}] domain: {exc}") from exc
-    if parsed.local or parsed.resource or parsed.domain == config.domain:
+    if parsed.local or parsed.resource or config.is_hosted(parsed.domain):
         raise ConfigError(f"[{section}] domain must be a bare domain other than the server's")
     if parsed.domain != domain:
         raise ConfigError(f"[{section}] domain must be written normalised: {parsed.domain}")
@@ -729,9 +880,16 @@ def _check_http(config: Config) -> None:
             jid = JID.parse(admin)
         except InvalidJID as exc:
             raise ConfigError(f"[admin] admins: {admin!r} is not a JID ({exc})") from None
-        if jid.local is None or jid.resource or jid.domain != config.domain or str(jid) != admin:
+        if (
+            jid.local is None
+            or jid.resource
+            or not config.is_hosted(jid.domain)
+            or str(jid) != admin
+        ):
+            hosted = ", ".join(config.host_names)
             raise ConfigError(
-                f"[admin] admins: {admin!r} must be a normalised bare JID of {config.domain}"
+                f"[admin] admins: {admin!r} must be a normalised bare JID of a hosted domain "
+                f"({hosted})"
             )
     if http.public_url and not http.public_url.startswith(("http://", "https://")):
         raise ConfigError("[http] public_url must start with http:// or https://")
@@ -740,7 +898,8 @@ def _check_http(config: Config) -> None:
 def _check_upload(config: Config) -> None:
     upload = config.upload
     _check_service_domain(config, "upload", upload.domain)
-    if upload.enabled and config.upload_domain == config.muc_domain and config.muc.enabled:
+    mucs = {h.muc_domain for h in config.virtual_hosts}
+    if upload.enabled and config.upload_domain in mucs and config.muc.enabled:
         raise ConfigError("[upload] domain must differ from the group chat service's")
     for name in ("max_file_size", "slot_ttl", "max_open_slots"):
         if getattr(upload, name) <= 0:
@@ -823,7 +982,10 @@ def _components(config: Config, raw: Any, base: Path | None) -> tuple[ComponentC
 
     if not isinstance(raw, dict):
         raise ConfigError("[components] must be a table of components keyed by their domain")
-    taken = {config.domain: "the server's domain", config.muc_domain: "[muc] domain"}
+    taken = {h.domain: "a hosted domain" for h in config.virtual_hosts}
+    taken.update({h.muc_domain: "a group chat domain" for h in config.virtual_hosts})
+    taken[config.domain] = "the server's domain"
+    taken[config.muc_domain] = "[muc] domain"
     taken.setdefault(config.upload_domain, "[upload] domain")
     out = []
     for domain, table in raw.items():
@@ -888,20 +1050,22 @@ def parse_config(
     raw: dict[str, Any], base: Path | None = None, source: Path | None = None
 ) -> Config:
     top = {k: v for k, v in raw.items() if k not in _SECTIONS and k != "components"}
-    unknown = set(top) - {"domain", "data_dir"}
+    unknown = set(top) - {"domain", "data_dir", "hosts", "host"}
     if unknown:
         raise ConfigError(f"unknown top-level key(s): {', '.join(sorted(unknown))}")
     config = Config(source=source)
     if "domain" in top:
-        from xes.jid import JID, InvalidJID
-
-        try:
-            domain = JID.parse(str(top["domain"]))
-        except InvalidJID as exc:
-            raise ConfigError(f"domain: {exc}") from exc
-        if domain.local or domain.resource:
-            raise ConfigError("domain must be a bare domain name")
-        config = replace(config, domain=domain.domain)
+        config = replace(config, domain=_bare_domain(top["domain"], "domain"))
+    if "hosts" in top:
+        names = _host_names(top["hosts"])
+        if "domain" in top and config.domain not in names:
+            raise ConfigError(
+                f"domain {config.domain!r} is not in hosts {list(names)}: list it there "
+                "(it is the primary host) or leave domain out (then the first host is)"
+            )
+        if "domain" not in top:
+            config = replace(config, domain=names[0])
+        config = replace(config, hosts=tuple(HostConfig(n) for n in names))
     if "data_dir" in top:
         data_dir = Path(str(top["data_dir"])).expanduser()
         if not data_dir.is_absolute() and base is not None:
@@ -927,6 +1091,8 @@ def parse_config(
         config = replace(config, audit=audit)
     if config.push.timeout <= 0 or config.push.max_attempts < 1:
         raise ConfigError("[push] needs timeout > 0 and max_attempts >= 1")
+    if "hosts" in top or "host" in top:
+        config = replace(config, hosts=_host_tables(config, top.get("host", {}), base))
     _check_http(config)
     _check_bosh(config)
     _check_muc(config)

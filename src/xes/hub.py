@@ -127,7 +127,13 @@ class Hub:
 
     @property
     def domain(self) -> str:
+        """The primary hosted domain (the server's own address for defaults)."""
         return self.config.domain
+
+    def is_local(self, domain: str) -> bool:
+        """Is ``domain`` hosted here (ADR 0023)? A stanza to it is a local delivery; to any
+        other domain it is for server-to-server (``remote-server-not-found`` until then)."""
+        return self.config.is_hosted(domain)
 
     @property
     def gate(self) -> Gate:

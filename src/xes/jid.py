@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from encodings import idna
 from functools import lru_cache
@@ -122,6 +123,17 @@ def bare_in(raw: str, domain: str) -> str:
     jid = JID.parse(raw if "@" in raw else f"{raw}@{domain}")
     if jid.domain != domain or jid.local is None or jid.resource is not None:
         raise InvalidJID(f"{raw!r} is not a bare JID of {domain}")
+    return str(jid)
+
+
+def bare_in_any(raw: str, domains: Sequence[str]) -> str:
+    """``raw`` as a normalised bare JID of one of ``domains`` (the hosted domains, ADR 0023);
+    a bare local part is taken as one of the first. Raises :class:`InvalidJID` naming them."""
+    jid = JID.parse(raw if "@" in raw else f"{raw}@{domains[0]}")
+    if jid.local is None or jid.resource is not None:
+        raise InvalidJID(f"{raw!r} is not a bare JID")
+    if jid.domain not in domains:
+        raise InvalidJID(f"{jid.domain} is not served here (hosted: {', '.join(domains)})")
     return str(jid)
 
 

@@ -10,6 +10,7 @@ SIGTERM closes every stream cleanly, records the sessions' ends, then stops the 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import os
@@ -36,7 +37,7 @@ from xes import (
 from xes import http as web
 from xes.admin.auth import AdminAuth, read_token
 from xes.audit import checkpointer as audit_checkpointer
-from xes.config import Config, ConfigError
+from xes.config import Config, ConfigError, HostConfig, load_config
 from xes.eventlog import process as log_process
 from xes.eventlog.client import LogClient, LogUnavailable, ProposalRejected
 from xes.events.catalog import NodeStarted
@@ -51,7 +52,7 @@ from xes.projections import sessions as sessions_view
 from xes.projections.projector import all_db_names
 from xes.session.sasl import LoginLimiter, channel_binding_data
 from xes.store.env import open_store
-from xes.tlsutil import certificate_der, ensure_self_signed, server_context
+from xes.tlsutil import HostCertificateError, HostContexts, ensure_self_signed
 from xes.transport.c2s import ClientConnection
 from xes.transport.component import ComponentConnection
 
@@ -82,13 +83,26 @@ def upload_key(config: Config) -> bytes:
     return cluster_key(config, b"xes upload key", "upload.key")
 
 
-def tls_paths(config: Config) -> tuple[Path, Path]:
-    if config.tls.cert and config.tls.key:
+def tls_paths(config: Config, host: HostConfig | None = None) -> tuple[Path, Path]:
+    """The certificate and key of ``host`` (default: the primary one): its ``cert_file``,
+    ``[tls] cert`` for the primary host, else a self-signed pair made in ``data_dir/tls``."""
+    host = host or config.virtual_hosts[0]
+    if host.cert_file and host.key_file:
+        return Path(host.cert_file), Path(host.key_file)
+    if host.domain == config.domain and config.tls.cert and config.tls.key:
         return Path(config.tls.cert), Path(config.tls.key)
     tls_dir = config.data_dir / "tls"
-    cert, key = tls_dir / f"{config.domain}.crt", tls_dir / f"{config.domain}.key"
-    ensure_self_signed(cert, key, config.domain)
+    cert, key = tls_dir / f"{host.domain}.crt", tls_dir / f"{host.domain}.key"
+    ensure_self_signed(cert, key, host.domain)
     return cert, key
+
+
+def host_certificates(config: Config) -> dict[str, tuple[Path, Path]]:
+    """Every hosted domain's certificate and key files (ADR 0023)."""
+    primary = next(h for h in config.virtual_hosts if h.domain == config.domain)
+    return {
+        h.domain: tls_paths(config, h if h is not primary else None) for h in config.virtual_hosts
+    }
 
 
 def _split(addr: str) -> tuple[str, int]:
@@ -113,14 +127,14 @@ class Node:
         config = self.config
         config.data_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(config.data_dir, 0o700)
-        cert, key = tls_paths(config)
         try:
-            self.tls_context = server_context(cert, key)
-            self.cert_der = certificate_der(cert)
+            certs = host_certificates(config)
+            self.tls = HostContexts(config.domain, certs)
+            self.https_tls = HostContexts(config.domain, certs, alpn=("http/1.1",))
         except (OSError, ssl.SSLError, ValueError) as exc:
             raise ConfigError(
-                f"the TLS certificate {cert} or its key {key} cannot be loaded ({exc}): "
-                "fix [tls] cert and key (or remove both for a self-signed pair)"
+                f"{exc}: fix [tls] cert and key or the host's cert_file and key_file "
+                "(or remove both for a self-signed pair)"
             ) from None
         proc = log_process.spawn(config)
         self.log_pid = proc.pid
@@ -197,9 +211,8 @@ class Node:
             if config.listen.http:
                 await tg.start(self._listen_http, config.listen.http, None, "[listen] http")
             if config.listen.https:
-                https_context = server_context(*tls_paths(config), alpn=("http/1.1",))
                 await tg.start(
-                    self._listen_http, config.listen.https, https_context, "[listen] https"
+                    self._listen_http, config.listen.https, self.https_tls.entry, "[listen] https"
                 )
             listeners = []
             if config.listen.c2s:
@@ -210,9 +223,20 @@ class Node:
                 await tg.start(self._listen_components, config.component_listen)
             for addr, direct in listeners:
                 await tg.start(self._listen, addr, direct)
-            log.info("node_ready", domain=config.domain, node=self.node_id, boot=self.boot)
-            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            log.info(
+                "node_ready",
+                domain=config.domain,
+                hosts=list(config.host_names),
+                node=self.node_id,
+                boot=self.boot,
+            )
+            with anyio.open_signal_receiver(
+                signal.SIGTERM, signal.SIGINT, signal.SIGHUP
+            ) as signals:
                 async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        self.reload()
+                        continue
                     log.info("shutting_down", signal=signal.Signals(signum).name)
                     break
             await self._close_all()
@@ -248,7 +272,7 @@ class Node:
             window_s=policy.failure_window,
             lockout_s=policy.lockout,
         )
-        tls = self.tls_context if self.config.listen.component_tls else None
+        tls = self.tls.entry if self.config.listen.component_tls else None
         log.info("listening", addr=addr, components=len(self.config.components), tls=bool(tls))
         task_status.started()
         async with listener:
@@ -288,13 +312,14 @@ class Node:
         and session as on the TCP listeners, already secured by HTTPS or a trusted proxy."""
         channel = None
         if request.ssl_object is not None:
-            channel = channel_binding_data(request.ssl_object, server_cert_der=self.cert_der)
+            # The certificate SNI chose for this HTTPS connection (ADR 0023).
+            presented = self.https_tls.cert_der(request.ssl_object.context)
+            channel = channel_binding_data(request.ssl_object, server_cert_der=presented)
         await self._run_client(
             ClientConnection(
                 self.hub,
                 stream,
-                self.tls_context,
-                self.cert_der,
+                self.tls,
                 self.limiter,
                 request.peer,
                 False,
@@ -310,9 +335,7 @@ class Node:
         except Exception:
             peer = "?"
         await self._run_client(
-            ClientConnection(
-                self.hub, stream, self.tls_context, self.cert_der, self.limiter, peer, direct_tls
-            )
+            ClientConnection(self.hub, stream, self.tls, self.limiter, peer, direct_tls)
         )
 
     async def _run_client(self, conn: ClientConnection) -> None:
@@ -324,6 +347,59 @@ class Node:
             await conn.run()
         finally:
             self.connections.discard(conn)
+
+    def reload(self) -> None:
+        """SIGHUP: read the configuration file again and apply its hosts (ADR 0023).
+
+        Only the hosted domains and their ``[host."<domain>"]`` tables change on a running
+        node; a change elsewhere is named in the log and waits for a restart. A new host is
+        served at once (its certificate is loaded or generated first); a removed host's
+        streams on this node end with ``host-gone`` (RFC 6120 §4.9.3.5) and its logins are
+        refused, while its accounts, rooms and archives stay in the log for when it returns.
+        An invalid file, or a certificate that does not load, changes nothing: one line says
+        why and the node goes on with what it had.
+        """
+        source = self.config.source
+        if source is None:
+            log.warning("reload_failed", error="the configuration was not read from a file")
+            return
+        try:
+            new = load_config(source)
+            if new.domain != self.config.domain:
+                raise ConfigError(
+                    f"the primary domain changed ({self.config.domain} -> {new.domain}): "
+                    "that needs a restart"
+                )
+            certs = host_certificates(new)
+            self.tls.update(new.domain, certs)
+            self.https_tls.update(new.domain, certs)
+        except (ConfigError, HostCertificateError, OSError, ssl.SSLError, ValueError) as exc:
+            log.error("reload_failed", error=str(exc), config=str(source))
+            return
+        old = self.config
+        applied = dataclasses.replace(old, hosts=new.virtual_hosts)
+        others = sorted(
+            f.name
+            for f in dataclasses.fields(Config)
+            if f.name not in ("hosts", "domain", "source", "muc")
+            and getattr(new, f.name) != getattr(old, f.name)
+        )
+        if dataclasses.replace(new.muc, domain="") != dataclasses.replace(old.muc, domain=""):
+            others.append("muc")
+        self.config = self.hub.config = applied
+        added = [h for h in applied.host_names if not old.is_hosted(h)]
+        removed = [h for h in old.host_names if not applied.is_hosted(h)]
+        gone = [c for c in self.connections if c.protocol.domain in removed]
+        for conn in gone:
+            conn.close("host-gone", "this server no longer serves that domain")
+        log.info(
+            "config_reloaded",
+            hosts=list(applied.host_names),
+            added=added,
+            removed=removed,
+            closed=len(gone),
+            **({"restart_needed_for": others} if others else {}),
+        )
 
     async def _close_all(self) -> None:
         for conn in list(self.connections):

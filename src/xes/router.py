@@ -179,7 +179,7 @@ async def dispatch_from_component(hub: Hub, link: ComponentLink, stanza: Element
     try:
         if components.is_component(hub, to):
             await components.route(hub, sender.full, stanza)
-        elif to != hub.domain:
+        elif not hub.is_local(to):
             # Group chat, upload and remote domains are not offered to components (yet).
             raise StanzaError("service-unavailable", f"{to} is not reachable from a component")
         elif stanza.name == "message":
@@ -259,7 +259,7 @@ async def _iq(
         to = JID.parse(to_attr) if to_attr else None
     except InvalidJID as exc:
         raise StanzaError("jid-malformed") from exc
-    if to is None or str(to) == hub.domain:
+    if to is None or (to.local is None and to.resource is None and hub.is_local(to.domain)):
         if type_ in ("result", "error"):
             request = hub.answer_for(session, iq)
             if request is not None:
@@ -267,7 +267,7 @@ async def _iq(
             return
         await _answer(hub, session, iq, child, server_table)
         return
-    if to.domain != hub.domain:
+    if not hub.is_local(to.domain):
         raise StanzaError(
             "remote-server-not-found", "no server-to-server connection to that domain"
         )

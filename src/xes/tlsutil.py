@@ -13,7 +13,7 @@ import datetime
 import hashlib
 import os
 import ssl
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from cryptography import x509
@@ -24,6 +24,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 __all__ = [
     "ALPN_XMPP_CLIENT",
     "ALPN_XMPP_SERVER",
+    "HostContexts",
     "certificate_der",
     "certificate_fingerprint",
     "client_context_insecure",
@@ -132,6 +133,86 @@ def server_context(
     if alpn:
         ctx.set_alpn_protocols(list(alpn))
     return ctx
+
+
+class HostContexts:
+    """One server context per hosted domain (ADR 0023), and the certificate each presents.
+
+    A direct-TLS or HTTPS client names its host in SNI (RFC 6066 §3): every context's
+    ``sni_callback`` switches the handshake to that host's context, and an unknown or missing
+    name keeps the default host's. STARTTLS comes after the stream header, so the transport
+    picks the context from the stream's ``to`` (:meth:`for_host`). Channel binding
+    (``tls-server-end-point``) must hash the certificate actually presented:
+    :meth:`cert_der` maps the context a handshake ended on to it. :meth:`update` swaps the
+    whole map at once (a reload that adds a host); connections keep the context they had.
+    """
+
+    def __init__(
+        self,
+        default: str,
+        certs: Mapping[str, tuple[Path, Path]],
+        *,
+        alpn: Sequence[str] = (ALPN_XMPP_CLIENT,),
+    ) -> None:
+        self._alpn = tuple(alpn)
+        self._by_name: dict[str, ssl.SSLContext] = {}
+        self._der: dict[int, bytes] = {}
+        self._kept: list[ssl.SSLContext] = []
+        """Every context ever built: a context's id stays its own while a connection uses it."""
+        self.default = default
+        self.update(default, certs)
+
+    def update(self, default: str, certs: Mapping[str, tuple[Path, Path]]) -> None:
+        """Build the contexts of ``certs`` (host -> certificate and key files) and use them
+        from now on. Raises ``OSError``, ``ssl.SSLError`` or ``ValueError`` naming nothing:
+        the caller says which host's files failed (nothing is swapped then)."""
+        by_name: dict[str, ssl.SSLContext] = {}
+        der: dict[int, bytes] = {}
+        for host, (cert, key) in certs.items():
+            try:
+                ctx = server_context(cert, key, alpn=self._alpn)
+                der[id(ctx)] = certificate_der(cert)
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                raise HostCertificateError(host, cert, key, exc) from None
+            ctx.sni_callback = self._sni
+            by_name[host] = by_name[_idna(host)] = ctx
+            self._kept.append(ctx)
+        if default not in by_name:
+            raise ValueError(f"no certificate for the default host {default}")
+        self._der.update(der)
+        self._by_name, self.default = by_name, default
+
+    def for_host(self, domain: str) -> ssl.SSLContext:
+        """The context of hosted ``domain`` (the default host's for any other name)."""
+        return self._by_name.get(domain) or self._by_name[self.default]
+
+    @property
+    def entry(self) -> ssl.SSLContext:
+        """The context a handshake starts with before SNI is known."""
+        return self._by_name[self.default]
+
+    def cert_der(self, ctx: ssl.SSLContext) -> bytes:
+        """The DER certificate ``ctx`` presents (for RFC 5929 channel binding)."""
+        return self._der.get(id(ctx)) or self._der[id(self.entry)]
+
+    def _sni(
+        self, conn: ssl.SSLObject | ssl.SSLSocket, server_name: str | None, ctx: ssl.SSLContext
+    ) -> None:
+        if not server_name:
+            return  # no SNI: the context the handshake started with (RFC 6066 §3)
+        chosen = self._by_name.get(server_name.rstrip(".").lower())
+        if chosen is not None and chosen is not ctx:
+            conn.context = chosen
+
+
+class HostCertificateError(ValueError):
+    """A hosted domain's certificate or key could not be loaded."""
+
+    def __init__(self, host: str, cert: Path, key: Path, cause: Exception) -> None:
+        super().__init__(
+            f"the TLS certificate {cert} or its key {key} of host {host} cannot be loaded ({cause})"
+        )
+        self.host = host
 
 
 def client_context_insecure(*, alpn: Sequence[str] = ()) -> ssl.SSLContext:

@@ -80,21 +80,22 @@ class AdminAuth:
         except (binascii.Error, UnicodeDecodeError, InvalidJID, ValueError):
             return None
         bare = str(jid.bare)
-        if jid.local is None or jid.domain != self.hub.domain or bare not in self.admins:
+        if jid.local is None or not self.hub.is_local(jid.domain) or bare not in self.admins:
             return None
         now = time.monotonic()
-        if not self.limiter.check(jid.local, peer, now):
+        if not self.limiter.check(bare, peer, now):
             return None
-        if not await anyio.to_thread.run_sync(self._password_ok, jid.local, password):
-            self.limiter.record_failure(jid.local, peer, time.monotonic())
+        ok = await anyio.to_thread.run_sync(self._password_ok, jid.local, password, jid.domain)
+        if not ok:
+            self.limiter.record_failure(bare, peer, time.monotonic())
             return None
-        self.limiter.record_success(jid.local, peer, time.monotonic())
+        self.limiter.record_success(bare, peer, time.monotonic())
         return bare
 
-    def _password_ok(self, local: str, password: str) -> bool:
+    def _password_ok(self, local: str, password: str, domain: str) -> bool:
         def lookup(name: str) -> dict[str, object] | None:
             with self.hub.read() as txn:
-                return accounts_view.credentials(self.hub.store, txn, f"{name}@{self.hub.domain}")
+                return accounts_view.credentials(self.hub.store, txn, f"{name}@{domain}")
 
         server = SaslServer(
             "PLAIN",
@@ -102,6 +103,6 @@ class AdminAuth:
             channel_binding=None,
             tls=True,
             normalize_username=normalize_localpart,
-            domain=self.hub.domain,
+            domain=domain,
         )
         return isinstance(server.step(f"\0{local}\0{password}".encode()), Success)

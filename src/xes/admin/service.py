@@ -27,7 +27,7 @@ from xes.events.catalog import (
 from xes.features import session_end
 from xes.features.registration import MAX_PASSWORD
 from xes.hub import Hub
-from xes.jid import InvalidJID, bare_in
+from xes.jid import InvalidJID, bare_in_any, domain_part
 from xes.projections import accounts as accounts_view
 from xes.projections import muc as muc_view
 from xes.projections import sessions as sessions_view
@@ -49,18 +49,20 @@ class AdminError(Exception):
 
 
 def user_jid(hub: Hub, raw: str) -> str:
-    """``raw`` (a bare JID of this domain or its local part), normalised."""
+    """``raw`` (a bare JID of a hosted domain, or a local part of the primary one),
+    normalised."""
     try:
-        return bare_in(raw, hub.domain)
+        return bare_in_any(raw, hub.config.host_names)
     except InvalidJID as exc:
-        raise AdminError(400, f"{raw!r} is not a bare JID of {hub.domain}: {exc}") from None
+        raise AdminError(400, f"{raw!r} is not a user of a hosted domain: {exc}") from None
 
 
 def room_jid(hub: Hub, raw: str) -> str:
+    mucs = [hub.config.muc_domain_of(h) for h in hub.config.host_names]
     try:
-        return bare_in(raw, hub.config.muc_domain)
+        return bare_in_any(raw, mucs)
     except InvalidJID as exc:
-        raise AdminError(400, f"{raw!r} is not a room of {hub.config.muc_domain}: {exc}") from None
+        raise AdminError(400, f"{raw!r} is not a room of a group chat service: {exc}") from None
 
 
 def _check_password(hub: Hub, password: object) -> str:
@@ -224,14 +226,15 @@ async def announce(hub: Hub, body: object, subject: object = None) -> int:
         if subject:
             children.append(E("{jabber:client}subject", None, subject))
         children.append(E("{jabber:client}body", None, body))
+        server = domain_part(target)  # each user hears it from its own host (ADR 0023)
         stanza = E(
             "{jabber:client}message",
-            {"from": hub.domain, "to": target, "type": "headline"},
+            {"from": server, "to": target, "type": "headline"},
             *children,
         )
         events.append(
             MessageRouted(
-                sender=hub.domain,
+                sender=server,
                 to=target,
                 type="headline",
                 xml=serialize(stanza).decode(),

@@ -306,6 +306,9 @@ def run(config: Config, parent: int | None = None) -> None:
     signal.signal(signal.SIGTERM, on_sigterm)
     signal.signal(STOP_SIGNAL, lambda *_: server.stop())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the XMPP process decides when we stop
+    # SIGHUP reloads the XMPP process's configuration (ADR 0023); sent to the whole group it
+    # must not end the log.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     if parent is not None:
         threading.Thread(target=_watch_parent, args=(parent, server.stop), daemon=True).start()
     try:

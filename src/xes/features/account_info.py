@@ -48,7 +48,7 @@ async def last_activity(hub: Hub, session: LocalSession, iq: Element, query: Ele
     if iq.get("type") != "get":
         raise StanzaError("bad-request")
     to = iq.get("to")
-    if not to or to == hub.domain:
+    if not to or hub.is_local(to):
         seconds = int(time.time() - hub.started)
         return iq_result(iq, E("{%s}query" % LAST, {"seconds": str(seconds)}))
     try:

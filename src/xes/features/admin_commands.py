@@ -178,7 +178,7 @@ def items(hub: Hub, session: LocalSession) -> list[Element]:
     if not is_admin(hub, session):
         return []
     return [
-        E("{%s}item" % ns.DISCO_ITEMS, {"jid": hub.domain, "node": c.node, "name": c.name})
+        E("{%s}item" % ns.DISCO_ITEMS, {"jid": session.jid.domain, "node": c.node, "name": c.name})
         for c in ALL
     ]
 

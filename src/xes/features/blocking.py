@@ -100,7 +100,7 @@ def _local_bares(hub: Hub, jids: list[str]) -> list[str]:
     out = []
     for jid in jids:
         bare = jid.split("/", 1)[0]
-        if "@" in bare and bare.rsplit("@", 1)[1] == hub.domain and bare not in out:
+        if "@" in bare and hub.is_local(bare.rsplit("@", 1)[1]) and bare not in out:
             out.append(bare)
     return out
 

@@ -157,7 +157,7 @@ async def presence_from(hub: Hub, sender: ComponentSender, stanza: Element) -> N
         to = JID.parse(stanza.get("to") or "")
     except InvalidJID as exc:
         raise StanzaError("jid-malformed") from exc
-    if to.domain != hub.domain or to.local is None:
+    if not hub.is_local(to.domain) or to.local is None:
         return  # presence to the server or to other domains: dropped, never bounced
     with hub.read() as txn:
         if blocking.refuses(hub, txn, str(to.bare), sender.full):

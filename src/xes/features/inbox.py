@@ -43,7 +43,7 @@ _BOOLS = ("true", "false", "1", "0")
 def _own(hub: Hub, session: LocalSession, iq: Element) -> str:
     """The inbox is the sender's own: asked of its bare JID, the server, or no one."""
     to = iq.get("to")
-    if to is None or to == hub.domain:
+    if to is None or to == session.jid.domain:
         return session.bare
     try:
         target = JID.parse(to)

@@ -44,7 +44,7 @@ async def handle(hub: Hub, session: LocalSession, stanza: Element) -> None:
         to = JID.parse(to_attr) if to_attr else session.jid.bare
     except InvalidJID as exc:
         raise StanzaError("jid-malformed") from exc
-    if to.domain != hub.domain:
+    if not hub.is_local(to.domain):
         raise StanzaError(
             "remote-server-not-found", "no server-to-server connection to that domain"
         )
@@ -53,7 +53,7 @@ async def handle(hub: Hub, session: LocalSession, stanza: Element) -> None:
             return
         raise StanzaError("service-unavailable")
     bare = str(to.bare)
-    stanza = sid.strip_ours(stanza, hub.domain)
+    stanza = sid.strip_ours(stanza, hub.config.host_names)
     stamped = stanza.with_attrs(**{"from": session.full})
     targets: list[str] = []
     offline_for: str | None = None
@@ -106,7 +106,7 @@ async def handle(hub: Hub, session: LocalSession, stanza: Element) -> None:
                 received_carbons = sessions_view.carbon_copies(hub.store, txn, bare, skip)
     stanza_id = sid.new_id() if archived_by else None
     if stanza_id is not None and bare in archived_by:
-        stamped = sid.with_stanza_id(stamped, bare, stanza_id, hub.domain)
+        stamped = sid.with_stanza_id(stamped, bare, stanza_id, hub.config.host_names)
     await hub.log.append(
         MessageRouted(
             sender=session.full,
@@ -134,7 +134,7 @@ def _archives(
         return []
     owners = []
     for owner, peer in ((sender, recipient), (recipient, sender)):
-        if owner in owners or domain_part(owner) != hub.domain:
+        if owner in owners or not hub.is_local(domain_part(owner)):
             continue  # a message to oneself is archived once; a component has no archive here
         prefs = archive_view.prefs(hub.store, txn, owner, cfg.default)
         item = roster_view.item(hub.store, txn, owner, peer)

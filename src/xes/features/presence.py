@@ -170,7 +170,7 @@ async def flush_offline(hub: Hub, session: LocalSession) -> None:
             for msg in stored:
                 if blocking.refuses(hub, txn, session.bare, sender_of(msg.xml)):
                     continue  # stored before the user blocked the sender (XEP-0191 §3.5)
-                session.send_bytes(with_delay(msg.xml, msg.at, hub.domain))
+                session.send_bytes(with_delay(msg.xml, msg.at, session.jid.domain))
     forget_before = int(time.time() * 1000) - hub.config.offline.device_ttl * 1000
     await hub.log.append(
         OfflineFlushed(
@@ -208,7 +208,7 @@ async def _directed(
         target = JID.parse(to)
     except InvalidJID as exc:
         raise StanzaError("jid-malformed") from exc
-    if target.domain != hub.domain:
+    if not hub.is_local(target.domain):
         return  # No server-to-server yet: presence to remote domains is dropped, not bounced.
     with hub.read() as txn:
         blocking.check_outbound(hub, txn, session.bare, str(target))
@@ -243,7 +243,7 @@ async def _subscription(hub: Hub, session: LocalSession, stanza: Element, type_:
     except InvalidJID as exc:
         raise StanzaError("jid-malformed") from exc
     user, contact = session.bare, str(contact_jid)
-    local_contact = contact_jid.domain == hub.domain and contact_jid.local is not None
+    local_contact = hub.is_local(contact_jid.domain) and contact_jid.local is not None
     with hub.read() as txn:
         if type_ in ("subscribe", "subscribed"):
             # Ending a subscription stays possible across a block (it is what both want).

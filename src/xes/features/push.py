@@ -60,7 +60,7 @@ def available(hub: Hub) -> bool:
 
 async def handle(hub: Hub, session: LocalSession, iq: Element, child: Element) -> Element:
     to = iq.get("to")
-    if to not in (None, session.bare, hub.domain):
+    if to not in (None, session.bare, session.jid.domain):
         raise StanzaError("forbidden", "push is enabled on your own account")
     if not hub.config.push.enabled:
         raise StanzaError("service-unavailable")

@@ -61,8 +61,11 @@ def _rate_limit(hub: Hub, address: str, now: float) -> None:
             del _recent[key]
 
 
-async def register(hub: Hub, username: str, password: str, address: str) -> str:
-    """Create ``username``; returns the bare JID. Raises :class:`RegistrationRefused`."""
+async def register(
+    hub: Hub, username: str, password: str, address: str, domain: str | None = None
+) -> str:
+    """Create ``username`` on hosted ``domain`` (default: the primary one); returns the bare
+    JID. Raises :class:`RegistrationRefused`."""
     try:
         local = normalize_localpart(username)
     except InvalidJID as exc:
@@ -70,7 +73,7 @@ async def register(hub: Hub, username: str, password: str, address: str) -> str:
             "not-acceptable", "that username is not a valid JID localpart"
         ) from exc
     _check_password(hub, password)
-    jid = f"{local}@{hub.domain}"
+    jid = f"{local}@{domain or hub.domain}"
     stream = f"account:{jid}"
     with hub.read() as txn:
         if accounts_view.exists(hub.store, txn, jid):
@@ -92,7 +95,7 @@ async def register(hub: Hub, username: str, password: str, address: str) -> str:
 async def handle(hub: Hub, session: LocalSession, iq: Element, query: Element) -> Element | None:
     """XEP-0077 after authentication: what is registered, password change, removal."""
     to = iq.get("to")
-    if to and to not in (hub.domain, session.bare):
+    if to and to not in (session.jid.domain, session.bare):
         raise StanzaError("service-unavailable")
     cfg = hub.config.registration
     local = session.bare.split("@", 1)[0]

@@ -122,7 +122,7 @@ def _removal_events(
     """RFC 6121 §2.5.2: removing an item also cancels subscriptions in both directions."""
     events: list[Any] = [RosterItemRemoved(owner=owner, contact=current.contact)]
     contact_jid = JID.parse(current.contact)
-    if contact_jid.domain != hub.domain or contact_jid.local is None:
+    if not hub.is_local(contact_jid.domain) or contact_jid.local is None:
         return events
     theirs = roster_view.item(hub.store, txn, current.contact, owner)
     new_theirs = theirs

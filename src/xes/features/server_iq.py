@@ -120,7 +120,9 @@ async def disco_items(hub: Hub, session: LocalSession, iq: Element, query: Eleme
     items = []
     if hub.config.muc.enabled:
         # XEP-0045 §6.1: the server lists its group chat service.
-        items.append(E("{%s}item" % ns.DISCO_ITEMS, {"jid": hub.config.muc_domain}))
+        # Each hosted domain lists its own (ADR 0023).
+        server = (iq.get("to") or session.jid.domain).lower()
+        items.append(E("{%s}item" % ns.DISCO_ITEMS, {"jid": hub.config.muc_domain_of(server)}))
     if hub.config.upload.enabled:
         # XEP-0363 §3: the upload service is found among the server's items.
         items.append(E("{%s}item" % ns.DISCO_ITEMS, {"jid": hub.config.upload_domain}))

@@ -42,6 +42,7 @@ def build(node: Node) -> HttpServer:
             allowed_origins=config.http.allowed_origins,
             tls_required=config.tls.required,
             run_client=run_bosh,
+            hosts=lambda: node.config.host_names,
         )
         server.tasks.append(manager.run)
         server.add(Route(bosh_path, manager.handle, methods=("GET", "HEAD", "POST", "OPTIONS")))

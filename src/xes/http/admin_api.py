@@ -160,4 +160,5 @@ class AdminApi:
         report["message_rate"] = self.activity.message_rate()
         report["recent"] = list(reversed(self.activity.node_events))
         report["domain"] = hub.domain
+        report["hosts"] = list(hub.config.host_names)
         return report

@@ -31,7 +31,7 @@ import math
 import secrets
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 import anyio
@@ -262,9 +262,12 @@ class BoshManager:
         allowed_origins: tuple[str, ...],
         tls_required: bool,
         run_client: RunClient,
+        hosts: Callable[[], Collection[str]] | None = None,
     ) -> None:
         self.config = config
         self.domain = domain
+        self.hosts = hosts
+        """Every hosted domain, read at each session creation (a reload may add one)."""
         self.allowed_origins = allowed_origins
         self.tls_required = tls_required
         self.run_client = run_client
@@ -360,7 +363,8 @@ class BoshManager:
             log.info("bosh_session_refused", peer=request.peer, reason="too many sessions")
             return proto.terminate_body("policy-violation")
         try:
-            terms = proto.negotiate(body, self.limits, self.domain)
+            hosts = self.hosts() if self.hosts is not None else self.domain
+            terms = proto.negotiate(body, self.limits, hosts)
         except proto.BoshError as exc:
             return proto.terminate_body(exc.condition)
         assert self._tg is not None, "BoshManager.run must be started first"

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from defusedxml import ElementTree as SafeET
@@ -157,12 +158,17 @@ class SessionTerms:
     to: str
 
 
-def negotiate(request: BodyRequest, limits: SessionLimits, domain: str) -> SessionTerms:
-    """The terms of a new session; :class:`BoshError` for a creation request we refuse."""
+def negotiate(
+    request: BodyRequest, limits: SessionLimits, domain: str | Collection[str]
+) -> SessionTerms:
+    """The terms of a new session; :class:`BoshError` for a creation request we refuse.
+    ``domain``: the hosted domain, or all of them (ADR 0023); ``to`` must name one."""
     attrs = request.attrs
-    to = attrs.get("to", "")
-    if to.lower() != domain:
-        raise BoshError("host-unknown", f"this server serves {domain}")
+    to = attrs.get("to", "").lower()
+    hosts = (domain,) if isinstance(domain, str) else tuple(domain)
+    if to not in hosts:
+        raise BoshError("host-unknown", f"this server serves {', '.join(hosts)}")
+    domain = to
     wait_text, hold_text = attrs.get("wait", ""), attrs.get("hold", "1")
     if not wait_text.isdigit() or not hold_text.isdigit():
         raise BoshError("bad-request", "wait and hold must be non-negative integers")

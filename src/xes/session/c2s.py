@@ -155,6 +155,7 @@ class C2SPolicy:
     """What the server requires and offers; injected so tests can vary it."""
 
     domain: str
+    """The default host: the ``from`` of a stream whose ``to`` names no host of ours."""
     tls_required: bool = True
     tls_available: bool = True
     mechanisms: tuple[str, ...] = ("SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN")
@@ -170,6 +171,17 @@ class C2SPolicy:
     """FAST tokens (XEP-0484) are offered through SASL2."""
     bind2_inline: tuple[str, ...] = (ns.CARBONS,)
     """Features Bind2 lists as inline (XEP-0386 §2.2)."""
+    hosts: frozenset[str] = frozenset()
+    """Every domain served (ADR 0023; empty: ``domain`` alone); the stream's ``to`` picks one."""
+    registration_hosts: frozenset[str] | None = None
+    """The hosts that offer registration when ``registration`` is on (None: all of them)."""
+
+    def serves(self, domain: str) -> bool:
+        return domain in self.hosts if self.hosts else domain == self.domain
+
+    def registration_on(self, domain: str) -> bool:
+        hosts = self.registration_hosts
+        return self.registration and (hosts is None or domain in hosts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +213,10 @@ class C2SProtocol:
         self.normalize_username = normalize_username
         self.auth_allowed = auth_allowed
         self.state = State.EXPECT_HEADER
+        self.domain = policy.domain
+        """The host this stream is for: its first header's ``to`` (ADR 0023), kept across
+        the restarts after STARTTLS and SASL (the certificate and the account are that host's)."""
+        self.host_chosen = False
         self.parser = XmlStream(policy.limits)
         self.tls = False
         self.channel_binding: tuple[str, bytes] | None = None
@@ -258,9 +274,17 @@ class C2SProtocol:
         self.stream_id = secrets.token_urlsafe(12)
         self.declared_lang = attrs.get(XML_LANG) or None
         self.lang = self.declared_lang or "en"
+        to = attrs.get("to", "")
+        try:
+            domain = JID.parse(to).domain if to else ""
+        except InvalidJID:
+            domain = ""
+        known = self.policy.serves(domain) and (not self.host_chosen or domain == self.domain)
+        if known and not self.host_chosen:
+            self.domain, self.host_chosen = domain, True
         out = stream_header(
             {
-                "from": self.policy.domain,
+                "from": self.domain,
                 "id": self.stream_id,
                 "version": "1.0",
                 "{%s}lang" % ns.XML: "en",
@@ -270,12 +294,9 @@ class C2SProtocol:
         actions: list[Action] = [Send(out)]
         if event.ns != ns.CLIENT:
             return actions + self._stream_error("invalid-namespace", None, header=False)
-        to = attrs.get("to", "")
-        try:
-            domain = JID.parse(to).domain if to else ""
-        except InvalidJID:
-            domain = ""
-        if domain != self.policy.domain:
+        if not known:
+            # RFC 6120 §4.9.3.6: not a host of ours, or (after a restart) another host than
+            # the one this stream negotiated TLS or authenticated for.
             return actions + self._stream_error("host-unknown", None, header=False)
         version = attrs.get("version", "0.9")
         if _major(version) < 1:
@@ -299,7 +320,7 @@ class C2SProtocol:
                 children.append(self._mechanisms())
         else:
             children.append(self._mechanisms())
-            if self.policy.registration:
+            if self.policy.registration_on(self.domain):
                 children.append(E("{%s}register" % REGISTER_FEATURE))
             if self.policy.sasl2 and (self.tls or not self.policy.tls_required):
                 children.append(
@@ -361,7 +382,7 @@ class C2SProtocol:
         if self.policy.tls_required and not self.tls:
             return self._stream_error("policy-violation", "STARTTLS is required")
         iq_id = element.get("id", "")
-        if not self.policy.registration:
+        if not self.policy.registration_on(self.domain):
             return [Send(serialize(_iq_error(element, "cancel", "service-unavailable"), ns.CLIENT))]
         query = element.find("{%s}query" % REGISTER)
         assert query is not None
@@ -414,7 +435,7 @@ class C2SProtocol:
             channel_binding=self.channel_binding,
             tls=self.tls,
             normalize_username=self.normalize_username,
-            domain=self.policy.domain,
+            domain=self.domain,
         )
         self.state = State.SASL2
         return self._advance(req.initial_response or b"", v2=True)
@@ -492,16 +513,16 @@ class C2SProtocol:
                 stable = secrets.token_hex(6)
             resource = f"{req.bind_tag or 'xes'}.{stable}"
             try:
-                jid = JID.parse(f"{username}@{self.policy.domain}/{resource}")
+                jid = JID.parse(f"{username}@{self.domain}/{resource}")
             except InvalidJID:
-                jid = JID.parse(f"{username}@{self.policy.domain}/xes.{stable}")
+                jid = JID.parse(f"{username}@{self.domain}/xes.{stable}")
             self.sasl2_extra = extra
             self.state = State.BIND_PENDING
             return [BindRequested("", jid, bool(req.agent_id), inline=req)]
         # Authenticated without Bind2: no stream restart (XEP-0388 §2.4); a bind iq follows.
         self.sasl2_request = None
         self.state = State.BINDING
-        success = self._sasl2_success_element(additional, f"{username}@{self.policy.domain}", extra)
+        success = self._sasl2_success_element(additional, f"{username}@{self.domain}", extra)
         return [Send(serialize(success, ns.CLIENT))]
 
     def _sasl2_success_element(self, additional: bytes, aid: str, extra: list[Element]) -> Element:
@@ -541,7 +562,7 @@ class C2SProtocol:
             channel_binding=self.channel_binding,
             tls=self.tls,
             normalize_username=self.normalize_username,
-            domain=self.policy.domain,
+            domain=self.domain,
         )
         self.state = State.SASL
         return self._sasl_step(element.text)
@@ -631,7 +652,7 @@ class C2SProtocol:
             resource = "xes-" + secrets.token_hex(6)
         assert self.username is not None
         try:
-            jid = JID.parse(f"{self.username}@{self.policy.domain}/{resource}")
+            jid = JID.parse(f"{self.username}@{self.domain}/{resource}")
         except InvalidJID:
             return [Send(serialize(_iq_error(element, "modify", "bad-request"), ns.CLIENT))]
         self.state = State.BIND_PENDING
@@ -776,7 +797,7 @@ class C2SProtocol:
         actions: list[Action] = []
         if header and not self.header_sent:
             # RFC 6120 §4.9.1.3: an error before the response header still opens the stream.
-            actions.append(Send(stream_header({"from": self.policy.domain, "version": "1.0"})))
+            actions.append(Send(stream_header({"from": self.domain, "version": "1.0"})))
             self.header_sent = True
         self.state = State.CLOSED
         actions += [Send(stream_error(condition, text) + STREAM_CLOSE), Close(condition)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Iterable
 
 from xes.xml import E, Element, ns
 
@@ -37,15 +38,17 @@ def new_id(now_ms: int | None = None) -> str:
     return "".join(SORTABLE[value >> shift & 63] for shift in range(90, -1, -6))
 
 
-def is_ours(by: str | None, domain: str) -> bool:
-    """``by`` names this server or one of its accounts (or, later, rooms of its services)."""
+def is_ours(by: str | None, domain: str | Iterable[str]) -> bool:
+    """``by`` names this server or one of its accounts (or, later, rooms of its services);
+    ``domain`` may be several: every hosted domain (ADR 0023) is ours."""
     if not by:
         return False
     host = by.rsplit("@", 1)[-1].split("/", 1)[0]
-    return host == domain or host.endswith("." + domain)
+    domains = (domain,) if isinstance(domain, str) else domain
+    return any(host == d or host.endswith("." + d) for d in domains)
 
 
-def strip_ours(stanza: Element, domain: str) -> Element:
+def strip_ours(stanza: Element, domain: str | Iterable[str]) -> Element:
     """``stanza`` without the ``stanza-id`` elements a client may not set (XEP-0359 §3.1)."""
     kept = tuple(
         c
@@ -57,7 +60,7 @@ def strip_ours(stanza: Element, domain: str) -> Element:
     return stanza.replace(children=kept)
 
 
-def with_stanza_id(stanza: Element, by: str, id_: str, domain: str) -> Element:
+def with_stanza_id(stanza: Element, by: str, id_: str, domain: str | Iterable[str]) -> Element:
     """``stanza`` carrying exactly one of our ``stanza-id``: the archive ``by``'s."""
     return strip_ours(stanza, domain).append(E(STANZA_ID, {"by": by, "id": id_}))
 

@@ -68,6 +68,7 @@ from xes.session.stream_management import SmAck, SmEnable, SmRequest, SmResume
 from xes.stanza import csi
 from xes.stanza.delay import stamp, with_delay
 from xes.stats import stanza_kind
+from xes.tlsutil import HostContexts
 from xes.transport.direct import DirectWriter, buffered_plaintext, direct_writer
 from xes.xml import E, ns, parse_fragment
 
@@ -99,8 +100,7 @@ class ClientConnection:
         self,
         hub: Hub,
         stream: ByteStream,
-        tls_context: ssl.SSLContext,
-        cert_der: bytes,
+        tls: HostContexts,
         limiter: LoginLimiter,
         peer: str,
         direct_tls: bool,
@@ -111,8 +111,9 @@ class ClientConnection:
     ) -> None:
         self.hub = hub
         self.stream: ByteStream = stream
-        self.tls_context = tls_context
-        self.cert_der = cert_der
+        self.tls = tls
+        """The hosts' TLS contexts: STARTTLS takes the stream's host's, direct TLS the one SNI
+        names (ADR 0023)."""
         self.limiter = limiter
         self.peer = peer
         self.direct_tls = direct_tls
@@ -136,7 +137,11 @@ class ClientConnection:
                     *((sm.feature(),) if config.stream_management.enabled else ()),
                     *((E("{%s}csi" % CSI),) if config.csi.enabled else ()),
                 ),
-                registration=config.registration.enabled,
+                registration=any(config.registration_on(h) for h in config.host_names),
+                hosts=frozenset(config.host_names),
+                registration_hosts=frozenset(
+                    h for h in config.host_names if config.registration_on(h)
+                ),
                 sasl2=config.auth.sasl2,
                 fast=config.auth.sasl2 and config.auth.fast,
                 bind2_inline=(
@@ -337,7 +342,7 @@ class ClientConnection:
         for row in rows:
             data = row.xml.encode()
             if row.n <= self._sm_resend_upto and row.kind == "message":
-                data = with_delay(row.xml, row.at, self.hub.domain, "Resent")
+                data = with_delay(row.xml, row.at, self.jid.domain, "Resent")
             self._enqueue(data)
             self._sm_sent = row.n
         self._sm_held = bool(held)
@@ -498,7 +503,7 @@ class ClientConnection:
             await self._sm_ready.wait()
 
     async def _resume(self, action: SmResume) -> None:
-        user = f"{self.protocol.username}@{self.hub.domain}"
+        user = f"{self.protocol.username}@{self.protocol.domain}"
         with self.hub.read() as txn:
             state = sm_view.state(self.hub.store, txn, action.previd)
             view = sessions_view.get(self.hub.store, txn, action.previd)
@@ -593,13 +598,15 @@ class ClientConnection:
 
     def _credentials(self, username: str) -> dict[str, Any] | None:
         with self.hub.read() as txn:
-            return accounts_view.credentials(self.hub.store, txn, f"{username}@{self.hub.domain}")
+            return accounts_view.credentials(
+                self.hub.store, txn, f"{username}@{self.protocol.domain}"
+            )
 
     def _fast_token(self, username: str, agent: str) -> FastCredential | None:
         """The device's FAST token, derived again from its id (never stored, ADR 0015)."""
         with self.hub.read() as txn:
             row = account_data.fast_token(
-                self.hub.store, txn, f"{username}@{self.hub.domain}", agent
+                self.hub.store, txn, f"{username}@{self.protocol.domain}", agent
             )
         if row is None or not self.hub.fast_key:
             return None
@@ -610,7 +617,12 @@ class ClientConnection:
         return FastCredential(token, row["mechanism"], expired)
 
     def _auth_allowed(self, username: str) -> bool:
-        return self.limiter.check(username, self.peer, time.monotonic())
+        return self.limiter.check(self._account(username), self.peer, time.monotonic())
+
+    def _account(self, username: str) -> str:
+        """The account a login names: its lockout is its own, not its namesake's on another
+        hosted domain (ADR 0023)."""
+        return f"{username}@{self.protocol.domain}"
 
     # -- main loop -----------------------------------------------------------------------------
 
@@ -687,7 +699,9 @@ class ClientConnection:
 
     async def _register(self, action: RegistrationRequested) -> None:
         try:
-            jid = await registration.register(self.hub, action.username, action.password, self.peer)
+            jid = await registration.register(
+                self.hub, action.username, action.password, self.peer, self.protocol.domain
+            )
         except registration.RegistrationRefused as exc:
             log.info("registration_refused", condition=exc.condition, peer=self.peer)
             await self._execute(
@@ -750,7 +764,9 @@ class ClientConnection:
                 await self._register(action)
             elif isinstance(action, Authenticated):
                 self._stats.logins[self.transport] += 1
-                self.limiter.record_success(action.username, self.peer, time.monotonic())
+                self.limiter.record_success(
+                    self._account(action.username), self.peer, time.monotonic()
+                )
                 log.info(
                     "authenticated",
                     user=action.username,
@@ -759,7 +775,8 @@ class ClientConnection:
                 )
             elif isinstance(action, AuthFailed):
                 self._stats.login_failures[action.condition or "unknown"] += 1
-                self.limiter.record_failure(action.username or "", self.peer, time.monotonic())
+                who = self._account(action.username) if action.username else ""
+                self.limiter.record_failure(who, self.peer, time.monotonic())
                 log.info("auth_failed", condition=action.condition, peer=self.peer)
             elif isinstance(action, Close):
                 self.closing = True
@@ -832,15 +849,19 @@ class ClientConnection:
             await anyio.sleep(-self._tokens / limits.stanzas_per_second)
 
     async def _start_tls(self) -> None:
+        # STARTTLS follows the stream header: its host's certificate. Direct TLS has had no
+        # header yet: the default host's context, which SNI switches (HostContexts).
         with anyio.fail_after(TLS_HANDSHAKE_TIMEOUT):
             self.stream = await TLSStream.wrap(
                 self.stream,
                 server_side=True,
-                ssl_context=self.tls_context,
+                ssl_context=self.tls.for_host(self.protocol.domain),
                 standard_compatible=False,
             )
         ssl_object = self.stream.extra(TLSAttribute.ssl_object)
-        self.protocol.tls_started(channel_binding_data(ssl_object, server_cert_der=self.cert_der))
+        # Channel binding hashes the certificate the handshake presented (RFC 5929 §4.1).
+        presented = self.tls.cert_der(ssl_object.context)
+        self.protocol.tls_started(channel_binding_data(ssl_object, server_cert_der=presented))
 
     async def _bind(self, action: BindRequested) -> None:
         if self.hub.disk_low:

@@ -98,6 +98,16 @@ def test_negotiate_caps_wait_and_hold_and_lowers_the_version() -> None:
     assert (polling.hold, polling.requests) == (0, 1)
 
 
+def test_negotiate_picks_one_of_several_hosted_domains() -> None:
+    """Virtual hosts (ADR 0023): ``to`` names the host; any other is host-unknown."""
+    hosts = ("a.example", "b.example")
+    terms = bosh.negotiate(bosh.parse_body(body(" to='B.example' wait='5'")), LIMITS, hosts)
+    assert terms.to == "b.example"
+    with pytest.raises(BoshError) as err:
+        bosh.negotiate(bosh.parse_body(body(" to='c.example' wait='5'")), LIMITS, hosts)
+    assert err.value.condition == "host-unknown"
+
+
 def test_negotiate_refuses_other_hosts_and_missing_wait() -> None:
     with pytest.raises(BoshError) as err:
         bosh.negotiate(bosh.parse_body(body(" to='other.org' wait='5'")), LIMITS, "example.org")

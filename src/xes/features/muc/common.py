@@ -42,7 +42,7 @@ class RoomExists(Exception):
 
 
 def is_muc_domain(hub: Hub, domain: str) -> bool:
-    return hub.config.muc.enabled and domain == hub.config.muc_domain
+    return hub.config.muc.enabled and hub.config.muc_host(domain) is not None
 
 
 _parsed: dict[str, tuple[bytes, Room]] = {}

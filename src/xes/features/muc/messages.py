@@ -305,7 +305,7 @@ def _invitations(hub: Hub, session: LocalSession, room: model.Room, x: Element) 
             invitee = JID.parse(invite.get("to") or "")
         except InvalidJID as exc:
             raise StanzaError("jid-malformed", "invite to a valid JID") from exc
-        if invitee.domain != hub.domain:
+        if not hub.is_local(invitee.domain):
             raise StanzaError("remote-server-not-found", "no server-to-server connection yet")
         bare = str(invitee.bare)
         reason = invite.find("{%s}reason" % MUC_USER)
@@ -342,7 +342,7 @@ def _decline(hub: Hub, session: LocalSession, room: model.Room, x: Element) -> l
         inviter = JID.parse(decline.get("to") or "")
     except InvalidJID as exc:
         raise StanzaError("jid-malformed") from exc
-    if inviter.domain != hub.domain:
+    if not hub.is_local(inviter.domain):
         return []
     reason = decline.find("{%s}reason" % MUC_USER)
     inner = E(

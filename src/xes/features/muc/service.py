@@ -15,6 +15,7 @@ from xes.events.catalog import MucAffiliationSet
 from xes.features import mam, read_status
 from xes.features.muc.common import check_affiliations, propose, read_room
 from xes.hub import Hub, LocalSession
+from xes.jid import domain_part
 from xes.muc import forms, model
 from xes.muc.nick import InvalidNick, enforce, key
 from xes.projections import archive as archive_view
@@ -55,7 +56,7 @@ async def service_iq(hub: Hub, session: LocalSession, iq: Element, child: Elemen
     if child.tag == "{%s}query" % ns.DISCO_ITEMS and type_ == "get":
         if child.get("node"):
             raise StanzaError("item-not-found")
-        return iq_result(iq, _room_list(hub, child))
+        return iq_result(iq, _room_list(hub, child, domain_part(iq.get("to"))))
     if child.tag == "{%s}ping" % ns.PING and type_ == "get":
         return iq_result(iq)
     raise StanzaError("service-unavailable")
@@ -67,10 +68,16 @@ class _Listed:
     name: str
 
 
-def _room_list(hub: Hub, query: Element) -> Element:
-    """Public, unlocked rooms in JID order, a page at a time (XEP-0045 §6.3, XEP-0059)."""
+def _room_list(hub: Hub, query: Element, service: str) -> Element:
+    """Public, unlocked rooms of ``service`` in JID order, a page at a time (XEP-0045 §6.3,
+    XEP-0059); each hosted domain's service lists its own rooms only (ADR 0023)."""
+    suffix = "@" + service
     with hub.read() as txn:
-        rooms = [_Listed(jid, name) for jid, name in muc_view.listed_rooms(hub.store, txn)]
+        rooms = [
+            _Listed(jid, name)
+            for jid, name in muc_view.listed_rooms(hub.store, txn)
+            if jid.endswith(suffix)
+        ]
     rsm = query.find("{%s}set" % ns.RSM)
     size, after, before = DISCO_PAGE, None, None
     if rsm is not None:

@@ -59,7 +59,7 @@ async def on_available(hub: Hub, session: LocalSession, presence: Element, initi
     query = E("{%s}query" % ns.DISCO_INFO, {"node": f"{node}#{ver}"})
     iq = E(
         "{%s}iq" % ns.CLIENT,
-        {"type": "get", "from": hub.domain, "id": "caps-" + secrets.token_hex(6)},
+        {"type": "get", "from": session.jid.domain, "id": "caps-" + secrets.token_hex(6)},
         query,
     )
 
