@@ -4,6 +4,7 @@ delayed delivery (XEP-0203), checked with slixmpp clients against the real serve
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -395,12 +396,17 @@ def test_offline_messages_carry_stanza_id_and_delay(shared_server: XesServer) ->
     run(scenario())
 
 
-def test_retention_deletes_old_messages(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def started_with_short_retention(tmp_path: Path) -> XesServer:
+    """A started server whose archive keeps messages 2.6 s (0.00003 days), checked every 0.5 s."""
     srv = XesServer(tmp_path / "node")
-    # 0.00003 days = 2.6 s; the leader checks every 0.5 s.
     srv.extra = "\n[archive]\nretention_days = 0.00003\nretention_check_interval = 0.5\n"
     srv.write_config()
     srv.start()
+    return srv
+
+
+def test_retention_deletes_old_messages(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    srv = started_with_short_retention(tmp_path)
     try:
         srv.add_user("zoe", "pw-zoe")
         srv.add_user("abe", "pw-abe")

@@ -116,7 +116,10 @@ async def add_user(hub: Hub, raw: str, password: object) -> str:
 async def remove_user(hub: Hub, raw: str) -> str:
     jid = user_jid(hub, raw)
     _require_user(hub, jid)
-    await _append(hub, AccountRemoved(jid))
+    try:
+        await _append(hub, AccountRemoved(jid))
+    except ProposalRejected as exc:
+        raise AdminError(409, f"user {jid} not removed: {exc.reason}") from None  # a legal hold
     return jid
 
 

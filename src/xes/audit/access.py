@@ -31,17 +31,24 @@ def queue_path(config: Config) -> Path:
     return config.data_dir / "audit" / "access-queue.jsonl"
 
 
-def accessed(command: str, args: dict[str, Any], result: str = "") -> AuditAccessed:
-    """The record of one run of ``xes audit <command>`` by the current OS user."""
+def operator() -> tuple[str, int, str]:
+    """Who runs this command: OS user name, numeric user id, host name (recorded in audited
+    operator events: accesses, legal holds)."""
     try:
         user = getpass.getuser()
     except (KeyError, OSError):
         user = "?"
+    return user, os.getuid(), socket.gethostname()
+
+
+def accessed(command: str, args: dict[str, Any], result: str = "") -> AuditAccessed:
+    """The record of one run of ``xes audit <command>`` by the current OS user."""
+    user, uid, host = operator()
     return AuditAccessed(
         command=command,
         user=user,
-        uid=os.getuid(),
-        host=socket.gethostname(),
+        uid=uid,
+        host=host,
         args={k: v for k, v in sorted(args.items()) if v not in (None, "", [], ())},
         result=result,
         ran_at=int(time.time() * 1000),

@@ -1267,3 +1267,52 @@ class AuditAccessed:
 
     def stream(self) -> str:
         return "audit:access"
+
+
+# --- legal holds (issue 17, item 5; ADR 0024) -------------------------------------------------
+
+
+@event("hold.placed")
+@dataclass(frozen=True, slots=True)
+class HoldPlaced:
+    """An operator suspended retention for a user, a room or a conversation (``xes hold add``):
+    what it covers is kept past its retention age until the hold is lifted."""
+
+    hold: str
+    """The hold's id (``xes hold list`` shows it; ``xes hold remove`` names it)."""
+    target: str
+    """What it covers: ``user:<bare JID>``, ``room:<room JID>`` or ``conversation:<a> <b>``
+    (the two bare JIDs in sorted order)."""
+    reason: str
+    """Why, as the operator gave it (a case number, say)."""
+    user: str
+    """Operating-system user that placed it."""
+    uid: int
+    """Its numeric user id."""
+    host: str
+    """Host name the command ran on."""
+
+    def stream(self) -> str:
+        return f"hold:{self.hold}"
+
+
+@event("hold.lifted")
+@dataclass(frozen=True, slots=True)
+class HoldLifted:
+    """An operator ended a hold (``xes hold remove``): what it alone kept expires as usual."""
+
+    hold: str
+    """The hold's id."""
+    target: str
+    """What it covered (as in ``hold.placed``; repeated so the event reads on its own)."""
+    reason: str
+    """Why it ended."""
+    user: str
+    """Operating-system user that lifted it."""
+    uid: int
+    """Its numeric user id."""
+    host: str
+    """Host name the command ran on."""
+
+    def stream(self) -> str:
+        return f"hold:{self.hold}"

@@ -118,6 +118,10 @@ async def handle(hub: Hub, session: LocalSession, iq: Element, query: Element) -
         hub.farewells[session.session_id] = serialize(iq_result(iq))
         try:
             await hub.log.append(AccountRemoved(session.bare))
+        except ProposalRejected as exc:
+            hub.farewells.pop(session.session_id, None)
+            # A legal hold keeps the account's data (ADR 0024): the operator lifts it first.
+            raise StanzaError("not-allowed", "this account cannot be removed now") from exc
         except BaseException:
             hub.farewells.pop(session.session_id, None)
             raise

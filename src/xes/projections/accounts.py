@@ -8,7 +8,8 @@ import lmdb
 
 from xes.events import Committed
 from xes.events.catalog import AccountPasswordChanged, AccountRegistered, AccountRemoved
-from xes.projections.base import Projection, dump, load
+from xes.projections import holds as holds_view
+from xes.projections.base import Projection, Rejected, dump, load
 from xes.store.env import Store
 
 CREDS = "accounts.creds"
@@ -30,6 +31,10 @@ class Accounts(Projection):
         txn.put(ev.jid.encode(), dump(ev.credentials), db=self.db(CREDS))
 
     def on_account_removed(self, txn: lmdb.Transaction, c: Committed, ev: AccountRemoved) -> None:
+        hold = holds_view.holding_account(self.store, txn, ev.jid)
+        if hold is not None:
+            # Erasure would defeat a legal hold (ADR 0024): the hold is lifted first.
+            raise Rejected(f"held: {ev.jid} is under legal hold {hold}")
         txn.delete(ev.jid.encode(), db=self.db(CREDS))
 
 

@@ -27,11 +27,13 @@ from xes.events.catalog import (
     AccountRemoved,
     ArchiveExpired,
     ArchivePrefsSet,
+    HoldLifted,
     MessageRouted,
     MucMessageSent,
     MucRoomDestroyed,
 )
 from xes.jid import bare_of
+from xes.projections import holds as holds_view
 from xes.projections.base import Projection, delete_prefix, dump, iter_prefix, load
 from xes.stanza import sid
 from xes.stanza.archiving import Prefs
@@ -45,6 +47,9 @@ PEER = "archive.peer"
 ORIGIN = "archive.origin"
 META = "archive.meta"
 EXPIRY = "archive.expiry"
+HELD = "archive.held"
+"""``hold target \\0 expiry key`` -> ``b""``: messages past retention that a legal hold keeps
+(ADR 0024), out of the expiry index until the hold is lifted."""
 PREFS = "archive.prefs"
 
 
@@ -114,8 +119,10 @@ class Page:
 
 class Archive(Projection):
     name = "archive"
-    dbs = (MSGS, IDS, TIME, PEER, ORIGIN, META, EXPIRY, PREFS)
+    version = 2  # 2: archive.held (legal holds, ADR 0024)
+    dbs = (MSGS, IDS, TIME, PEER, ORIGIN, META, EXPIRY, PREFS, HELD)
     handles = (
+        "hold.lifted",
         "message.routed",
         "archive.prefs_set",
         "archive.expired",
@@ -153,6 +160,10 @@ class Archive(Projection):
     def on_muc_room_destroyed(
         self, txn: lmdb.Transaction, c: Committed, ev: MucRoomDestroyed
     ) -> None:
+        if holds_view.is_held(self.store, txn, holds_view.room_target(ev.room)):
+            # Kept for the hold; a new room of that JID does not see it (ArchiveQuery.min_seq),
+            # and the rows expire once the hold is lifted.
+            return
         self._drop_owner(txn, ev.room)
 
     def _insert(
@@ -221,9 +232,40 @@ class Archive(Projection):
                 break
             doomed.append(k)
         for k in doomed:
+            owner = k[len(prefix) + 16 :].decode()
             seq = from_u64(k[len(prefix) + 8 : len(prefix) + 16])
-            if not self._delete(txn, k[len(prefix) + 16 :].decode(), seq):
+            raw = txn.get(_owner(owner) + u64(seq), db=self.db(MSGS))
+            if raw is None:
                 txn.delete(k, db=self.db(EXPIRY))  # its row went with its account
+                continue
+            target = holds_view.covering(self.store, txn, owner, bare_of(load(raw)["peer"]))
+            if target is not None:
+                # A legal hold keeps it: set aside, so expiry does not meet it again.
+                txn.delete(k, db=self.db(EXPIRY))
+                txn.put(_held_key(target, k), b"", db=self.db(HELD))
+                continue
+            self._delete(txn, owner, seq)
+
+    def on_hold_lifted(self, txn: lmdb.Transaction, c: Committed, ev: HoldLifted) -> None:
+        """What the lifted hold kept goes back to expiry (the next check deletes what is past
+        retention), unless another hold in force covers it too. ``holds`` applied the lift
+        already (it comes first in the projector), so :func:`holds.covering` no longer sees it.
+        One event moves every row the hold kept: holds are few and lifted rarely."""
+        prefix = ev.target.encode() + b"\x00"
+        kept = [k[len(prefix) :] for k, _ in iter_prefix(txn, self.db(HELD), prefix)]
+        for expiry in kept:
+            txn.delete(prefix + expiry, db=self.db(HELD))
+            domain_end = expiry.index(b"\x00") + 1
+            owner = expiry[domain_end + 16 :].decode()
+            seq = from_u64(expiry[domain_end + 8 : domain_end + 16])
+            raw = txn.get(_owner(owner) + u64(seq), db=self.db(MSGS))
+            if raw is None:
+                continue  # deleted meanwhile (a room's whole archive, say)
+            target = holds_view.covering(self.store, txn, owner, bare_of(load(raw)["peer"]))
+            if target is not None:
+                txn.put(_held_key(target, expiry), b"", db=self.db(HELD))
+            else:
+                txn.put(expiry, b"", db=self.db(EXPIRY))
 
     def on_account_removed(self, txn: lmdb.Transaction, c: Committed, ev: AccountRemoved) -> None:
         self._drop_owner(txn, ev.jid)
@@ -242,6 +284,10 @@ def drop_owner(store: Store, txn: lmdb.Transaction, owner: str) -> None:
         delete_prefix(txn, store.db(name), prefix)
     txn.delete(owner.encode(), db=store.db(META))
     txn.delete(owner.encode(), db=store.db(PREFS))
+
+
+def _held_key(target: str, expiry_key: bytes) -> bytes:
+    return target.encode() + b"\x00" + expiry_key
 
 
 def _expiry_key(owner: str, at: int, seq: int) -> bytes:

@@ -44,6 +44,7 @@ from xes.projections.base import Projection, Rejected
 from xes.projections.blocking import Blocking
 from xes.projections.cluster_features import ClusterFeatures
 from xes.projections.components import Components
+from xes.projections.holds import Holds
 from xes.projections.inbox import Inbox
 from xes.projections.marker_targets import MarkerTargets
 from xes.projections.muc import Muc
@@ -78,6 +79,7 @@ PROJECTIONS: tuple[type[Projection], ...] = (
     Blocking,
     Sessions,
     Offline,
+    Holds,
     Archive,
     Inbox,
     Push,
@@ -93,7 +95,8 @@ messages a flush delivers before ``offline`` drops them; ``muc`` sees the sessio
 ends before ``sessions`` forgets them (it refuses to let an occupant's session end); ``inbox``
 reads the room a message was sent to, as ``muc`` left it, ``push`` reads the inbox's mutes, and
 ``read_status`` folds room messages after ``muc`` has accepted them; ``marker_targets`` comes
-after both readers of it, so a marker resolves against the messages before its own event. ``audit``
+after both readers of it, so a marker resolves against the messages before its own event;
+``holds`` folds a lifted hold before ``archive`` re-files what it kept. ``audit``
 owns the hash chain (ADR 0021), which :meth:`Projector.apply_committed` extends for every
 event."""
 STREAMS = "streams.version"
