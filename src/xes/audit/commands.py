@@ -187,7 +187,7 @@ def _view_jid(config: Config, raw: str) -> str:
     from xes.jid import JID, InvalidJID
 
     try:
-        return str(JID.parse(raw if "@" in raw else f"{raw}@{config.domain}").bare())
+        return str(JID.parse(raw if "@" in raw else f"{raw}@{config.domain}").bare)
     except InvalidJID as exc:
         raise SystemExit(f"invalid JID {raw!r}: {exc}") from None
 
