@@ -60,7 +60,6 @@ def roster(doc: dict[str, Any]) -> dict[str, str]:
 def test_views_of_a_conversation_a_room_and_a_user(tmp_path: Path) -> None:
     srv = XesServer(tmp_path / "node")
     srv.write_config()
-    srv.start()
     d = srv.domain
     alice_jid, bob_jid, carol_jid = f"alice@{d}", f"bob@{d}", f"carol@{d}"
     room = f"views@conference.{d}"
@@ -115,6 +114,7 @@ def test_views_of_a_conversation_a_room_and_a_user(tmp_path: Path) -> None:
             mark("carol_gone")
 
     try:
+        srv.start()
         for user in ("alice", "bob", "carol"):
             srv.add_user(user, PASSWORD)
         run(scenario())

@@ -13,13 +13,19 @@ import argparse
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from xes.audit import access, keys
 from xes.audit.export import Filters, verify_export, write_export
 from xes.audit.verify import Report, Trust, verify_store
 from xes.config import Config
+
+if TYPE_CHECKING:
+    import lmdb
+
+    from xes.store.env import Store
 
 MAX_LISTED = 20
 """Problems printed after the first (the rest are counted)."""
@@ -204,6 +210,7 @@ def cmd_conversation(config: Config, args: argparse.Namespace) -> int:
     """The one-to-one messages between two users, from the journal (:mod:`xes.audit.views`)."""
     from xes.audit import views
     from xes.projections.replay import ReplayError
+    from xes.store import journal
 
     a, b = _view_jid(config, args.a), _view_jid(config, args.b)
     try:
@@ -218,7 +225,7 @@ def cmd_conversation(config: Config, args: argparse.Namespace) -> int:
             said, copies = views.conversation(
                 store, txn, a, b, since=args.since, until=args.until, everything=args.all
             )
-            upto = journal_index(store, txn)
+            upto = journal.applied_index(store, txn)
     finally:
         store.close()
     doc = {
@@ -234,14 +241,12 @@ def cmd_conversation(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-def journal_index(store: Any, txn: Any) -> int:
-    from xes.store import journal
-
-    return journal.applied_index(store, txn)
-
-
 def _at(
-    config: Config, command: str, asked: str, options: dict[str, Any], read: Any
+    config: Config,
+    command: str,
+    asked: str,
+    options: dict[str, Any],
+    read: Callable[[Store, lmdb.Transaction], dict[str, Any] | None],
 ) -> tuple[dict[str, Any] | None, dict[str, Any], str]:
     """Record the access, replay to ``asked`` and ``read(store, txn)`` there: (what it read,
     the point, the access sentence)."""

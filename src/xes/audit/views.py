@@ -104,6 +104,17 @@ class Progress:
             flush=True,
         )
 
+    def finish(self, index: int) -> None:
+        """After a replay that said how far it was, that it is done (the state digest, computed
+        after the last event, takes a moment more)."""
+        if self.last is not None:
+            took = self.clock() - self.start
+            print(
+                f"replayed to index {index} in {took:.0f} s",
+                file=self.out or sys.stderr,
+                flush=True,
+            )
+
 
 @contextmanager
 def state_at(
@@ -115,6 +126,8 @@ def state_at(
     Raises :class:`xes.projections.replay.ReplayError` for a point outside the journal."""
     with tempfile.TemporaryDirectory(prefix="xes-audit-") as tmp:
         done = replay_into(live, Path(tmp), at, progress)
+        if progress is not None:
+            progress.finish(done.index)
         store = open_store(Path(tmp), all_db_names(), writer=False)
         try:
             yield store, done
@@ -531,13 +544,14 @@ def format_conversation(doc: dict[str, Any]) -> str:
         "",
     ]
     lines += table(
-        ("TIME", "INDEX", "FROM", "TO", "ARCHIVE ID", "BODY"),
+        ("TIME", "INDEX", "FROM", "TO", "ID", "ARCHIVE ID", "BODY"),
         [
             (
                 m["at"],
                 f"{m['index']}.{m['pos']}" if m["pos"] else str(m["index"]),
                 m["from"],
                 m["to"],
+                m["id"] or "-",
                 m["stanza_id"] or "-",
                 _said_text(m),
             )

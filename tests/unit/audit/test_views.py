@@ -112,6 +112,12 @@ def test_progress_is_silent_for_a_short_replay_then_every_few_seconds() -> None:
     assert len(lines) == 2, lines
     assert lines[0].startswith("replaying the journal: index 40 of 100 (40%), 400 events")
     assert "index 70 of 100 (70%)" in lines[1]
+    now[0] = 7.0
+    progress.finish(100)
+    assert out.getvalue().splitlines()[-1] == "replayed to index 100 in 7 s"
+    quiet = io.StringIO()
+    views.Progress(quiet, clock=lambda: 0.0).finish(5)  # never spoke: says nothing at the end
+    assert quiet.getvalue() == ""
 
 
 # -- a conversation ----------------------------------------------------------------------------
@@ -155,7 +161,7 @@ def test_conversation_selects_the_pair_in_log_order(tmp_path: Path) -> None:
     text = views.format_conversation(doc)
     assert "3 messages (1 re-routed copies not listed)" in text
     rows = text.splitlines()[-4:]
-    assert rows[0].split() == ["TIME", "INDEX", "FROM", "TO", "ARCHIVE", "ID", "BODY"]
+    assert rows[0].split() == ["TIME", "INDEX", "FROM", "TO", "ID", "ARCHIVE", "ID", "BODY"]
     assert rows[3].endswith("[correction of m1] m7")
     # Columns are aligned: every row's body starts where the header's BODY does.
     column = rows[0].index("BODY")
