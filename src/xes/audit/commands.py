@@ -314,7 +314,7 @@ def cmd_user(config: Config, args: argparse.Namespace) -> int:
 
 def add_parser(sub: Any, with_config: Any) -> None:
     """``xes audit ...`` on the CLI's sub-parsers."""
-    audit = with_config(sub.add_parser("audit", help="verify and export the audit trail"))
+    audit = with_config(sub.add_parser("audit", help="verify, export and view the audit trail"))
     audit_sub = audit.add_subparsers(dest="action", required=True)
     verify = with_config(
         audit_sub.add_parser("verify", help="check the hash chain and its signed checkpoints")

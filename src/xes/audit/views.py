@@ -548,7 +548,7 @@ def format_conversation(doc: dict[str, Any]) -> str:
         [
             (
                 m["at"],
-                f"{m['index']}.{m['pos']}" if m["pos"] else str(m["index"]),
+                f"{m['index']}:{m['pos']}" if m["pos"] else str(m["index"]),
                 m["from"],
                 m["to"],
                 m["id"] or "-",
