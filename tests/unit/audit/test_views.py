@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -193,8 +194,11 @@ def day() -> list[list[list[Any]]]:
     ]
 
 
-def test_room_and_user_as_they_were(tmp_path: Path) -> None:
+def test_room_and_user_as_they_were(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     live = build(tmp_path / "live", day())
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where state_at replays
     seen = {}
     for index in ("6", "9"):
         with views.state_at(live, index) as (store, done), store.env.begin() as txn:
@@ -202,9 +206,11 @@ def test_room_and_user_as_they_were(tmp_path: Path) -> None:
             user = views.user_doc(store, txn, "a@x")
             assert done.index == int(index)
             seen[index] = (room, user, views.point(index, done))
+            assert [p.name[:10] for p in scratch.iterdir()] == ["xes-audit-"]
     with views.state_at(live, "3") as (store, _), store.env.begin() as txn:
         assert views.room_doc(store, txn, ROOM) is None  # not created yet
     live.close()
+    assert list(scratch.iterdir()) == []  # each replay's directory is gone
 
     room6, user6, at6 = seen["6"]
     assert room6 is not None
