@@ -347,33 +347,6 @@ def _room_jid(config: Config, raw: str) -> str:
     return _hosted_jid(raw, mucs, "a group chat service")
 
 
-def _room_details(room: Any, history: int, archived: int) -> dict[str, Any]:
-    from xes.projections import muc as muc_view
-
-    config = room.config.to_json()
-    config["password_protected"] = bool(config.pop("password_hash"))
-    return {
-        **muc_view.summary(room),
-        "config": config,
-        "subject": room.subject,
-        "subject_by": room.subject_by,
-        "affiliations": dict(sorted(room.affiliations.items())),
-        "reserved_nicks": dict(sorted(room.reserved.items())),
-        "occupants": [
-            {
-                "nick": o.nick,
-                "user": o.bare,
-                "role": o.role,
-                "affiliation": room.affiliation(o.bare),
-                "sessions": {s.session: s.jid for s in o.sessions.values()},
-            }
-            for _, o in sorted(room.occupants.items())
-        ],
-        "history_messages": history,
-        "archived_messages": archived,
-    }
-
-
 def cmd_muc(args: argparse.Namespace) -> int:
     """Operators' view of the group chat service: list rooms, inspect one, destroy one."""
     from xes.events.catalog import MucRoomDestroyed
@@ -408,7 +381,7 @@ def cmd_muc(args: argparse.Namespace) -> int:
             if room is None:
                 raise SystemExit(f"no such room {room_jid}")
             history = len(muc_view.history(live, txn, room_jid, 1 << 62, 1 << 30))
-            details = _room_details(room, history, archive_view.count(live, txn, room_jid))
+            details = muc_view.details(room, history, archive_view.count(live, txn, room_jid))
     finally:
         live.close()
     print(json.dumps(details, indent=2, sort_keys=True, ensure_ascii=False))

@@ -1,12 +1,12 @@
 """Who read the audit trail (issue 17, item 6): ``audit.accessed`` records and their queue.
 
-``xes audit verify`` and ``export`` record who ran them, through the running node's log like
-any other CLI change. With the node stopped they do not start a Raft member of their own (that
-would write to the very data directory being examined, maybe a seized copy): the record is
-appended to ``data_dir/audit/access-queue.jsonl`` under a lock, and the node proposes it when
-it next runs (:func:`xes.audit.checkpointer.drain_access_queue`). Anyone able to read the LMDB
-files can read the history without any command; the record is about the audit commands, not a
-barrier.
+``xes audit verify``, ``export`` and the views (``conversation``, ``room``, ``user``) record who
+ran them, through the running node's log like any other CLI change. With the node stopped they
+do not start a Raft member of their own (that would write to the very data directory being
+examined, maybe a seized copy): the record is appended to ``data_dir/audit/access-queue.jsonl``
+under a lock, and the node proposes it when it next runs
+(:func:`xes.audit.checkpointer.drain_access_queue`). Anyone able to read the LMDB files can read
+the history without any command; the record is about the audit commands, not a barrier.
 """
 
 from __future__ import annotations

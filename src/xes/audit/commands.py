@@ -1,4 +1,5 @@
-"""``xes audit verify | export | key``: the auditor's commands (ADR 0021, issue 17).
+"""``xes audit verify | export | key | conversation | room | user``: the auditor's commands
+(ADR 0021, issue 17; the three views are :mod:`xes.audit.views`).
 
 They read the data directory directly (LMDB read transactions are safe beside a running node)
 and record who ran them as ``audit.accessed`` (:mod:`xes.audit.access`): through the running
@@ -12,13 +13,19 @@ import argparse
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from xes.audit import access, keys
 from xes.audit.export import Filters, verify_export, write_export
 from xes.audit.verify import Report, Trust, verify_store
 from xes.config import Config
+
+if TYPE_CHECKING:
+    import lmdb
+
+    from xes.store.env import Store
 
 MAX_LISTED = 20
 """Problems printed after the first (the rest are counted)."""
@@ -180,9 +187,134 @@ def cmd_key(config: Config) -> int:
     return 0
 
 
+def _view_jid(config: Config, raw: str) -> str:
+    """A bare JID for a view: ``raw`` as given (any domain: a contact may be remote), or a
+    local part of this server's domain."""
+    from xes.jid import JID, InvalidJID
+
+    try:
+        return str(JID.parse(raw if "@" in raw else f"{raw}@{config.domain}").bare)
+    except InvalidJID as exc:
+        raise SystemExit(f"invalid JID {raw!r}: {exc}") from None
+
+
+def _emit(doc: dict[str, Any], text: str, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False))
+    else:
+        print(text)
+        print(f"\n{doc['access']}")
+
+
+def cmd_conversation(config: Config, args: argparse.Namespace) -> int:
+    """The one-to-one messages between two users, from the journal (:mod:`xes.audit.views`)."""
+    from xes.audit import views
+    from xes.projections.replay import ReplayError
+    from xes.store import journal
+
+    a, b = _view_jid(config, args.a), _view_jid(config, args.b)
+    try:
+        bounds = {k: views.bound_filter(getattr(args, k)) for k in ("since", "until")}
+    except ReplayError as exc:
+        raise SystemExit(f"--since/--until: {exc}") from None
+    options = {"a": a, "b": b, **bounds, "all": args.all or None}
+    recorded = _record(config, access.accessed("conversation", options), required=True)
+    store = _open(config, None)
+    try:
+        with store.env.begin(buffers=True) as txn:
+            said, copies = views.conversation(
+                store, txn, a, b, since=args.since, until=args.until, everything=args.all
+            )
+            upto = journal.applied_index(store, txn)
+    finally:
+        store.close()
+    doc = {
+        "a": a,
+        "b": b,
+        **bounds,
+        "journal_index": upto,
+        "messages": [m.to_json() for m in said],
+        "rerouted_copies": copies,
+        "access": recorded,
+    }
+    _emit(doc, views.format_conversation(doc), args.json)
+    return 0
+
+
+def _at(
+    config: Config,
+    command: str,
+    asked: str,
+    options: dict[str, Any],
+    read: Callable[[Store, lmdb.Transaction], dict[str, Any] | None],
+) -> tuple[dict[str, Any] | None, dict[str, Any], str]:
+    """Record the access, replay to ``asked`` and ``read(store, txn)`` there: (what it read,
+    the point, the access sentence)."""
+    from xes.audit import views
+    from xes.projections.replay import ReplayError, parse_until
+
+    try:
+        parse_until(asked)
+    except ReplayError as exc:
+        raise SystemExit(f"--at: {exc}") from None
+    recorded = _record(config, access.accessed(command, {**options, "at": asked}), required=True)
+    live = _open(config, None)
+    try:
+        with (
+            views.state_at(live, asked, views.Progress()) as (store, done),
+            store.env.begin() as txn,
+        ):
+            found = read(store, txn)
+    except ReplayError as exc:
+        raise SystemExit(f"cannot replay to {asked}: {exc}") from None
+    finally:
+        live.close()
+    return found, views.point(asked, done), recorded
+
+
+def cmd_room(config: Config, args: argparse.Namespace) -> int:
+    """A room as it was at ``--at``: occupants, affiliations, subject, configuration."""
+    from xes.audit import views
+    from xes.cli import _room_jid
+
+    room = _room_jid(config, args.room)
+    doc, at, recorded = _at(
+        config, "room", args.at, {"room": room}, lambda s, t: views.room_doc(s, t, room)
+    )
+    if doc is None:
+        if args.json:
+            print(
+                json.dumps(
+                    {"room": room, "exists": False, "at": at, "access": recorded},
+                    indent=2,
+                    sort_keys=True,
+                )
+            )
+        else:
+            print(f"no room {room} at log index {at['index']} (asked: {args.at})\n\n{recorded}")
+        return 1
+    doc = {**doc, "exists": True, "at": at, "access": recorded}
+    _emit(doc, views.format_room(doc, at), args.json)
+    return 0
+
+
+def cmd_user(config: Config, args: argparse.Namespace) -> int:
+    """A user as they were at ``--at``: sessions, devices, presence, roster."""
+    from xes.audit import views
+
+    jid = _view_jid(config, args.jid)
+    doc, at, recorded = _at(
+        config, "user", args.at, {"jid": jid}, lambda s, t: views.user_doc(s, t, jid)
+    )
+    assert doc is not None
+    doc = {**doc, "at": at, "access": recorded}
+    _emit(doc, views.format_user(doc, at), args.json)
+    return 0
+
+
 def add_parser(sub: Any, with_config: Any) -> None:
     """``xes audit ...`` on the CLI's sub-parsers."""
-    audit = with_config(sub.add_parser("audit", help="verify and export the audit trail"))
+    audit = with_config(sub.add_parser("audit", help="verify, export and view the audit trail"))
     audit_sub = audit.add_subparsers(dest="action", required=True)
     verify = with_config(
         audit_sub.add_parser("verify", help="check the hash chain and its signed checkpoints")
@@ -202,6 +334,30 @@ def add_parser(sub: Any, with_config: Any) -> None:
     export.add_argument("--jid", help="events that mention this bare JID")
     export.add_argument("--room", help="events that mention this room (JID or local part)")
     with_config(audit_sub.add_parser("key", help="print this node's public key"))
+    conversation = with_config(
+        audit_sub.add_parser("conversation", help="the one-to-one messages between two users")
+    )
+    conversation.add_argument("a", help="a bare JID (or a local part of this domain)")
+    conversation.add_argument("b", help="the other bare JID")
+    conversation.add_argument("--since", metavar="TIME|INDEX", help="from this log index or time")
+    conversation.add_argument("--until", metavar="TIME|INDEX", help="up to this index or time")
+    conversation.add_argument(
+        "--all", action="store_true", help="chat markers, receipts and chat states too"
+    )
+    room = with_config(audit_sub.add_parser("room", help="a room as it was at a moment"))
+    room.add_argument("room", help="room JID (or its local part)")
+    user = with_config(audit_sub.add_parser("user", help="a user as they were at a moment"))
+    user.add_argument("jid", help="bare JID (or its local part)")
+    for p in (room, user):
+        p.add_argument(
+            "--at",
+            required=True,
+            metavar="TIME|INDEX",
+            help="a log index, or a time (ISO 8601, UTC unless it says; or ms since the epoch), "
+            "as xes replay --until takes it",
+        )
+    for p in (conversation, room, user):
+        p.add_argument("--json", action="store_true", help="one JSON document")
     audit.set_defaults(func=run)
 
 
@@ -214,4 +370,10 @@ def run(args: argparse.Namespace) -> int:
         return cmd_verify(config, args, have_config)
     if args.action == "export":
         return cmd_export(config, args)
+    if args.action == "conversation":
+        return cmd_conversation(config, args)
+    if args.action == "room":
+        return cmd_room(config, args)
+    if args.action == "user":
+        return cmd_user(config, args)
     return cmd_key(config)

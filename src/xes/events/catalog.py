@@ -1251,7 +1251,7 @@ class AuditAccessed:
     """Someone read the audit trail through ``xes audit`` (issue 17, item 6): who, how, what."""
 
     command: str
-    """``verify`` or ``export``."""
+    """``verify``, ``export``, or a view: ``conversation``, ``room``, ``user``."""
     user: str
     """Operating-system user name that ran the command."""
     uid: int
@@ -1259,7 +1259,8 @@ class AuditAccessed:
     host: str
     """Host name the command ran on."""
     args: dict[str, Any] = field(default_factory=dict)
-    """Filters and options (``since``, ``until``, ``jid``, ``room``, ``stream``, ``out``)."""
+    """Filters and options (``since``, ``until``, ``jid``, ``room``, ``stream``, ``out``; a view's
+    ``a``, ``b``, ``at``)."""
     result: str = ""
     """What it found or wrote (``intact``, ``problems at index N``, ``42 events``)."""
     ran_at: int = 0

@@ -23,7 +23,7 @@ from xes.events.catalog import (
     VcardStored,
 )
 from xes.jid import bare_of
-from xes.projections.base import Projection, delete_prefix, dump, key, load
+from xes.projections.base import Projection, delete_prefix, dump, iter_prefix, key, load
 from xes.store.env import Store
 from xes.xml import ns, parse_fragment
 
@@ -114,3 +114,9 @@ def last_activity(store: Store, txn: lmdb.Transaction, bare: str) -> tuple[int, 
 def fast_token(store: Store, txn: lmdb.Transaction, jid: str, agent: str) -> dict[str, Any] | None:
     """The FAST token row (id, hash, mechanism, expires) of one device of ``jid``."""
     return load(txn.get(key(jid, agent), db=store.db(FAST)))
+
+
+def fast_tokens(store: Store, txn: lmdb.Transaction, jid: str) -> dict[str, dict[str, Any]]:
+    """Every FAST token row of ``jid`` by device (user-agent id), for ``xes audit user``."""
+    prefix = key(jid, "")
+    return {k[len(prefix) :].decode(): load(v) for k, v in iter_prefix(txn, store.db(FAST), prefix)}

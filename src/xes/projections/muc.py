@@ -372,6 +372,33 @@ def summary(room: Room) -> dict[str, Any]:
     }
 
 
+def details(room: Room, history: int, archived: int) -> dict[str, Any]:
+    """A room in full, as ``xes muc show`` and ``xes audit room`` show it (the password is
+    never shown, only whether there is one)."""
+    config = room.config.to_json()
+    config["password_protected"] = bool(config.pop("password_hash"))
+    return {
+        **summary(room),
+        "config": config,
+        "subject": room.subject,
+        "subject_by": room.subject_by,
+        "affiliations": dict(sorted(room.affiliations.items())),
+        "reserved_nicks": dict(sorted(room.reserved.items())),
+        "occupants": [
+            {
+                "nick": o.nick,
+                "user": o.bare,
+                "role": o.role,
+                "affiliation": room.affiliation(o.bare),
+                "sessions": {s.session: s.jid for s in o.sessions.values()},
+            }
+            for _, o in sorted(room.occupants.items())
+        ],
+        "history_messages": history,
+        "archived_messages": archived,
+    }
+
+
 def all_rooms(store: Store, txn: lmdb.Transaction) -> list[Room]:
     return [Room.from_json(load(v)) for _, v in txn.cursor(db=store.db(ROOMS))]
 

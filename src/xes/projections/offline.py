@@ -163,3 +163,14 @@ def for_device(
 def count(store: Store, txn: lmdb.Transaction, owner: str) -> int:
     raw = txn.get(owner.encode(), db=store.db(COUNTS))
     return from_u64(raw) if raw else 0
+
+
+def devices(store: Store, txn: lmdb.Transaction, owner: str) -> list[tuple[str, int, int]]:
+    """``(resource, last seen ms, last offline seq received)`` of every device the offline
+    store remembers for ``owner`` (``xes audit user``), by resource."""
+    prefix = key(owner, "")
+    return [
+        (k[len(prefix) :].decode(), int(obj.get("seen", 0)), int(obj["upto"]))
+        for k, v in iter_prefix(txn, store.db(DEVICES), prefix)
+        if (obj := load(v)) is not None
+    ]

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import datetime
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,12 @@ a smaller transaction holds fewer dirty pages in memory."""
 MS_FROM = 100_000_000_000
 """An integer ``--until`` at or above this is milliseconds since the epoch (1973-03-03 on);
 below it, a log index (a cluster committing 1,000 entries a second reaches it in 3 years)."""
+PROGRESS_EVERY = 1_000
+"""Events between two calls of a replay's ``progress`` callback (half a second of replay)."""
+
+Progress = Callable[[int, int, int], None]
+"""``progress(events folded, log index reached, last index to fold)``: how far a replay is, for
+a command that tells its user while it waits (``xes audit room|user``)."""
 
 
 class ReplayError(Exception):
@@ -134,9 +141,12 @@ def open_fresh(path: Path) -> Store:
     return open_store(path, all_db_names(), writer=True, durable=False)
 
 
-def replay_into(live: Store, target: Path, until: str | None = None) -> Replayed:
+def replay_into(
+    live: Store, target: Path, until: str | None = None, progress: Progress | None = None
+) -> Replayed:
     """Fold ``live``'s journal, whole or up to ``until`` (:func:`resolve_until`), into a new
-    store at ``target``. The whole journal is read in one read snapshot of ``live``."""
+    store at ``target``. The whole journal is read in one read snapshot of ``live``;
+    ``progress`` is called every :data:`PROGRESS_EVERY` events."""
     fresh = open_fresh(target)
     try:
         with live.env.begin(buffers=True) as rtxn:
@@ -145,7 +155,7 @@ def replay_into(live: Store, target: Path, until: str | None = None) -> Replayed
                 live_digest: str | None = digest(live, rtxn)
             else:
                 upto, live_digest = resolve_until(live, rtxn, until).index, None
-            count, last_at = fold(live, rtxn, fresh, upto)
+            count, last_at = fold(live, rtxn, fresh, upto, progress)
         fresh.env.sync(True)
         with fresh.env.begin() as txn:
             rebuilt = digest(fresh, txn)
@@ -154,7 +164,13 @@ def replay_into(live: Store, target: Path, until: str | None = None) -> Replayed
         fresh.close()
 
 
-def fold(live: Store, rtxn: lmdb.Transaction, fresh: Store, upto: int) -> tuple[int, int | None]:
+def fold(
+    live: Store,
+    rtxn: lmdb.Transaction,
+    fresh: Store,
+    upto: int,
+    progress: Progress | None = None,
+) -> tuple[int, int | None]:
     """Every journal event with index ``<= upto`` into ``fresh``'s projections (and its journal),
     then its ``applied_index``. Returns the events folded and their largest ``at``."""
     projector = Projector(fresh, replay=True)  # premises are recorded, not raised (ADR 0021)
@@ -171,6 +187,8 @@ def fold(live: Store, rtxn: lmdb.Transaction, fresh: Store, upto: int) -> tuple[
             at = committed.envelope.at
             last_at = at if last_at is None or at > last_at else last_at
             count += 1
+            if progress is not None and count % PROGRESS_EVERY == 0:
+                progress(count, committed.index, upto)
             if count % TXN_EVENTS == 0:
                 wtxn.commit()
                 wtxn = fresh.env.begin(write=True)
