@@ -25,12 +25,25 @@ MAX_BATCHES = 500
 
 
 def retention_days(hub: Hub) -> dict[str, float]:
-    """Retention per domain, in days (domains with none configured keep messages for ever)."""
-    cfg = hub.config.archive
+    """Retention per domain, in days (domains with none configured keep messages for ever).
+
+    A hosted domain's archives hold its users' one-to-one messages (category ``chat``); its
+    group chat service's domain holds the room archives (``groupchat``). ``[retention]`` ages
+    (per domain first) win over ``[archive]``'s, which keep their meaning (ADR 0024)."""
+    config = hub.config
+    archive, ret = config.archive, config.retention
     days = {
-        **dict.fromkeys(hub.config.host_names, cfg.retention_days),
-        **cfg.retention_by_domain,
+        **dict.fromkeys(config.host_names, archive.retention_days),
+        **archive.retention_by_domain,
     }
+    for host in config.host_names:
+        per_domain = ret.domain.get(host, {})
+        chat = per_domain.get("chat_days", ret.chat_days)
+        if chat is not None:
+            days[host] = chat
+        group = per_domain.get("groupchat_days", ret.groupchat_days)
+        if group is not None:
+            days[config.muc_domain_of(host)] = group
     return {domain: d for domain, d in sorted(days.items()) if d > 0}
 
 

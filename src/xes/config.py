@@ -265,6 +265,20 @@ class ArchiveConfig:
 
 
 @dataclass(frozen=True)
+class RetentionConfig:
+    """Retention per category (ADR 0024); unset ages fall back to ``[archive]``'s."""
+
+    chat_days: float | None = None
+    """Days one-to-one messages stay in the archive (every hosted domain); unset: ``[archive]
+    retention_days`` (or ``retention_by_domain`` for that domain). 0 keeps them for ever."""
+    groupchat_days: float | None = None
+    """Days room messages stay in the room archives of every hosted domain's group chat
+    service; unset: ``[archive] retention_by_domain`` for the service's domain, else for ever."""
+    domain: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Per hosted domain: ``[retention.domain."d"]`` with ``chat_days`` / ``groupchat_days``."""
+
+
+@dataclass(frozen=True)
 class AuditConfig:
     """The tamper-evident audit trail (ADR 0021): signed checkpoints of the journal's hash chain."""
 
@@ -560,6 +574,7 @@ class Config:
     stream_management: StreamManagementConfig = field(default_factory=StreamManagementConfig)
     offline: OfflineConfig = field(default_factory=OfflineConfig)
     archive: ArchiveConfig = field(default_factory=ArchiveConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     inbox: InboxConfig = field(default_factory=InboxConfig)
     push: PushConfig = field(default_factory=PushConfig)
@@ -686,6 +701,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "stream_management": StreamManagementConfig,
     "offline": OfflineConfig,
     "archive": ArchiveConfig,
+    "retention": RetentionConfig,
     "audit": AuditConfig,
     "inbox": InboxConfig,
     "push": PushConfig,
@@ -711,6 +727,34 @@ def _section(cls: type[Any], raw: dict[str, Any], where: str) -> Any:
             value = tuple(value)
         values[name] = value
     return cls(**values)
+
+
+RETENTION_KEYS = ("chat_days", "groupchat_days")
+
+
+def _check_retention(config: Config) -> None:
+    ret = config.retention
+    tables = {"retention": {k: getattr(ret, k) for k in RETENTION_KEYS}}
+    for domain, table in ret.domain.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f'[retention.domain."{domain}"] must be a table')
+        if not config.is_hosted(domain):
+            raise ConfigError(
+                f'[retention.domain."{domain}"]: {domain} is not a hosted domain '
+                f"(hosted: {', '.join(config.host_names)})"
+            )
+        unknown = set(table) - set(RETENTION_KEYS)
+        if unknown:
+            raise ConfigError(
+                f'unknown key(s) in [retention.domain."{domain}"]: {", ".join(sorted(unknown))}'
+            )
+        tables[f'retention.domain."{domain}"'] = table
+    for where, table in tables.items():
+        for key, value in table.items():
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ConfigError(f"[{where}] {key} must be a number of days, 0 or more")
 
 
 def _bare_domain(value: Any, where: str) -> str:
@@ -1093,6 +1137,7 @@ def parse_config(
         raise ConfigError("[push] needs timeout > 0 and max_attempts >= 1")
     if "hosts" in top or "host" in top:
         config = replace(config, hosts=_host_tables(config, top.get("host", {}), base))
+    _check_retention(config)
     _check_http(config)
     _check_bosh(config)
     _check_muc(config)
