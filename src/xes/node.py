@@ -142,6 +142,10 @@ class Node:
             await self._serve(proc)
         except BaseExceptionGroup:
             if proc.is_alive():
+                # A killed process's socket closes while it dies, a moment before it can be
+                # reaped: the tasks on the socket fail first. Give it that moment.
+                proc.join(2.0)
+            if proc.is_alive():
                 raise
             # The log process died (killed, or stopped on purpose: `storage_failed` exits 74):
             # every task waiting on it fails at once, so the group holds their LogUnavailable
