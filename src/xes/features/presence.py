@@ -117,9 +117,17 @@ async def broadcast_available(hub: Hub, session: LocalSession, stanza: Element) 
     xml = serialize(_stamp(stanza, session)).decode()
     with hub.read() as txn:
         targets = _broadcast_targets(hub, txn, session)
-    await hub.log.append(
+    events: list[Any] = [
         PresenceUpdated(session.session_id, session.full, True, priority, xml, targets)
-    )
+    ]
+    if initial and session.sm_active:
+        # The offline messages take their outbox places in the entry that makes the session
+        # available: a message routed to it live from then on comes after them, so a sender's
+        # messages arrive in the order sent (a flush proposed after could land behind it).
+        flush = _offline_flush(hub, session)
+        if flush is not None:
+            events.append(flush)
+    await hub.log.append(*events)
     if initial:
         await _after_initial_presence(hub, session)
     if hub.config.pep.enabled:
@@ -155,15 +163,23 @@ async def flush_offline(hub: Hub, session: LocalSession) -> None:
     ``flushed_upto`` keeps one connection from getting a message twice. A managed session gets
     them as outbox rows, placed by the ``offline.flushed`` event itself (ADR 0008).
     """
+    flush = _offline_flush(hub, session)
+    if flush is not None:
+        await hub.log.append(flush)
+
+
+def _offline_flush(hub: Hub, session: LocalSession) -> OfflineFlushed | None:
+    """The ``offline.flushed`` that hands ``session`` what is stored for it (sent here and now
+    to an unmanaged session; placed as outbox rows by the event for a managed one), or None."""
     if not session.available or session.priority < 0:
-        return  # RFC 6121 §8.5.2.1.1: negative priority gets no bare-JID messages
+        return None  # RFC 6121 §8.5.2.1.1: negative priority gets no bare-JID messages
     resource = session.jid.resource or ""
     with hub.read() as txn:
         cursor = offline_view.device_cursor(hub.store, txn, session.bare, resource) or 0
         after = max(cursor, session.flushed_upto)
         stored = offline_view.for_device(hub.store, txn, session.bare, resource, after)
     if not stored:
-        return
+        return None
     session.flushed_upto = stored[-1].seq
     if not session.sm_active:
         with hub.read() as txn:
@@ -172,10 +188,8 @@ async def flush_offline(hub: Hub, session: LocalSession) -> None:
                     continue  # stored before the user blocked the sender (XEP-0191 §3.5)
                 session.send_bytes(with_delay(msg.xml, msg.at, session.jid.domain))
     forget_before = int(time.time() * 1000) - hub.config.offline.device_ttl * 1000
-    await hub.log.append(
-        OfflineFlushed(
-            session.bare, stored[-1].seq, session.session_id, resource, after, forget_before
-        )
+    return OfflineFlushed(
+        session.bare, stored[-1].seq, session.session_id, resource, after, forget_before
     )
 
 
