@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -172,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(breakdown(snaps["before"], snaps["holding"], n, args.top)))
     finally:
         server.stop()
+        shutil.rmtree(root, ignore_errors=True)
     return 0
 
 
