@@ -53,7 +53,7 @@ from xes.projections.projector import all_db_names
 from xes.session.sasl import LoginLimiter, channel_binding_data
 from xes.store.env import open_store
 from xes.tlsutil import HostCertificateError, HostContexts, ensure_self_signed
-from xes.transport.c2s import ClientConnection
+from xes.transport.c2s import ClientConnection, release_idle_parsers
 from xes.transport.component import ComponentConnection
 
 log = structlog.get_logger("xes.node")
@@ -196,6 +196,7 @@ class Node:
             tg.start_soon(audit_checkpointer.run, hub)
             tg.start_soon(disk_watch.run, hub)
             tg.start_soon(push_publisher.run, hub)
+            tg.start_soon(release_idle_parsers, self.connections)
             if config.upload.enabled:
                 store_dir = upload_files.FileStore(config.upload_dir)
                 store_dir.open()

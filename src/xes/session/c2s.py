@@ -368,6 +368,12 @@ class C2SProtocol:
         self.state = State.TLS_STARTING
         return [Send(serialize(E("{%s}proceed" % ns.TLS), ns.CLIENT)), StartTls()]
 
+    def idle(self) -> None:
+        """The transport has read nothing for a while: a bound stream's parser may let go of
+        its state and make it again when data comes (``XmlStream.release``)."""
+        if self.state is State.BOUND:
+            self.parser.release()
+
     def tls_started(self, channel_binding: tuple[str, bytes] | None) -> None:
         """The transport finished the TLS handshake: restart the stream (RFC 6120 §5.4.3.3)."""
         self.tls = True

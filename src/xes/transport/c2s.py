@@ -1,11 +1,14 @@
 """Client connections on anyio: runs :class:`~xes.session.c2s.C2SProtocol` over a socket.
 
 Before binding, replies go straight to the socket from the reading task (STARTTLS must swap the
-stream under it). After binding, everything the client receives goes through one bounded queue
-drained by a writer task, so delivery never blocks on a slow client: a client whose queue is full
-is disconnected instead of stalling the node. Authentication and idle time are bounded by
-``limits.auth_timeout`` and ``limits.idle_timeout``; inbound stanzas are rate limited with a token
-bucket that throttles reading (backpressure rather than loss).
+stream under it). After binding, what the client receives is written at once when nothing waits
+ahead of it (ADR 0012); otherwise it goes into one bounded queue drained by a writer task, so
+delivery never blocks on a slow client: a client whose queue is full is disconnected instead of
+stalling the node. The writer task exists only while the queue holds something: an idle
+connection is one task (its reader) and no writer, queue or event objects (issue 19).
+Authentication and idle time are bounded by ``limits.auth_timeout`` and ``limits.idle_timeout``;
+inbound stanzas are rate limited with a token bucket that throttles reading (backpressure rather
+than loss).
 """
 
 from __future__ import annotations
@@ -84,6 +87,10 @@ RESUME_ATTEMPTS = 3
 BIND_ATTEMPTS = 3
 """Bind proposals made when the session a JID replaces changed under the read (ended by its
 own client meanwhile, say)."""
+IDLE_SWEEP_SECONDS = 2.0
+"""A bound stream with no input over one sweep interval lets its parser go (XmlStream.release)."""
+WRITE_BATCH = 64
+"""Most queued stanzas coalesced into one write (one TLS record, one syscall)."""
 LINGER_SECONDS = 1.0
 LINGER_BYTES = 4 * 1024 * 1024
 DETACH_REASONS = frozenset(
@@ -93,8 +100,114 @@ DETACH_REASONS = frozenset(
 (XEP-0198 §5). A client's own ``</stream:stream>`` or a policy violation ends it."""
 
 
+_POLICIES: dict[tuple[int, str], tuple[Any, C2SPolicy]] = {}
+
+
+def client_policy(config: Any, transport: str) -> C2SPolicy:
+    """The stream policy for ``transport`` under ``config``: one object shared by every
+    connection made under that configuration (a reload makes a new configuration object)."""
+    key = (id(config), transport)
+    hit = _POLICIES.get(key)
+    if hit is not None and hit[0] is config:
+        return hit[1]
+    policy = C2SPolicy(
+        domain=config.domain,
+        tls_required=config.tls.required,
+        tls_available=transport == "tcp",
+        mechanisms=config.auth.mechanisms,
+        limits=config.xml_limits,
+        extra_features=(
+            *((sm.feature(),) if config.stream_management.enabled else ()),
+            *((E("{%s}csi" % CSI),) if config.csi.enabled else ()),
+        ),
+        registration=any(config.registration_on(h) for h in config.host_names),
+        hosts=frozenset(config.host_names),
+        registration_hosts=frozenset(h for h in config.host_names if config.registration_on(h)),
+        sasl2=config.auth.sasl2,
+        fast=config.auth.sasl2 and config.auth.fast,
+        bind2_inline=(
+            ns.CARBONS,
+            *((ns.SM,) if config.stream_management.enabled else ()),
+            *((CSI,) if config.csi.enabled else ()),
+        ),
+    )
+    if len(_POLICIES) >= 16:
+        _POLICIES.clear()  # old configurations (reloads): the cache holds their objects
+    _POLICIES[key] = (config, policy)
+    return policy
+
+
 class ClientConnection:
     """One client stream from accept to close; after bind it is a :class:`~xes.hub.LocalSession`."""
+
+    # Thousands of these live at once: slots instead of a per-instance dict (about 1.5 KiB
+    # less each; a class with this many attributes gets no key-sharing dict). A weak
+    # reference is how features keep per-session state (pep.interest, throttle).
+    __slots__ = (
+        "__weakref__",
+        "_cancel",
+        "_channel_binding",
+        "_close_reason",
+        "_csi_checked_upto",
+        "_csi_held",
+        "_csi_seq",
+        "_csi_urgent_upto",
+        "_direct",
+        "_dispatching",
+        "_flush_again",
+        "_flushing",
+        "_interest_recorded",
+        "_locals",
+        "_outq",
+        "_push_inactive",
+        "_push_lock",
+        "_reads",
+        "_reads_swept",
+        "_refilled",
+        "_sm_acked",
+        "_sm_asked",
+        "_sm_held",
+        "_sm_inline",
+        "_sm_ready",
+        "_sm_ready_set",
+        "_sm_recorded",
+        "_sm_requested",
+        "_sm_resend_upto",
+        "_sm_sent",
+        "_sm_wake",
+        "_stats",
+        "_tg",
+        "_tokens",
+        "_writer_running",
+        "_writes_ended",
+        "_writes_ended_event",
+        "_writes_from_queue",
+        "_writing",
+        "available",
+        "bare",
+        "boot",
+        "bound",
+        "closing",
+        "direct_tls",
+        "epoch",
+        "flushed_upto",
+        "full",
+        "hub",
+        "inactive",
+        "interested",
+        "jid",
+        "limiter",
+        "peer",
+        "priority",
+        "protocol",
+        "resumable",
+        "secured",
+        "session_id",
+        "sm_active",
+        "stream",
+        "tls",
+        "transport",
+    )
 
     def __init__(
         self,
@@ -127,29 +240,7 @@ class ClientConnection:
         self._stats.connections_opened[transport] += 1
         config = hub.config
         self.protocol = C2SProtocol(
-            C2SPolicy(
-                domain=config.domain,
-                tls_required=config.tls.required,
-                tls_available=transport == "tcp",
-                mechanisms=config.auth.mechanisms,
-                limits=config.xml_limits,
-                extra_features=(
-                    *((sm.feature(),) if config.stream_management.enabled else ()),
-                    *((E("{%s}csi" % CSI),) if config.csi.enabled else ()),
-                ),
-                registration=any(config.registration_on(h) for h in config.host_names),
-                hosts=frozenset(config.host_names),
-                registration_hosts=frozenset(
-                    h for h in config.host_names if config.registration_on(h)
-                ),
-                sasl2=config.auth.sasl2,
-                fast=config.auth.sasl2 and config.auth.fast,
-                bind2_inline=(
-                    ns.CARBONS,
-                    *((ns.SM,) if config.stream_management.enabled else ()),
-                    *((CSI,) if config.csi.enabled else ()),
-                ),
-            ),
+            client_policy(config, transport),
             credentials=self._credentials,
             normalize_username=normalize_localpart,
             auth_allowed=self._auth_allowed,
@@ -169,14 +260,21 @@ class ClientConnection:
         self.boot = hub.boot
         """The node boot this session was bound under (a node starts a new boot on rejoining)."""
         self.closing = False
-        self._send_out, self._recv_out = anyio.create_memory_object_stream[bytes | None](
-            config.limits.outbound_queue
-        )
+        self._outq: list[bytes | None] = []
+        """Bound for the socket, oldest first, at most ``limits.outbound_queue``; ``None`` ends
+        the writes (what is before it still goes out)."""
+        self._writes_from_queue = False
+        """Bound (or resumed): queued bytes are written by a writer task started on demand."""
+        self._writer_running = False
+        self._writes_ended = False
+        """The writer met the end of the queue or a broken socket: nothing more is written."""
+        self._writes_ended_event: anyio.Event | None = None
+        self._reads = 0
+        self._reads_swept = -1
         self._tokens = float(config.limits.stanza_burst)
         self._refilled = time.monotonic()
         self._close_reason = "closed"
         self._cancel = anyio.CancelScope()
-        self._writer_done = anyio.Event()
         # XEP-0198 (ADR 0008): counters are outbox row numbers, never wrapped here.
         self.sm_active = False
         self.resumable = False
@@ -200,15 +298,15 @@ class ClientConnection:
         """Highest outbox row known to be urgent while inactive (stream management)."""
         self._csi_checked_upto = 0
         """Outbox rows beyond the acknowledgement window wait for the next ``<a/>``."""
-        self._sm_ready = anyio.Event()
-        self._sm_wake = anyio.Event()
+        self._sm_ready: anyio.Event | None = None
+        """Made by the first waiter (events cost a deque each; most connections never wait)."""
+        self._sm_ready_set = False
+        self._sm_wake: anyio.Event | None = None
         self._locals: list[bytes] = []
         self._interest_recorded = False
         self._dispatching = False
         self._direct: DirectWriter | None = None
         """Writes to the socket from the caller when nothing is queued (see transport.direct)."""
-        self._queued = 0
-        """Stanzas in the outbound queue not yet taken by the writer."""
         self._writing = False
         """The writer task is inside a write (the direct path must not overtake it)."""
 
@@ -286,22 +384,62 @@ class ClientConnection:
         if self.closing:
             return
         self._stats.stanzas_out[stanza_kind(data)] += 1
-        if self._direct is not None and not self._writing and not self._queued:
+        if self._direct is not None and not self._writing and not self._outq:
             # Nothing ahead of it: write now instead of waking the writer (transport.direct).
             try:
                 if self._direct.write(data):
                     return
             except (OSError, RuntimeError):
                 pass  # the writer task meets the same broken transport and ends the stream
-        try:
-            self._queued += 1
-            self._send_out.send_nowait(data)
-        except anyio.WouldBlock:
-            self._queued -= 1
+        if self._writes_ended:
+            return
+        if not self._queue(data):
             log.warning("client_too_slow", session=self.session_id, jid=self.full)
             self.close("policy-violation", "too slow: outbound queue full")
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            pass
+
+    def _queue(self, data: bytes | None) -> bool:
+        """Queue ``data`` for the writer task (started if it is not running); False when full."""
+        if len(self._outq) >= self.hub.config.limits.outbound_queue:
+            return False
+        self._outq.append(data)
+        if self._writes_from_queue and not self._writer_running and not self._writes_ended:
+            self._writer_running = True
+            self._tg.start_soon(self._writer)
+        return True
+
+    def _start_writes(self) -> None:
+        """Bound or resumed: bytes go to the socket from here on (directly or queued)."""
+        self._direct = direct_writer(self.stream)
+        self._writes_from_queue = True
+        if self._outq and not self._writer_running:
+            self._writer_running = True
+            self._tg.start_soon(self._writer)
+
+    def _ready(self) -> None:
+        """Stream management is on (or a resume was settled): wake ``_enable``/``_resume``."""
+        self._sm_ready_set = True
+        if self._sm_ready is not None:
+            self._sm_ready.set()
+
+    async def _wait_ready(self) -> None:
+        if self._sm_ready_set:
+            return
+        if self._sm_ready is None:
+            self._sm_ready = anyio.Event()
+        await self._sm_ready.wait()
+
+    def _wake_keeper(self) -> None:
+        """Wake ``_sm_keeper``; a wake-up while it is busy is kept for its next wait."""
+        if self._sm_wake is None:
+            self._sm_wake = anyio.Event()
+        self._sm_wake.set()
+
+    def release_if_idle(self) -> None:
+        """Called every ``IDLE_SWEEP_SECONDS``: a bound stream that read nothing since the last
+        call lets its parser go; the next read makes it again (XmlStream.release)."""
+        if self._reads == self._reads_swept:
+            self.protocol.idle()
+        self._reads_swept = self._reads
 
     def offline_stored(self) -> None:
         if not self.available or self.closing:
@@ -353,7 +491,7 @@ class ClientConnection:
         elif (held or (rows and unacked >= cfg.ack_request_every)) and not self._sm_asked:
             self._request_ack()
         elif rows and was_idle:
-            self._sm_wake.set()  # the keeper asks later if no ack comes
+            self._wake_keeper()  # the keeper asks later if no ack comes
 
     def _csi_may_wait(self, rows: list[Any]) -> bool:
         """While inactive, may these unsent outbox rows wait? Not if one is urgent (then all go,
@@ -388,13 +526,13 @@ class ClientConnection:
                 state = sm_view.state(self.hub.store, txn, self.session_id)
                 view = sessions_view.get(self.hub.store, txn, self.session_id)
             if state is None or view is None or state.epoch != event.epoch:
-                self._sm_ready.set()
+                self._ready()
                 return  # ended or resumed again before we got here: _resume fails it
             self.available, self.priority = view.available, view.priority
             self.interested = self._interest_recorded = state.interested
             self.bound = True
             self.hub.register(self)
-            self._tg.start_soon(self._writer)
+            self._start_writes()
             resumed = sm.resumed(self.session_id, state.handled)
             self.protocol.resume_succeeded(self.jid, state.handled)
             # Resumed inside SASL2 (XEP-0198 inline): <resumed/> rides in <success/>.
@@ -409,7 +547,7 @@ class ClientConnection:
         self.sm_active = True
         self._tg.start_soon(self._sm_keeper)
         self.sm_pull()
-        self._sm_ready.set()
+        self._ready()
 
     async def _sm_keeper(self) -> None:
         """Ask for acks when some are overdue; record acknowledged counts, coalesced."""
@@ -419,9 +557,11 @@ class ClientConnection:
             pending = self._sm_sent > self._sm_acked or self._sm_acked > self._sm_recorded
             # Idle sessions sleep until there is something to ask for or to record.
             wait = min(cfg.ack_record_interval, cfg.ack_request_after) if pending else None
+            if self._sm_wake is None:
+                self._sm_wake = anyio.Event()
             with anyio.move_on_after(wait):
                 await self._sm_wake.wait()
-            self._sm_wake = anyio.Event()
+            self._sm_wake = None  # a wake-up from here on makes (and sets) a fresh one
             now = time.monotonic()
             if self._sm_sent > self._sm_acked and now - self._sm_requested >= cfg.ack_request_after:
                 self._request_ack()
@@ -446,7 +586,7 @@ class ClientConnection:
         if self._sm_held:
             self.sm_pull()  # the window moved: the rows held back can go
         if h - self._sm_recorded >= self.hub.config.stream_management.ack_record_every:
-            self._sm_wake.set()
+            self._wake_keeper()
         return True
 
     async def _queue_locals(self) -> None:
@@ -500,7 +640,7 @@ class ClientConnection:
             self._enqueue(sm.failed("resource-constraint"))
             return
         with anyio.move_on_after(self.hub.config.cluster.commit_timeout):
-            await self._sm_ready.wait()
+            await self._wait_ready()
 
     async def _resume(self, action: SmResume) -> None:
         user = f"{self.protocol.username}@{self.protocol.domain}"
@@ -561,7 +701,7 @@ class ClientConnection:
             await self._execute(self.protocol.resume_failed("item-not-found", None))
             return
         with anyio.move_on_after(self.hub.config.cluster.commit_timeout):
-            await self._sm_ready.wait()
+            await self._wait_ready()
         if not self.bound:
             self.session_id = ""
             await self._execute(self.protocol.resume_failed("item-not-found", None))
@@ -581,16 +721,9 @@ class ClientConnection:
                 tail += action.data
         if not condition:
             tail = b"</stream:stream>"
-        with contextlib.suppress(
-            anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError
-        ):
-            self._queued += 1
-            self._send_out.send_nowait(tail)
-        with contextlib.suppress(
-            anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError
-        ):
-            self._queued += 1
-            self._send_out.send_nowait(None)
+        if not self._writes_ended:
+            self._queue(tail)  # a full queue drops the tail and the end, as before
+            self._queue(None)
         if not self.bound:
             self._cancel.cancel()
 
@@ -638,13 +771,10 @@ class ClientConnection:
                     await self._read_loop()
                     if self.bound:
                         # Let the writer flush what is queued (e.g. our stream error) and stop.
-                        with contextlib.suppress(
-                            anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError
-                        ):
-                            self._queued += 1
-                            self._send_out.send_nowait(None)
+                        if not self._writes_ended:
+                            self._queue(None)
                         with anyio.move_on_after(CLOSE_TIMEOUT):
-                            await self._writer_done.wait()
+                            await self._wait_writes_ended()
                     tg.cancel_scope.cancel()
         except (
             anyio.BrokenResourceError,
@@ -671,6 +801,7 @@ class ClientConnection:
             with anyio.move_on_after(max(timeout, 0)) as scope:
                 try:
                     data = await self.stream.receive(READ_SIZE)
+                    self._reads += 1
                     if self.bound:
                         data += buffered_plaintext(self.stream, READ_SIZE)
                 except (
@@ -902,7 +1033,7 @@ class ClientConnection:
         self._sm_inline = sm_event is not None  # delivery must not announce it a second time
         structlog.contextvars.bind_contextvars(session=session_id, jid=self.full)
         self.hub.register(self)
-        self._tg.start_soon(self._writer)
+        self._start_writes()
         log.info("session_bound", peer=self.peer)
         enabled = None
         if sm_event is not None:
@@ -980,33 +1111,43 @@ class ClientConnection:
         return events, token
 
     async def _writer(self) -> None:
-        self._direct = direct_writer(self.stream)
+        """Drain the queue, then exit: started by ``_queue`` whenever it finds none running."""
+        ended = True  # unless the queue drains: cancelled, the stream is going down anyway
         try:
-            await self._write_queued()
+            ended = await self._write_queued()
         finally:
-            self._writer_done.set()
-        self._tg.cancel_scope.cancel()
+            self._writer_running = False
+            if ended:
+                self._writes_ended = True
+                if self._writes_ended_event is not None:
+                    self._writes_ended_event.set()
+        if ended:
+            self._tg.cancel_scope.cancel()
 
-    async def _write_queued(self) -> None:
-        async with self._recv_out:
-            async for data in self._recv_out:
-                self._queued -= 1
-                if data is None:
-                    break
-                buf = [data]
-                # Coalesce whatever is queued into one write (one TLS record, one syscall).
-                while len(buf) < 64:
-                    try:
-                        more = self._recv_out.receive_nowait()
-                    except anyio.WouldBlock:
-                        break
-                    self._queued -= 1
-                    if more is None:
-                        await self._write(b"".join(buf))
-                        return
-                    buf.append(more)
-                if not await self._write(b"".join(buf)):
-                    return
+    async def _write_queued(self) -> bool:
+        """Write what is queued, coalesced; True at the end of the writes (``None``, or a broken
+        socket), False once the queue is empty."""
+        queue = self._outq
+        while queue:
+            batch = queue[:WRITE_BATCH]
+            del queue[:WRITE_BATCH]
+            if None in batch:
+                # What follows the end is never written (the stream is closing).
+                end = batch.index(None)
+                del queue[:]
+                if end:
+                    await self._write(b"".join(batch[:end]))  # type: ignore[arg-type]
+                return True
+            if not await self._write(b"".join(batch)):  # type: ignore[arg-type]
+                return True
+        return False
+
+    async def _wait_writes_ended(self) -> None:
+        if self._writes_ended:
+            return
+        if self._writes_ended_event is None:
+            self._writes_ended_event = anyio.Event()
+        await self._writes_ended_event.wait()
 
     async def _write(self, data: bytes) -> bool:
         self._writing = True
@@ -1028,15 +1169,13 @@ class ClientConnection:
             log.info("session_ended", reason=self._close_reason, session=self.session_id)
             # Anything still queued (error tail, close) goes out before the socket closes.
             with anyio.move_on_after(1.0):
-                pending = []
-                while True:
-                    try:
-                        item = self._recv_out.receive_nowait()
-                    except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.EndOfStream):
-                        break
-                    if item is None:
-                        break
-                    pending.append(item)
+                pending: list[bytes] = []
+                if not self._writes_ended:
+                    for item in self._outq:
+                        if item is None:
+                            break
+                        pending.append(item)
+                self._outq = []
                 if pending:
                     with contextlib.suppress(Exception):
                         await self.stream.send(b"".join(pending))
@@ -1080,6 +1219,16 @@ class ClientConnection:
 
     async def _linger(self) -> None:
         await linger(self.stream)
+
+
+async def release_idle_parsers(connections: set[ClientConnection]) -> None:
+    """Every ``IDLE_SWEEP_SECONDS``, let the parser of each stream idle since the last sweep
+    go (its expat state is most of an idle connection's Python memory, issue 19). One task
+    for the node, instead of a timer per connection."""
+    while True:
+        await anyio.sleep(IDLE_SWEEP_SECONDS)
+        for conn in list(connections):
+            conn.release_if_idle()
 
 
 async def linger(stream: ByteStream) -> None:

@@ -198,6 +198,8 @@ _SPILL_PIECES: Final = 256
 """Text pieces kept per element before they are joined into one block."""
 _PIECE_MAX: Final = 65536
 """Largest slice handed to expat at once, so limits are checked at least this often."""
+_START_TAG: Final = re.compile(rb"""<[^'">]*(?:(?:'[^']*'|"[^"]*")[^'">]*)*>""")
+"""A start tag's bytes up to its ``>`` (a ``>`` may stand inside a quoted attribute value)."""
 
 
 def _new_expat() -> Any:
@@ -216,6 +218,10 @@ def _new_expat() -> Any:
     reader._source.setEncoding("UTF-8")
     reader.reset()
     parser = reader._parser
+    # The reader's guards stay installed (bound to the reader); the reader's reference back
+    # is dropped, so the parser is freed as soon as its stream lets go of it, not at the
+    # next full garbage collection (XmlStream.release).
+    reader._parser = None
     parser.namespace_prefixes = False  # "uri local" names, no prefix part
     # Text must be reported as expat sees it: CurrentByteIndex inside the callback is then the
     # text's own position, which the byte accounting relies on.
@@ -278,6 +284,60 @@ class XmlStream:
 
     def reset(self) -> None:
         """Forget everything and expect a fresh stream header (RFC 6120 §4.3.3 restart)."""
+        self._parser: Any = self._new_parser()
+        self._events: list[StreamEvent] = []
+        self._stack: list[list[Any]] = []  # open elements of the current stanza
+        self._in_stream = False  # header seen
+        self._closed = False  # </stream:stream> seen
+        self._content_ns = ""
+        self._fed = 0  # bytes handed to expat since the reset (expat's byte index base)
+        self._stanza_start = 0  # byte index of the current top-level element's "<"
+        self._done: Element | None = None  # complete top-level element, size not yet known
+        self._ws = 0  # whitespace run since the last top-level element
+        self._failed: XmlStreamError | None = None
+        self._tail = b""  # last bytes before the current receive_data, for error reports
+        self._tags: dict[str, str] = {}  # expat name -> Clark tag
+        self._prelude: bytes | None = b""  # bytes fed until the header is complete
+        self._header_at = 0  # byte index of the header's "<"
+        self._header = b""  # the peer's header start tag, to replay into a fresh expat
+
+    def release(self) -> bool:
+        """Drop expat's state while the stream sits between stanzas; True if it was dropped.
+
+        An idle stream's parser is most of a connection's Python memory (about 12 KiB: its
+        string pools, name tables and buffers, grown while the header and the login were
+        parsed). Between two top-level elements nothing in it is needed but the namespace
+        context of the header, so :meth:`receive_data` makes a fresh parser when data comes
+        and feeds it the header's start tag again (its events are dropped). Only line numbers
+        in later error texts count from that replay. Nothing happens when anything is pending:
+        an open element, an incomplete token, a stream error or the stream's end.
+        """
+        parser = self._parser
+        if (
+            parser is None
+            or not self._header
+            or not self._in_stream
+            or self._closed
+            or self._stack
+            or self._done is not None
+            or self._failed is not None
+            or parser.CurrentByteIndex != self._fed
+        ):
+            return False
+        self._parser = None
+        self._tags = {}
+        return True
+
+    def _revive(self) -> None:
+        """A fresh expat in the state :meth:`release` left: inside the stream's root."""
+        header = self._header
+        self._parser = self._new_parser()
+        self._in_stream = False
+        self._parser.Parse(header, False)  # same bytes, accepted once already
+        self._fed = len(header)
+        self._tail = header[-8:]
+
+    def _new_parser(self) -> Any:
         parser = _new_expat()
         parser.StartElementHandler = self._on_start
         parser.EndElementHandler = self._on_end
@@ -288,18 +348,7 @@ class XmlStream:
         parser.CommentHandler = self._on_comment
         parser.ProcessingInstructionHandler = self._on_pi
         parser.SkippedEntityHandler = self._on_skipped_entity
-        self._parser = parser
-        self._events: list[StreamEvent] = []
-        self._stack: list[list[Any]] = []  # open elements of the current stanza
-        self._in_stream = False  # header seen
-        self._content_ns = ""
-        self._fed = 0  # bytes handed to expat since the reset (expat's byte index base)
-        self._stanza_start = 0  # byte index of the current top-level element's "<"
-        self._done: Element | None = None  # complete top-level element, size not yet known
-        self._ws = 0  # whitespace run since the last top-level element
-        self._failed: XmlStreamError | None = None
-        self._tail = b""  # last bytes before the current receive_data, for error reports
-        self._tags: dict[str, str] = {}  # expat name -> Clark tag
+        return parser
 
     def receive_data(self, data: bytes) -> list[StreamEvent]:
         """Parse ``data`` and return the events it completes, in order.
@@ -309,12 +358,18 @@ class XmlStream:
         """
         if self._failed is not None:
             raise self._failed
+        if self._parser is None:
+            self._revive()
         self._events = events = []
         start = self._fed
         try:
             if start < 2:
                 self._check_bom(data)
+            if self._prelude is not None:
+                self._prelude += data
             self._feed(data)
+            if self._in_stream and self._prelude is not None:
+                self._keep_header()
         except XmlStreamError as exc:
             self._failed = exc
             raise
@@ -358,6 +413,13 @@ class XmlStream:
             parse(piece, False)
             self._fed += len(piece)
             self._after_piece()
+
+    def _keep_header(self) -> None:
+        """Keep the header's start tag, now complete, for :meth:`release`."""
+        prelude, self._prelude = self._prelude or b"", None
+        tag = _START_TAG.match(prelude, self._header_at)
+        if tag is not None and not tag.group().endswith(b"/>"):
+            self._header = tag.group()
 
     def _check_bom(self, data: bytes) -> None:
         # expat honours a UTF-16 byte order mark even when told the input is UTF-8, so the
@@ -458,6 +520,7 @@ class XmlStream:
         # </stream:stream>
         if self._done is not None:
             self._finish(self._parser.CurrentByteIndex)
+        self._closed = True
         self._events.append(StreamClosed())
 
     def _on_text(self, data: str) -> None:
@@ -518,6 +581,7 @@ class XmlStream:
             raise XmlStreamError("invalid-namespace", "content namespace is the stream namespace")
         checked = self._check_attrs(attrs) if attrs else {}
         self._in_stream = True
+        self._header_at = self._parser.CurrentByteIndex
         self._events.append(StreamOpened(checked, self._content_ns))
 
     def _on_ns_decl(self, prefix: str | None, uri: str | None) -> None:

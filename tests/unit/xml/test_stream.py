@@ -472,3 +472,83 @@ def test_whitespace_run_limit() -> None:
     with pytest.raises(XmlStreamError) as info:
         stream.receive_data(b"\t")
     assert info.value.condition == "policy-violation"
+
+
+# -- releasing an idle parser ------------------------------------------------------------------
+
+
+def feed_releasing(data: bytes, chunk: int) -> tuple[list[StreamEvent], int]:
+    """Feed ``data`` in chunks, releasing the parser after each; events and releases made."""
+    stream, events, released = XmlStream(), [], 0
+    for i in range(0, len(data), chunk):
+        events += stream.receive_data(data[i : i + chunk])
+        released += stream.release()
+    return events, released
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, len(SAMPLE)])
+def test_release_between_reads_gives_same_events(chunk: int) -> None:
+    events, released = feed_releasing(SAMPLE, chunk)
+    assert events == feed(SAMPLE)
+    if chunk < 8:
+        assert released  # between stanzas at least once
+
+
+def test_release_only_between_stanzas() -> None:
+    stream = XmlStream()
+    assert not stream.release()  # no header yet
+    stream.receive_data(HEADER)
+    assert stream.release()
+    assert not stream.release()  # already released
+    stream.receive_data(MESSAGE[:20])
+    assert not stream.release()  # inside a stanza
+    events = stream.receive_data(MESSAGE[20:] + b"<iq")
+    assert [type(e) for e in events] == [ElementReceived]
+    assert not stream.release()  # an incomplete token
+    events = stream.receive_data(IQ[3:] + b"  ")
+    assert stream.release()
+    assert [(e.element.tag, e.size) for e in events if isinstance(e, ElementReceived)] == [
+        ("{jabber:client}iq", len(IQ))
+    ]
+    assert stream.receive_data(STREAM_CLOSE) == [StreamClosed()]
+    assert not stream.release()  # the stream has ended: nothing may follow
+
+
+def test_release_keeps_prefixed_root_and_namespaces() -> None:
+    header = (
+        b"<s:stream xmlns:s='http://etherx.jabber.org/streams' xmlns='jabber:client'"
+        b" xmlns:x='urn:x' to='a>b'>"
+    )
+    stream = XmlStream()
+    (opened,) = stream.receive_data(header + b"\n")
+    assert stream.release()
+    (got,) = stream.receive_data(b"<message><x:y/></message>")
+    assert isinstance(got, ElementReceived)
+    assert got.element == E("{jabber:client}message", {}, E("{urn:x}y"))
+    assert stream.release()
+    assert stream.receive_data(b"</s:stream>") == [StreamClosed()]
+    assert opened == StreamOpened({"to": "a>b"}, "jabber:client")
+
+
+def test_released_parser_still_enforces_the_rules() -> None:
+    stream = XmlStream()
+    stream.receive_data(HEADER)
+    assert stream.release()
+    with pytest.raises(XmlStreamError) as info:
+        stream.receive_data(b"<!-- no -->")
+    assert info.value.condition == "restricted-xml"
+
+
+def test_release_frees_the_parser_memory() -> None:
+    tracemalloc.start()
+    try:
+        streams = [XmlStream() for _ in range(50)]
+        for stream in streams:
+            stream.receive_data(HEADER + IQ + MESSAGE)
+        before = tracemalloc.get_traced_memory()[0]
+        for stream in streams:
+            assert stream.release()
+        freed = before - tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert freed / len(streams) > 4096
