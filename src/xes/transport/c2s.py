@@ -558,11 +558,47 @@ class ClientConnection:
         with anyio.move_on_after(self.hub.config.cluster.commit_timeout):
             await self._sm_ready.wait()
         if not self.bound:
-            self.session_id = ""
-            await self._execute(self.protocol.resume_failed("item-not-found", None))
+            await self._resume_not_delivered(action.previd)
             return
         structlog.contextvars.bind_contextvars(session=self.session_id, jid=self.full)
         log.info("session_resumed", peer=self.peer, h=h, epoch=self.epoch)
+
+    async def _resume_not_delivered(self, session: str) -> None:
+        """Our ``sm.resumed`` is applied here (``append`` waits for that) but its delivery did
+        not reach this connection within ``commit_timeout``, or the session moved on first.
+
+        Moved on (ended, or resumed again by another connection): ``item-not-found``. Still at
+        our epoch, the session did move to this connection: ``item-not-found`` would make the
+        client bind a new session and strand this one, held by this node with no connection,
+        its outbox never delivered (finding 5 of docs/reliability.md). Instead the session is
+        detached (held by no node, resumable anywhere until its deadline) and the connection
+        dropped, as when the log is unavailable: the client keeps its state and resumes again.
+        """
+        self.hub.resuming.pop(session, None)  # a late delivery must not bind a dropped stream
+        self.session_id = ""
+        with self.hub.read() as txn:
+            state = sm_view.state(self.hub.store, txn, session)
+            view = sessions_view.get(self.hub.store, txn, session)
+            ours = state is not None and view is not None and state.epoch == self.epoch
+            events = (
+                session_end.end_events(
+                    self.hub, txn, [view], "resume_not_delivered", detach=True, epoch=self.epoch
+                )
+                if ours and view is not None
+                else []
+            )
+        if not ours:
+            await self._execute(self.protocol.resume_failed("item-not-found", None))
+            return
+        log.warning("sm_resume_not_delivered", session=session, epoch=self.epoch)
+        if events:
+            try:
+                await self.hub.log.append(*events)
+            except (LogUnavailable, ProposalRejected) as exc:
+                # Resumed elsewhere meanwhile (refused by its epoch), or no majority: either
+                # way the client's next resume settles it.
+                log.info("sm_resume_not_delivered_detach", error=str(exc), session=session)
+        self._abort("resume-not-delivered")
 
     def close(self, condition: str | None, text: str | None = None) -> None:
         if self.closing:
