@@ -539,6 +539,15 @@ class ClientConnection:
                         raise
                     self.epoch, self.boot = epoch + 1, self.hub.boot
         except LogUnavailable as exc:
+            if self.bound:
+                # The outcome was unknown to the proposer, but the resume was committed and
+                # delivered to us meanwhile (sm_committed bound this connection): resumed.
+                # Resetting it here left a bound connection without a session id, whose end
+                # then crashed the node (fault campaign, seed 7).
+                log.info("sm_resume_outcome_late", error=str(exc), session=action.previd)
+                structlog.contextvars.bind_contextvars(session=self.session_id, jid=self.full)
+                log.info("session_resumed", peer=self.peer, h=h, epoch=self.epoch)
+                return
             # No majority here: the session lives on, only this node cannot record its move.
             # <failed><item-not-found/> would tell the client it is gone (XEP-0198 §5), so it
             # would bind a new session and strand the old one with acknowledgements this node
@@ -1061,6 +1070,11 @@ class ClientConnection:
 
     async def _record_end(self) -> None:
         """Record the session's end, or its detachment when its client may resume it."""
+        if not self.session_id:
+            # A connection whose resume was given up holds no session (and LMDB refuses the
+            # empty key: an exception here ended the whole node).
+            log.warning("session_end_without_session", reason=self._close_reason)
+            return
         detach = self.resumable and self._close_reason in DETACH_REASONS
         reason = self._close_reason
         with anyio.move_on_after(CLOSE_TIMEOUT):
