@@ -41,7 +41,6 @@ SNAPSHOT_ENTRIES = 300
 SETTINGS = f"""\
 node_down_after = 5.0
 commit_timeout = 3.0
-compaction_entries = {SNAPSHOT_ENTRIES}
 compaction_interval = 60.0
 [stream_management]
 resume_timeout = {RESUME_TIMEOUT}
@@ -135,9 +134,11 @@ def run_campaign(
     disk: bool = False,
     kinds: set[str] | None = None,
     require: dict[str, int] | None = None,
+    snapshot_entries: int = SNAPSHOT_ENTRIES,
     log: Any = print,
 ) -> CampaignResult:
-    """Run one campaign and return its result; ``out`` keeps records and node logs."""
+    """Run one campaign and return its result; ``out`` keeps records and node logs
+    (``snapshot_entries``: the nodes' ``compaction_entries``, fewer for shorter runs)."""
     keep = out is not None
     root = Path(tempfile.mkdtemp(prefix=f"xes-faults-{seed}-"))
     out = out or root / "out"
@@ -146,7 +147,11 @@ def run_campaign(
     (out / "schedule.json").write_text(json.dumps([asdict(f) for f in faults], indent=1))
     log(f"campaign seed {seed}: {len(faults)} faults scheduled over {duration:.0f} s, {root}")
     wan = WanEmulator(seed=seed)
-    extra = SETTINGS + (f"[limits]\nmin_free_disk_mb = {MIN_FREE_MB}\n" if disk else "")
+    extra = (
+        f"compaction_entries = {snapshot_entries}\n"
+        + SETTINGS
+        + (f"[limits]\nmin_free_disk_mb = {MIN_FREE_MB}\n" if disk else "")
+    )
     cluster = XesCluster(root / "cluster", wan=wan, extra=extra)
     clocks: dict[int, clock.Clock] = {}
     if any(f.kind == "clock_step" for f in faults):

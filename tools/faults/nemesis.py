@@ -158,12 +158,19 @@ def schedule(
         fault = _draw(rng, rng.choices(names, weights)[0], t, nodes)
         out.append(fault)
         t += fault.duration + rng.uniform(2, 6)
-    for kind, count in sorted((require or {}).items()):
-        # Forced kinds take the place of other cluster faults (seeded), keeping their time.
-        spare = [i for i, f in enumerate(out) if f.kind not in (require or {})]
-        missing = count - sum(1 for f in out if f.kind == kind)
-        for i in sorted(rng.sample(spare, min(max(0, missing), len(spare)))):
-            out[i] = _draw(rng, kind, out[i].at, nodes)
+    forced = require or {}
+    # Forced kinds take the place of the earliest other cluster faults (keeping their time),
+    # in a seeded order: a loaded machine may not reach the last faults of a schedule, as each
+    # cluster fault waits for the clients to recover.
+    todo = [
+        kind
+        for kind, count in sorted(forced.items())
+        for _ in range(max(0, count - sum(1 for f in out if f.kind == kind)))
+    ]
+    rng.shuffle(todo)
+    spare = [i for i, f in enumerate(out) if f.kind not in forced]
+    for i, kind in zip(spare, todo, strict=False):
+        out[i] = _draw(rng, kind, out[i].at, nodes)
     cnames = [k for k in CLIENT_KINDS if only is None or k in only]
     cweights = [CLIENT_KINDS[k] for k in cnames]
     t = rng.uniform(1, 4)
