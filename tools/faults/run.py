@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tools.faults.campaign import run_campaign
+from tools.faults.campaign import SNAPSHOT_ENTRIES, run_campaign
 from tools.faults.nemesis import CLIENT_KINDS, CLUSTER_KINDS
 
 
@@ -41,6 +41,12 @@ def main(argv: list[str] | None = None) -> int:
         default="",
         help="at least so many faults of some kinds, e.g. clock_step=2,snapshot_kill=2",
     )
+    parser.add_argument(
+        "--snapshot-entries",
+        type=int,
+        default=SNAPSHOT_ENTRIES,
+        help="the nodes' [cluster] compaction_entries (snapshot every so many entries)",
+    )
     args = parser.parse_args(argv)
     require = {k: int(n) for k, n in (p.split("=") for p in args.require.split(",") if p)}
     seed = args.seed if args.seed is not None else random.randrange(1 << 31)
@@ -56,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         disk=args.disk,
         kinds=kinds,
         require=require or None,
+        snapshot_entries=args.snapshot_entries,
         log=lambda line: print(line, flush=True),
     )
     print(result.table())
