@@ -11,6 +11,7 @@ one ``snapshot_kill``; ``clock_step`` needs Debian's ``faketime`` (``tools/test.
 from __future__ import annotations
 
 import random
+import shutil
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,12 @@ def _run(seed: int, out: Path, require: dict[str, int] | None = None) -> None:
         seed, DURATION, CLIENTS, out=out, require=require, snapshot_entries=SNAPSHOT_ENTRIES
     )
     print(result.table())
+    if not result.ok:
+        # pytest keeps only its last few temporary directories, and other runs rotate them
+        # away: the evidence goes where the campaign's own runs keep theirs.
+        kept = Path("faults-out") / f"test-seed-{seed}"
+        shutil.copytree(out, kept, dirs_exist_ok=True)
+        out = kept.resolve()
     assert sum(result.faults.values()) > 0, "the nemesis applied nothing"
     assert result.report.figures["delivered"] > 0, "nothing was delivered"
     assert result.ok, f"seed {seed}:\n{result.table()}\n(records in {out})"
