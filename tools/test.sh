@@ -5,11 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   if ! command -v go-sendxmpp >/dev/null 2>&1 || ! command -v xmppc >/dev/null 2>&1 \
-    || ! command -v chromium >/dev/null 2>&1; then
+    || ! command -v chromium >/dev/null 2>&1 || ! command -v faketime >/dev/null 2>&1; then
     apt-get update -qq >/dev/null 2>&1 || true
     # As root with apt (CI), a failed install fails the run: the test must not be skipped there.
     # chromium: the status page test opens the page headless and takes its screenshot.
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq go-sendxmpp xmppc chromium >/dev/null
+    # faketime: the fault campaign's clock_step preloads libfaketime into a node (tools/faults).
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq go-sendxmpp xmppc chromium faketime \
+      >/dev/null
   fi
 fi
 if ! command -v npm >/dev/null 2>&1; then

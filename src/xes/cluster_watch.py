@@ -11,11 +11,19 @@ moves mid-way, the proposal carries the expected version of the node's stream an
 refuses ``node.down`` while a session of that boot remains, so a repeat or a late bind is
 refused rather than half-applied. The watch keeps no state that matters: a new leader starts its
 own clock, so a node is declared down at most ``node_down_after`` after the new leader took over.
+
+Detached stream-management sessions end when the leader has seen them detached for their
+resumption timeout, on its monotonic clock (:class:`DetachedClock`), not when the wall-clock
+``deadline`` in ``sm.detached`` passes: that deadline is the detaching node's clock, compared
+with the leader's, and a clock stepped back by minutes on the one, or forward on the other,
+ended sessions at once, while their clients were resuming (fault campaign, ``clock_step``).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -42,7 +50,35 @@ REROUTE_MAX_BYTES = 256 * 1024
 """Stanza bytes re-routed offline in the final proposal (half the command size limit)."""
 
 
+@dataclass
+class DetachedClock:
+    """When this leader first saw each detached session (at its epoch), on the monotonic clock.
+
+    A session is due once it has been seen detached for its timeout. A new leader starts
+    counting afresh, so a session may wait up to one timeout longer after a leader change,
+    never less than its timeout, whatever any node's wall clock says."""
+
+    seen: dict[tuple[str, int], float] = field(default_factory=dict)
+
+    def due(self, detached: Iterable[tuple[str, int, int]], now: float) -> list[str]:
+        """Of ``(session, epoch, timeout_s)``, the sessions detached for ``timeout_s`` by now;
+        forgets sessions no longer detached (resumed, ended, or detached again)."""
+        seen: dict[tuple[str, int], float] = {}
+        out = []
+        for session, epoch, timeout in detached:
+            first = seen[session, epoch] = self.seen.get((session, epoch), now)
+            if now - first >= timeout:
+                out.append(session)
+        self.seen = seen
+        return out
+
+    def reset(self) -> None:
+        """Leadership lost: the next term counts from its own start."""
+        self.seen.clear()
+
+
 async def run(hub: Hub, *, down_after: float, period: float = 1.0) -> None:
+    detached_clock = DetachedClock()
     unreachable_since: dict[str, float] = {}
     isolated_since: float | None = None
     reported = False
@@ -67,9 +103,10 @@ async def run(hub: Hub, *, down_after: float, period: float = 1.0) -> None:
                 hub.on_isolated()
         if status.get("state") != "leader":
             unreachable_since.clear()
+            detached_clock.reset()
             leader_since = None
             continue
-        await end_expired(hub)
+        await end_expired(hub, detached_clock)
         if leader_since is None:
             # Every entry up to here was committed before we noticed we lead; later ones a node
             # that was already unreachable cannot have seen (see `undelivered_after`).
@@ -92,10 +129,10 @@ async def run(hub: Hub, *, down_after: float, period: float = 1.0) -> None:
                 log.warning("node_down_not_recorded", node=node.node, error=str(exc))
 
 
-async def end_expired(hub: Hub) -> None:
-    """End detached stream-management sessions whose resumption deadline passed (ADR 0008)."""
+async def end_expired(hub: Hub, detached_clock: DetachedClock) -> None:
+    """End detached stream-management sessions whose resumption time is up (ADR 0008)."""
     with hub.read() as txn:
-        due = sm_view.detached_due(hub.store, txn, int(time.time() * 1000))
+        due = detached_clock.due(sm_view.detached(hub.store, txn), time.monotonic())
     for session in due[:CHUNK_SESSIONS]:
         with hub.read() as txn:
             view = sessions_view.get(hub.store, txn, session)

@@ -107,6 +107,26 @@ def test_resume_failures(shared_server: XesServer) -> None:
     live.close()
 
 
+def test_resume_on_a_bound_stream_is_failed_and_the_stream_goes_on(
+    shared_server: XesServer,
+) -> None:
+    """XEP-0198 §5/§6: a ``<resume/>`` after binding is ``<failed><unexpected-request/>``, a
+    recoverable error; the stream (and its session) stays up. It was a stream error."""
+    srv = shared_server
+    srv.add_user("smr", "pw-r")
+    client = SmClient(srv.c2s)
+    _, sm_id = client.login_sm(srv, "smr", "pw-r", "tablet")
+    client.send(f"<resume xmlns='{SM}' previd='{sm_id}' h='0'/>")
+    failed = client.wait_for(lambda e: e.tag == f"{{{SM}}}failed")
+    assert failed.find("{urn:ietf:params:xml:ns:xmpp-stanzas}unexpected-request") is not None
+    client.send("<iq type='get' id='after'><ping xmlns='urn:xmpp:ping'/></iq>")
+    client.wait_for(lambda e: e.get("id") == "after")
+    client.send(f"<r xmlns='{SM}'/>")
+    a = client.wait_for(lambda e: e.tag == f"{{{SM}}}a")
+    assert a.get("h") == "1"  # the <resume/> is not a stanza; the ping is
+    client.close()
+
+
 def test_h_too_high_is_a_stream_error(shared_server: XesServer) -> None:
     srv = shared_server
     srv.add_user("smd", "pw-d")

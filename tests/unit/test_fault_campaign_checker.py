@@ -22,6 +22,20 @@ def test_schedule_is_a_function_of_the_seed() -> None:
     assert {f.kind for f in only} == {"pause", "client_cut"}
 
 
+def test_required_kinds_take_the_earliest_cluster_faults() -> None:
+    forced = {"clock_step": 2, "snapshot_kill": 2}
+    a = schedule(7, 300, 20, only={"kill", "pause", "client_cut"}, require=forced)
+    assert a == schedule(7, 300, 20, only={"kill", "pause", "client_cut"}, require=forced)
+    cluster = [f for f in a if f.kind in CLUSTER_KINDS]
+    assert sorted(f.kind for f in cluster[:4]) == ["clock_step"] * 2 + ["snapshot_kill"] * 2
+    assert {f.kind for f in cluster[4:]} <= {"kill", "pause"}
+    for f in cluster[:4]:
+        if f.kind == "clock_step":
+            assert 60 <= abs(f.step) <= 600 and 10 <= f.duration <= 45
+        else:
+            assert f.phase in ("copy", "pack")
+
+
 def _sent(n: int, **kw: Any) -> dict[str, Any]:
     base = {"kind": "chat", "n": n, "to": "f1", "at": float(n), "session": 0}
     return base | {"acked_at": n + 0.5, "error": None, "abandoned": False} | kw

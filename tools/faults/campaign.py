@@ -31,14 +31,17 @@ from typing import Any
 
 from tests.integration.cluster import XesCluster, wait_until
 from tests.integration.wanproxy import WanEmulator
+from tools.faults import clock
 from tools.faults.checker import NodeFacts, Report, check, read_node
 from tools.faults.client import FaultClient
 from tools.faults.nemesis import CLUSTER_KINDS, DISK_MB, MIN_FREE_MB, Nemesis, schedule
 
 RESUME_TIMEOUT = 30
+SNAPSHOT_ENTRIES = 300
 SETTINGS = f"""\
 node_down_after = 5.0
 commit_timeout = 3.0
+compaction_interval = 60.0
 [stream_management]
 resume_timeout = {RESUME_TIMEOUT}
 [muc]
@@ -47,7 +50,8 @@ default_persistent = true
 """
 """Shorter than the defaults so that a run of minutes sees nodes declared down, isolated nodes
 dropping their clients and abandoned sessions expiring; the WAN tests use the same order of
-magnitude."""
+magnitude. Snapshots every few hundred entries (rather than 5,000) so that a run of minutes
+writes dozens of them, and ``snapshot_kill`` finds one to interrupt within seconds."""
 
 
 @dataclass
@@ -129,19 +133,32 @@ def run_campaign(
     wipe: bool = False,
     disk: bool = False,
     kinds: set[str] | None = None,
+    require: dict[str, int] | None = None,
+    snapshot_entries: int = SNAPSHOT_ENTRIES,
     log: Any = print,
 ) -> CampaignResult:
-    """Run one campaign and return its result; ``out`` keeps records and node logs."""
+    """Run one campaign and return its result; ``out`` keeps records and node logs
+    (``snapshot_entries``: the nodes' ``compaction_entries``, fewer for shorter runs)."""
     keep = out is not None
     root = Path(tempfile.mkdtemp(prefix=f"xes-faults-{seed}-"))
     out = out or root / "out"
     out.mkdir(parents=True, exist_ok=True)
-    faults = schedule(seed, duration, clients, wipe=wipe, disk=disk, only=kinds)
+    faults = schedule(seed, duration, clients, wipe=wipe, disk=disk, only=kinds, require=require)
     (out / "schedule.json").write_text(json.dumps([asdict(f) for f in faults], indent=1))
     log(f"campaign seed {seed}: {len(faults)} faults scheduled over {duration:.0f} s, {root}")
     wan = WanEmulator(seed=seed)
-    extra = SETTINGS + (f"[limits]\nmin_free_disk_mb = {MIN_FREE_MB}\n" if disk else "")
+    extra = (
+        f"compaction_entries = {snapshot_entries}\n"
+        + SETTINGS
+        + (f"[limits]\nmin_free_disk_mb = {MIN_FREE_MB}\n" if disk else "")
+    )
     cluster = XesCluster(root / "cluster", wan=wan, extra=extra)
+    clocks: dict[int, clock.Clock] = {}
+    if any(f.kind == "clock_step" for f in faults):
+        # Under faketime from the start, at offset 0: the nemesis steps a running node later.
+        for i, c in enumerate(clock.install(root / "clocks", len(cluster.nodes))):
+            clocks[i] = c
+            cluster.nodes[i].env = c.env(cluster.nodes[i].env)
     fleet: list[FaultClient] = []
     result: CampaignResult | None = None
     mounts: list[Path] = []
@@ -175,7 +192,7 @@ def run_campaign(
                 for c in fleet
             )
 
-        nemesis = Nemesis(cluster, wan, fleet, faults, progressed_since)
+        nemesis = Nemesis(cluster, wan, fleet, faults, progressed_since, clocks=clocks)
         nemesis.run_for(duration)
         log(f"nemesis done: {dict(nemesis.counts())}; quiet end")
         _quiet_end(cluster, fleet, log)

@@ -20,6 +20,11 @@ Kinds (``CLUSTER_KINDS`` and ``CLIENT_KINDS``):
 * ``wipe``: a follower removed from the membership, its data deleted, added again empty;
 * ``disk_low``, ``disk_full``: one node's data directory filled to below ``min_free_disk_mb``
   (the refusal path), or completely (what happens past the margin), then freed again;
+* ``clock_step``: one node's wall clock stepped by minutes, forward or back, and stepped back
+  later, as NTP stepping a badly set clock does; its monotonic clock runs on (libfaketime,
+  :mod:`tools.faults.clock`);
+* ``snapshot_kill``: ``kill -9`` of a node while it writes a Raft snapshot (its store copy
+  ``raft/snapshot.tmp`` or its dump ``raft/dump.writing`` present), restarted with its data;
 * ``client_cut``: a client's TCP connection cut half-open (the server keeps its socket);
 * ``client_stall``: a client stops reading for a while (a slow consumer).
 """
@@ -40,6 +45,7 @@ from dataclasses import dataclass, field
 from tests.integration.cluster import XesCluster
 from tests.integration.server import XesServer
 from tests.integration.wanproxy import WanEmulator
+from tools.faults import clock
 from tools.faults.client import FaultClient
 
 CLUSTER_KINDS: dict[str, float] = {
@@ -50,12 +56,21 @@ CLUSTER_KINDS: dict[str, float] = {
     "partition_leader": 2,
     "bridge": 1.5,
     "slow_link": 1.5,
+    "clock_step": 1.5,
+    "snapshot_kill": 1.5,
     "wipe": 0,
     "disk_low": 0,
     "disk_full": 0,
 }
 """Kinds of cluster fault and their weights (``wipe``, ``disk_*`` are opt-in: ``--wipe``,
-``--disk``; the disk faults need the nodes' data on small tmpfs mounts, hence root)."""
+``--disk``; the disk faults need the nodes' data on small tmpfs mounts, hence root).
+``clock_step`` needs libfaketime (Debian's ``faketime`` package); ``snapshot_kill`` needs
+frequent snapshots (the campaign's ``[cluster] compaction_entries``)."""
+SNAPSHOT_MARKERS = {"copy": "snapshot.tmp", "pack": "dump.writing"}
+"""What a node's ``raft/`` directory holds while it writes a snapshot, per phase: the LMDB copy
+(``Projector.snapshot``), then the dump packed from it (``raft._Snapshots._write_dump``)."""
+SNAPSHOT_WAIT = 90.0
+"""Longest wait for the target node to start a snapshot before it is killed anyway."""
 DISK_MB = 160
 """Size of each node's tmpfs data directory with ``--disk``."""
 MIN_FREE_MB = 32
@@ -75,6 +90,41 @@ class Fault:
     duration: float
     delay: float = 0.0
     loss: float = 0.0
+    step: float = 0.0
+    """``clock_step``: seconds the node's wall clock jumps (negative: back), undone after
+    ``duration``."""
+    phase: str = ""
+    """``snapshot_kill``: the snapshot phase the kill lands in (``SNAPSHOT_MARKERS``)."""
+
+
+def _draw(rng: random.Random, kind: str, at: float, nodes: int) -> Fault:
+    """One cluster fault of ``kind`` at ``at``: its target and parameters from ``rng``."""
+    length = {
+        "kill": lambda: rng.uniform(1, 6),
+        "kill_leader": lambda: rng.uniform(1, 6),
+        "pause": lambda: rng.choice([rng.uniform(2, 6), rng.uniform(8, 16)]),
+        "partition_node": lambda: rng.uniform(3, 14),
+        "partition_leader": lambda: rng.uniform(3, 14),
+        "bridge": lambda: rng.uniform(3, 12),
+        "slow_link": lambda: rng.uniform(4, 12),
+        # Long enough for resumption deadlines (30 s in the campaign) and node-down timers
+        # to be measured across the step.
+        "clock_step": lambda: rng.uniform(10, 45),
+        "snapshot_kill": lambda: rng.uniform(1, 6),
+        "wipe": lambda: 2.0,
+        "disk_low": lambda: rng.uniform(4, 10),
+        "disk_full": lambda: rng.uniform(4, 10),
+    }[kind]()
+    target = rng.randrange(nodes)
+    delay = loss = step = 0.0
+    phase = ""
+    if kind == "slow_link":
+        delay, loss = round(rng.uniform(0.03, 0.2), 3), round(rng.uniform(0.0, 0.05), 3)
+    elif kind == "clock_step":
+        step = round(rng.choice([-1, 1]) * rng.uniform(60, 600), 1)
+    elif kind == "snapshot_kill":
+        phase = rng.choice(sorted(SNAPSHOT_MARKERS))
+    return Fault(round(at, 2), kind, target, round(length, 2), delay, loss, step, phase)
 
 
 def schedule(
@@ -85,10 +135,12 @@ def schedule(
     wipe: bool = False,
     disk: bool = False,
     only: set[str] | None = None,
+    require: dict[str, int] | None = None,
     nodes: int = 3,
 ) -> list[Fault]:
     """Every fault of a run, in start order: a pure function of its arguments (``only``:
-    draw from these kinds alone, to bisect a finding)."""
+    draw from these kinds alone, to bisect a finding; ``require``: at least this many faults
+    of these kinds, in place of others, so a short run is sure to exercise them)."""
     rng = random.Random(seed)
     kinds = dict(CLUSTER_KINDS)
     if wipe:
@@ -103,30 +155,22 @@ def schedule(
     out: list[Fault] = []
     t = rng.uniform(3, 6)
     while names and t < duration:
-        kind = rng.choices(names, weights)[0]
-        length = {
-            "kill": rng.uniform(1, 6),
-            "kill_leader": rng.uniform(1, 6),
-            "pause": rng.choice([rng.uniform(2, 6), rng.uniform(8, 16)]),
-            "partition_node": rng.uniform(3, 14),
-            "partition_leader": rng.uniform(3, 14),
-            "bridge": rng.uniform(3, 12),
-            "slow_link": rng.uniform(4, 12),
-            "wipe": 2.0,
-            "disk_low": rng.uniform(4, 10),
-            "disk_full": rng.uniform(4, 10),
-        }[kind]
-        out.append(
-            Fault(
-                round(t, 2),
-                kind,
-                rng.randrange(nodes),
-                round(length, 2),
-                delay=round(rng.uniform(0.03, 0.2), 3) if kind == "slow_link" else 0.0,
-                loss=round(rng.uniform(0.0, 0.05), 3) if kind == "slow_link" else 0.0,
-            )
-        )
-        t += length + rng.uniform(2, 6)
+        fault = _draw(rng, rng.choices(names, weights)[0], t, nodes)
+        out.append(fault)
+        t += fault.duration + rng.uniform(2, 6)
+    forced = require or {}
+    # Forced kinds take the place of the earliest other cluster faults (keeping their time),
+    # in a seeded order: a loaded machine may not reach the last faults of a schedule, as each
+    # cluster fault waits for the clients to recover.
+    todo = [
+        kind
+        for kind, count in sorted(forced.items())
+        for _ in range(max(0, count - sum(1 for f in out if f.kind == kind)))
+    ]
+    rng.shuffle(todo)
+    spare = [i for i, f in enumerate(out) if f.kind not in forced]
+    for i, kind in zip(spare, todo, strict=False):
+        out[i] = _draw(rng, kind, out[i].at, nodes)
     cnames = [k for k in CLIENT_KINDS if only is None or k in only]
     cweights = [CLIENT_KINDS[k] for k in cnames]
     t = rng.uniform(1, 4)
@@ -163,6 +207,8 @@ class Nemesis:
     crashes: list[tuple[float, str, int]] = field(default_factory=list)
     """(time, node, exit status) of every node that exited without being killed."""
     stop_flag: threading.Event = field(default_factory=threading.Event)
+    clocks: dict[int, clock.Clock] = field(default_factory=dict)
+    """Each node's faked wall clock (``clock_step``), by node index; empty without faketime."""
     _paused: set[int] = field(default_factory=set)
 
     def run_for(self, duration: float) -> None:
@@ -286,6 +332,18 @@ class Nemesis:
             self.wan.set_link(a, b, delay=fault.delay, jitter=fault.delay / 4, loss=fault.loss)
             self._hold(fault.duration)
             self.wan.set_link(a, b)
+        elif kind == "clock_step":
+            if i not in self.clocks:
+                raise RuntimeError("clock_step: the nodes were not started under faketime")
+            step = self.clocks[i]
+            record.note = f"wall clock {fault.step:+.0f} s for {fault.duration:.0f} s"
+            step.set(fault.step)
+            self._hold(fault.duration)
+            step.set(0)
+        elif kind == "snapshot_kill":
+            record.note = self._snapshot_kill(node, fault)
+            self._hold(fault.duration)
+            node.launch()
         elif kind == "wipe":
             record.note = self._wipe(node)
             if record.note.startswith("n"):
@@ -310,6 +368,28 @@ class Nemesis:
             filler.unlink(missing_ok=True)
         else:
             raise ValueError(f"unknown fault kind {kind!r}")
+
+    def _snapshot_kill(self, node: XesServer, fault: Fault) -> str:
+        """Wait until ``node`` is inside the snapshot phase ``fault.phase``, then ``kill -9``
+        it; what the note says is what its data directory held when it died."""
+        if not node.running:
+            node.launch()
+        marker = node.data_dir / "raft" / SNAPSHOT_MARKERS[fault.phase]
+        deadline = time.monotonic() + SNAPSHOT_WAIT
+        seen = False
+        while not self.stop_flag.is_set() and time.monotonic() < deadline:
+            if marker.exists():
+                seen = True
+                break
+            time.sleep(0.0005)  # a small store is copied in tens of milliseconds
+        self.cluster.kill(node)
+        if not seen:
+            return f"no snapshot within {SNAPSHOT_WAIT:.0f} s: killed anyway"
+        # The process is dead now: a marker still there means the kill landed inside.
+        inside = marker.exists()
+        return f"killed in the {fault.phase} phase" + (
+            f" ({marker.name} left behind)" if inside else " (it had just finished)"
+        )
 
     def _signal(self, node: XesServer, sig: int) -> None:
         if node.proc is not None:
@@ -349,6 +429,8 @@ class Nemesis:
         for a in range(len(names)):
             for b in range(a + 1, len(names)):
                 self.wan.set_link(names[a], names[b])
+        for step in self.clocks.values():
+            step.set(0)
         self._restart_crashed()
         for i, node in enumerate(self.cluster.nodes):
             if i in self._paused:

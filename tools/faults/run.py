@@ -3,8 +3,8 @@
     .venv/bin/python -m tools.faults.run --seed 7 --duration 600 --clients 20 --out faults-out
 
 Without ``--seed`` a random seed is chosen and printed, so any run can be replayed. ``--only``
-restricts the nemesis to some fault kinds (to bisect a finding); ``--wipe`` adds the
-wipe-and-re-add fault.
+restricts the nemesis to some fault kinds (to bisect a finding); ``--require`` makes sure
+some kinds occur at least so many times; ``--wipe`` adds the wipe-and-re-add fault.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tools.faults.campaign import run_campaign
+from tools.faults.campaign import SNAPSHOT_ENTRIES, run_campaign
 from tools.faults.nemesis import CLIENT_KINDS, CLUSTER_KINDS
 
 
@@ -36,7 +36,19 @@ def main(argv: list[str] | None = None) -> int:
         default="",
         help="comma-separated fault kinds: " + ", ".join([*CLUSTER_KINDS, *CLIENT_KINDS]),
     )
+    parser.add_argument(
+        "--require",
+        default="",
+        help="at least so many faults of some kinds, e.g. clock_step=2,snapshot_kill=2",
+    )
+    parser.add_argument(
+        "--snapshot-entries",
+        type=int,
+        default=SNAPSHOT_ENTRIES,
+        help="the nodes' [cluster] compaction_entries (snapshot every so many entries)",
+    )
     args = parser.parse_args(argv)
+    require = {k: int(n) for k, n in (p.split("=") for p in args.require.split(",") if p)}
     seed = args.seed if args.seed is not None else random.randrange(1 << 31)
     kinds = set(args.only.split(",")) if args.only else None
     out = args.out or Path(f"faults-out/seed-{seed}")
@@ -49,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         wipe=args.wipe,
         disk=args.disk,
         kinds=kinds,
+        require=require or None,
+        snapshot_entries=args.snapshot_entries,
         log=lambda line: print(line, flush=True),
     )
     print(result.table())

@@ -67,6 +67,8 @@ def raft_config(config: Config) -> RaftConfig:
         bind_addr=config.cluster.raft_bind or config.cluster.raft,
         min_timeout=config.cluster.election_timeout_min,
         max_timeout=config.cluster.election_timeout_max,
+        compaction_min_entries=config.cluster.compaction_entries,
+        compaction_min_time=config.cluster.compaction_interval,
     )
 
 

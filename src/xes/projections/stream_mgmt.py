@@ -448,6 +448,16 @@ def ended(store: Store, txn: lmdb.Transaction, session: str) -> dict[str, Any] |
     return load(txn.get(session.encode(), db=store.db(ENDED)))
 
 
+def detached(store: Store, txn: lmdb.Transaction) -> list[tuple[str, int, int]]:
+    """Every detached session as (session, epoch, resumption timeout in seconds)."""
+    out = []
+    for k, _ in txn.cursor(db=store.db(DETACHED)):
+        st = state(store, txn, k[8:].decode())
+        if st is not None:
+            out.append((st.session, st.epoch, st.timeout))
+    return out
+
+
 def detached_due(store: Store, txn: lmdb.Transaction, now_ms: int) -> list[str]:
     """Detached sessions whose resumption deadline has passed."""
     out = []

@@ -745,6 +745,14 @@ class C2SProtocol:
         self.state = State.BIND_PENDING
         return [SmResume(previd, h)]
 
+    def _on_sm_resume_bound(self, element: Element) -> list[Action]:
+        # §5: <resume/> takes the place of resource binding; this stream has a resource (bound
+        # or resumed already), so there is nothing to resume into. §6: an error about <resume/>
+        # is a <failed/>, and SM errors are recoverable: the stream and its session go on
+        # (Prosody's mod_smacks answers the same). It used to be a stream error,
+        # unsupported-stanza-type, which also ended the live session's stream.
+        return [Send(sm.failed("unexpected-request"))]
+
     def resume_succeeded(self, jid: JID, handled: int) -> None:
         """The transport resumed session ``jid``; ``handled`` client stanzas were committed."""
         self.jid = jid
@@ -884,5 +892,6 @@ TRANSITIONS: dict[tuple[State, str], Callable[[C2SProtocol, Element], list[Actio
     (State.BOUND, "sm_a"): C2SProtocol._on_sm_a,
     (State.BINDING, "sm_enable"): C2SProtocol._on_sm_enable_early,
     (State.BINDING, "sm_resume"): C2SProtocol._on_sm_resume,
+    (State.BOUND, "sm_resume"): C2SProtocol._on_sm_resume_bound,
 }
 """Every (state, input) pair that is allowed; anything else is a stream error."""

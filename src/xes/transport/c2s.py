@@ -684,6 +684,15 @@ class ClientConnection:
                         raise
                     self.epoch, self.boot = epoch + 1, self.hub.boot
         except LogUnavailable as exc:
+            if self.bound:
+                # The outcome was unknown to the proposer, but the resume was committed and
+                # delivered to us meanwhile (sm_committed bound this connection): resumed.
+                # Resetting it here left a bound connection without a session id, whose end
+                # then crashed the node (fault campaign, seed 7).
+                log.info("sm_resume_outcome_late", error=str(exc), session=action.previd)
+                structlog.contextvars.bind_contextvars(session=self.session_id, jid=self.full)
+                log.info("session_resumed", peer=self.peer, h=h, epoch=self.epoch)
+                return
             # No majority here: the session lives on, only this node cannot record its move.
             # <failed><item-not-found/> would tell the client it is gone (XEP-0198 §5), so it
             # would bind a new session and strand the old one with acknowledgements this node
@@ -703,11 +712,47 @@ class ClientConnection:
         with anyio.move_on_after(self.hub.config.cluster.commit_timeout):
             await self._wait_ready()
         if not self.bound:
-            self.session_id = ""
-            await self._execute(self.protocol.resume_failed("item-not-found", None))
+            await self._resume_not_delivered(action.previd)
             return
         structlog.contextvars.bind_contextvars(session=self.session_id, jid=self.full)
         log.info("session_resumed", peer=self.peer, h=h, epoch=self.epoch)
+
+    async def _resume_not_delivered(self, session: str) -> None:
+        """Our ``sm.resumed`` is applied here (``append`` waits for that) but its delivery did
+        not reach this connection within ``commit_timeout``, or the session moved on first.
+
+        Moved on (ended, or resumed again by another connection): ``item-not-found``. Still at
+        our epoch, the session did move to this connection: ``item-not-found`` would make the
+        client bind a new session and strand this one, held by this node with no connection,
+        its outbox never delivered (finding 5 of docs/reliability.md). Instead the session is
+        detached (held by no node, resumable anywhere until its deadline) and the connection
+        dropped, as when the log is unavailable: the client keeps its state and resumes again.
+        """
+        self.hub.resuming.pop(session, None)  # a late delivery must not bind a dropped stream
+        self.session_id = ""
+        with self.hub.read() as txn:
+            state = sm_view.state(self.hub.store, txn, session)
+            view = sessions_view.get(self.hub.store, txn, session)
+            ours = state is not None and view is not None and state.epoch == self.epoch
+            events = (
+                session_end.end_events(
+                    self.hub, txn, [view], "resume_not_delivered", detach=True, epoch=self.epoch
+                )
+                if ours and view is not None
+                else []
+            )
+        if not ours:
+            await self._execute(self.protocol.resume_failed("item-not-found", None))
+            return
+        log.warning("sm_resume_not_delivered", session=session, epoch=self.epoch)
+        if events:
+            try:
+                await self.hub.log.append(*events)
+            except (LogUnavailable, ProposalRejected) as exc:
+                # Resumed elsewhere meanwhile (refused by its epoch), or no majority: either
+                # way the client's next resume settles it.
+                log.info("sm_resume_not_delivered_detach", error=str(exc), session=session)
+        self._abort("resume-not-delivered")
 
     def close(self, condition: str | None, text: str | None = None) -> None:
         if self.closing:
@@ -1185,6 +1230,11 @@ class ClientConnection:
 
     async def _record_end(self) -> None:
         """Record the session's end, or its detachment when its client may resume it."""
+        if not self.session_id:
+            # A connection whose resume was given up holds no session (and LMDB refuses the
+            # empty key: an exception here ended the whole node).
+            log.warning("session_end_without_session", reason=self._close_reason)
+            return
         detach = self.resumable and self._close_reason in DETACH_REASONS
         reason = self._close_reason
         with anyio.move_on_after(CLOSE_TIMEOUT):

@@ -981,3 +981,36 @@ def test_lockout_does_not_reveal_the_password() -> None:
         actions = p.receive_data(plain(password=password))
         answers.append(sasl_failure_condition(Reader().read(actions)))
     assert answers[0] == answers[1]
+
+
+# --- XEP-0198 resumption on a stream that has a resource -----------------------------------------
+
+
+@pytest.mark.parametrize("enabled", [False, True], ids=["sm-off", "sm-on"])
+def test_resume_on_a_bound_stream_fails_and_keeps_the_stream(enabled: bool) -> None:
+    """XEP-0198 §5, §6: ``<resume/>`` replaces binding, so after a bind it is an unexpected
+    request, answered ``<failed/>`` (recoverable), not a stream error; the session goes on."""
+    p = to_bound(make())
+    if enabled:
+        p.receive_data(SAMPLES["sm_enable"][0])
+    actions = p.receive_data(SAMPLES["sm_resume"][0])
+    assert len(actions) == 1 and isinstance(actions[0], Send)
+    failed = _element(actions[0].data)
+    assert (failed.ns, failed.name) == ("urn:xmpp:sm:3", "failed")
+    assert [(c.ns, c.name) for c in failed.children if isinstance(c, Element)] == [
+        (ns.STANZAS, "unexpected-request")
+    ]
+    assert p.state is State.BOUND
+    assert not any(isinstance(a, Close) for a in actions)
+    # Stanzas still flow, and counted if stream management is on.
+    [received] = p.receive_data(MESSAGE)
+    assert isinstance(received, StanzaReceived)
+    assert received.sm_n == (1 if enabled else 0)
+
+
+def _element(data: bytes) -> Element:
+    reader = XmlStream()
+    events = reader.receive_data(header() + data)
+    element = events[-1]
+    assert isinstance(element, ElementReceived)
+    return element.element
