@@ -5,12 +5,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   if ! command -v go-sendxmpp >/dev/null 2>&1 || ! command -v xmppc >/dev/null 2>&1 \
-    || ! command -v chromium >/dev/null 2>&1 || ! command -v faketime >/dev/null 2>&1; then
+    || ! command -v chromium >/dev/null 2>&1 || ! command -v faketime >/dev/null 2>&1 \
+    || ! command -v cc >/dev/null 2>&1; then
     apt-get update -qq >/dev/null 2>&1 || true
     # As root with apt (CI), a failed install fails the run: the test must not be skipped there.
     # chromium: the status page test opens the page headless and takes its screenshot.
-    # faketime: the fault campaign's clock_step preloads libfaketime into a node (tools/faults).
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq go-sendxmpp xmppc chromium faketime \
+    # faketime: the fault campaign's clock_step preloads libfaketime into a node (tools/faults);
+    # gcc builds the small shim that works around libfaketime's clock_nanosleep bug.
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq go-sendxmpp xmppc chromium faketime gcc \
       >/dev/null
   fi
 fi
