@@ -259,3 +259,31 @@ def test_a_login_replacing_a_session_that_is_closing_still_binds(
         new.send("</stream:stream>")
         new.close()
     sender.close()
+
+
+def test_offline_messages_come_before_one_routed_live_just_after_initial_presence(
+    shared_server: XesServer,
+) -> None:
+    """A phone binds and enables stream management, but has not sent its presence: messages
+    to its bare JID wait offline. Its initial presence and the sender's next message arrive
+    together; the waiting ones must still come first (per-sender order, fault campaign finding
+    11: the flush used to be placed in the outbox behind the live message)."""
+    srv = shared_server
+    srv.add_user("smo", "pw-o")
+    srv.add_user("smp", "pw-p")
+    sender = SmClient(srv.c2s)
+    sender.login(srv, "smp", "pw-p", "pc")
+    bare = f"smo@{srv.domain}"
+    for round_ in range(14):
+        phone = SmClient(srv.c2s)
+        phone.login_sm(srv, "smo", "pw-o", "phone")
+        sender.send(_msg(bare, f"r{round_}-1") + _msg(bare, f"r{round_}-2"))
+        time.sleep(0.3)  # stored offline: the phone is not available
+        phone.send("<presence/>")
+        sender.send(_msg(bare, f"r{round_}-3"))
+        assert _collect(phone, 3) == [f"r{round_}-{n}" for n in (1, 2, 3)], round_
+        phone.ack()  # else what it got goes back offline at the logout (XEP-0198 §4)
+        phone.send("</stream:stream>")
+        phone.recv_all_until_closed()
+        phone.close()
+    sender.close()
