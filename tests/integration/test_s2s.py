@@ -11,6 +11,7 @@ send iq (ping, software version) across.
 
 from __future__ import annotations
 
+import datetime
 import shutil
 import socket
 import subprocess
@@ -23,6 +24,10 @@ import dns.message
 import dns.rdatatype
 import dns.rrset
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tests.integration.clients import Client, next_matching
 from tests.integration.conftest import run
@@ -32,6 +37,7 @@ from xes.tlsutil import ensure_self_signed
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 A, B, P = "a.s2s.example", "b.s2s.example", "prosody.s2s.example"
+C, D = "c.s2s.example", "d.s2s.example"
 """Not under ``test.``: libunbound (Prosody's resolver) answers every ``test.`` name itself with
 NXDOMAIN (one of its default local zones, RFC 6761), so a query never reaches the stub."""
 PASSWORD = "s2s-password"
@@ -137,6 +143,124 @@ def test_unreachable_domain_bounces(pair: tuple[XesServer, XesServer]) -> None:
             await carol.logout()
 
     run(go())
+
+
+# -- SASL EXTERNAL with a private CA (XEP-0178) ----------------------------------------------
+
+
+def make_ca(directory: Path, domains: list[str]) -> Path:
+    """A private CA and, for each domain, a certificate it signed (``<domain>.crt``/``.key``,
+    SAN DNS:<domain>, server and client authentication); returns the CA file."""
+    now = datetime.datetime.now(datetime.UTC)
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "xes test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_file = directory / "ca.crt"
+    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    for domain in domains:
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, domain)]))
+            .issuer_name(ca_name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(domain)]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.ExtendedKeyUsage(
+                    [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+                ),
+                critical=False,
+            )
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                critical=False,
+            )
+            .sign(ca_key, hashes.SHA256())
+        )
+        (directory / f"{domain}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        (directory / f"{domain}.key").write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    return ca_file
+
+
+@pytest.fixture(scope="module")
+def ca_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[XesServer, XesServer]]:
+    """Two xes servers whose certificates a private CA signed, on the default policy
+    (``authentication = "certificates"``: no dialback at all)."""
+    root = tmp_path_factory.mktemp("s2s-ca")
+    certs = root / "certs"
+    ca_file = make_ca(certs, [C, D])
+    c_port, d_port = free_port(), free_port()
+    servers = []
+    for domain, other, port, own in ((C, D, d_port, c_port), (D, C, c_port, d_port)):
+        servers.append(
+            XesServer(
+                root / domain,
+                domain=domain,
+                s2s=own,
+                extra=(
+                    f'[s2s]\nca_file = "{ca_file}"\n'
+                    f'hosts = {{ "{other}" = "127.0.0.1:{port}" }}\n'
+                    f'[tls]\ncert = "{certs / domain}.crt"\nkey = "{certs / domain}.key"\n'
+                ),
+            )
+        )
+    for srv in servers:
+        srv.write_config()
+        srv.start()
+    try:
+        yield servers[0], servers[1]
+    finally:
+        for srv in servers:
+            srv.stop()
+
+
+def test_xes_to_xes_over_sasl_external(ca_pair: tuple[XesServer, XesServer]) -> None:
+    c, d = ca_pair
+    c.add_user("alice", PASSWORD)
+    d.add_user("bob", PASSWORD)
+    run(_run_pair(c.c2s, f"alice@{C}", d.c2s, f"bob@{D}"))
+    for srv in (c, d):
+        log = srv.log_text()
+        assert '"how": "external"' in log
+        assert '"how": "dialback"' not in log
 
 
 # -- Prosody ---------------------------------------------------------------------------------
