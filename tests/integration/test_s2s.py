@@ -11,6 +11,7 @@ send iq (ping, software version) across.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import shutil
 import socket
@@ -318,25 +319,35 @@ class DnsStub:
             self.sock.sendto(reply.to_wire(), peer)
 
 
-@pytest.fixture(scope="module")
-def prosody_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[XesServer, Path, int]]:
+@contextlib.contextmanager
+def xes_and_prosody(root: Path, *, ca: bool) -> Iterator[tuple[XesServer, Path, int]]:
+    """xes serving ``A`` and Prosody serving ``P``, routed to each other. ``ca``: both
+    certificates signed by a private CA both trust, xes on its default policy
+    (certificates only) and Prosody with ``s2s_secure_auth``; else self-signed and dialback."""
     if shutil.which("prosody") is None:
         pytest.skip("prosody is not installed (apt-get install prosody)")
-    root = tmp_path_factory.mktemp("s2s-prosody")
     prosody_s2s, prosody_c2s = free_port(), free_port()
-    xes = XesServer(
-        root / "xes",
-        domain=A,
-        s2s=free_port(),
-        extra=f'[s2s]\n{DIALBACK}hosts = {{ "{P}" = "127.0.0.1:{prosody_s2s}" }}\n',
-    )
+    pdir = root / "prosody"
+    (pdir / "data").mkdir(parents=True)
+    routes = f'hosts = {{ "{P}" = "127.0.0.1:{prosody_s2s}" }}\n'
+    if ca:
+        ca_file = make_ca(root / "certs", [A, P])
+        xes_tls = f'[tls]\ncert = "{root}/certs/{A}.crt"\nkey = "{root}/certs/{A}.key"\n'
+        extra = f'[s2s]\nca_file = "{ca_file}"\n{routes}{xes_tls}'
+        pcert, pkey = root / "certs" / f"{P}.crt", root / "certs" / f"{P}.key"
+        pssl = f'certificate = "{pcert}"; key = "{pkey}"; cafile = "{ca_file}";'
+        secure = "true"
+    else:
+        extra = f"[s2s]\n{DIALBACK}{routes}"
+        pcert, pkey = pdir / f"{P}.crt", pdir / f"{P}.key"
+        ensure_self_signed(pcert, pkey, P)
+        pssl = f'certificate = "{pcert}"; key = "{pkey}";'
+        secure = "false"
+    xes = XesServer(root / "xes", domain=A, s2s=free_port(), extra=extra)
     xes.write_config()
     xes.start()
     dns_stub = DnsStub({A: ("s2s-host.example", xes.s2s or 0)})
     dns_stub.start()
-    pdir = root / "prosody"
-    (pdir / "data").mkdir(parents=True)
-    ensure_self_signed(pdir / f"{P}.crt", pdir / f"{P}.key", P)
     config = pdir / "prosody.cfg.lua"
     config.write_text(
         f"""-- written by tests/integration/test_s2s.py
@@ -361,10 +372,10 @@ modules_enabled = {{
 modules_disabled = {{ "offline" }}
 c2s_require_encryption = true
 s2s_require_encryption = true
-s2s_secure_auth = false
+s2s_secure_auth = {secure}
 authentication = "internal_hashed"
 storage = "internal"
-ssl = {{ certificate = "{pdir}/{P}.crt"; key = "{pdir}/{P}.key"; }}
+ssl = {{ {pssl} }}
 -- No static s2s routes in Prosody: its DNS resolver asks the test's DNS stub instead.
 unbound = {{ resolvconf = false; hoststxt = false; forward = "127.0.0.1@{dns_stub.port}" }}
 
@@ -397,6 +408,20 @@ VirtualHost "{P}"
         xes.stop()
 
 
+@pytest.fixture(scope="module")
+def prosody_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[XesServer, Path, int]]:
+    with xes_and_prosody(tmp_path_factory.mktemp("s2s-prosody"), ca=False) as servers:
+        yield servers
+
+
+@pytest.fixture(scope="module")
+def prosody_ca_pair(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[XesServer, Path, int]]:
+    with xes_and_prosody(tmp_path_factory.mktemp("s2s-prosody-ca"), ca=True) as servers:
+        yield servers
+
+
 def test_xes_with_prosody_over_dialback(prosody_pair: tuple[XesServer, Path, int]) -> None:
     xes, pdir, prosody_c2s = prosody_pair
     xes.add_user("alice", PASSWORD)
@@ -410,3 +435,19 @@ def test_xes_with_prosody_over_dialback(prosody_pair: tuple[XesServer, Path, int
     log = xes.log_text()
     assert "s2s_peer_authenticated" in log  # Prosody's stream to us
     assert "s2s_link_ready" in log  # ours to Prosody
+
+
+def test_xes_with_prosody_over_sasl_external(
+    prosody_ca_pair: tuple[XesServer, Path, int],
+) -> None:
+    xes, pdir, prosody_c2s = prosody_ca_pair
+    xes.add_user("alice", PASSWORD)
+    try:
+        run(_run_pair(xes.c2s, f"alice@{A}", prosody_c2s, f"paula@{P}", "SCRAM-SHA-1"))
+    except BaseException:
+        print((pdir / "prosody.log").read_text(errors="replace")[-6000:])
+        print(xes.log_text()[-6000:])
+        raise
+    log = xes.log_text()
+    assert '"how": "external"' in log
+    assert '"how": "dialback"' not in log
