@@ -5,11 +5,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   if ! command -v go-sendxmpp >/dev/null 2>&1 || ! command -v xmppc >/dev/null 2>&1 \
-    || ! command -v chromium >/dev/null 2>&1; then
+    || ! command -v chromium >/dev/null 2>&1 || ! command -v prosody >/dev/null 2>&1; then
     apt-get update -qq >/dev/null 2>&1 || true
     # As root with apt (CI), a failed install fails the run: the test must not be skipped there.
     # chromium: the status page test opens the page headless and takes its screenshot.
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq go-sendxmpp xmppc chromium >/dev/null
+    # prosody + lua-unbound: the s2s interoperability test (test_s2s.py) federates with a real
+    # Prosody, whose libunbound resolver the test points at its own DNS stub.
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq go-sendxmpp xmppc chromium \
+      prosody lua-unbound >/dev/null
   fi
 fi
 if ! command -v npm >/dev/null 2>&1; then
