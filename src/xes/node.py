@@ -317,9 +317,9 @@ class Node:
             verify_peers=not s2s_config.dialback,
             ca_file=s2s_config.ca_file,
         )
-        self.s2s = S2SService(hub, tg, s2s_config, certs, inbound_tls, policy)
-        if config.s2s is not None:
-            hub.s2s = self.s2s
+        # Also with a listener alone: answers to remote senders need a way back. Sending on
+        # behalf of local users needs [s2s] (xes.features.s2s.enabled).
+        self.s2s = hub.s2s = S2SService(hub, tg, s2s_config, certs, inbound_tls, policy)
 
     async def _listen_s2s(self, addr: str, direct_tls: bool, *, task_status: Any) -> None:
         """The server-to-server listener (``[listen] s2s``, ``s2s_tls``: XEP-0368)."""
@@ -337,6 +337,7 @@ class Node:
             await listener.serve(lambda stream: self._handle_s2s(stream, direct_tls))
 
     async def _handle_s2s(self, stream: SocketStream, direct_tls: bool) -> None:
+        assert self.s2s is not None
         conn = InboundConnection(self.s2s, stream, direct_tls)
         self.s2s.inbound.add(conn)
         try:

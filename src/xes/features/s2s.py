@@ -138,7 +138,7 @@ async def _subscription(
             events.append(item_event(user, new))
         if outcome == "pending":
             events.append(routed_in)
-        else:  # approved before (A.3.1) or pre-approved (§3.4): answer for the user
+        elif enabled(hub):  # approved before (A.3.1) or pre-approved (§3.4): answer for the user
             reply = E("{%s}presence" % ns.CLIENT, {"to": contact, "type": "subscribed"})
             events.append(routed(hub, user, reply))
     else:
@@ -151,7 +151,8 @@ async def _subscription(
         if new is None:
             return  # §3.1.6 and friends: no state change, nothing delivered
         events += [item_event(user, new), routed_in]
-    await hub.log.append(*events)
+    if events:
+        await hub.log.append(*events)
 
 
 def _answer_probe(hub: Hub, sender: RemoteSender, user: str) -> None:

@@ -40,15 +40,17 @@ def static_target(value: str) -> Target:
     return Target(host.strip("[]"), int(port), direct)
 
 
-async def resolve(domain: str, static: Mapping[str, str]) -> list[Target]:
-    """The targets to try for ``domain``, in order."""
+async def resolve(
+    domain: str, static: Mapping[str, str], resolver: dns.asyncresolver.Resolver | None = None
+) -> list[Target]:
+    """The targets to try for ``domain``, in order (``resolver``: the system's by default)."""
     if domain in static:
         return [static_target(static[domain])]
     records: list[tuple[int, float, Target]] = []
     refused = False
     for service, direct in (("_xmpps-server._tcp.", True), ("_xmpp-server._tcp.", False)):
         try:
-            answer = await dns.asyncresolver.resolve(
+            answer = await (resolver or dns.asyncresolver.get_default_resolver()).resolve(
                 service + domain, "SRV", lifetime=DNS_TIMEOUT, search=False
             )
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer, dns.resolver.NoNameservers):
