@@ -105,6 +105,13 @@ async def scenario(alice: Client, bob: Client) -> None:
     assert version["software_version"]["name"]
     version = await bob.plugin["xep_0092"].get_version(alice.boundjid, timeout=20)
     assert version["software_version"]["name"]
+    # Alice's server tells bob's that she left (RFC 6121 §4.5.2).
+    await alice.logout()
+    await next_matching(
+        bob.presences,
+        lambda p: p["from"] == alice.boundjid and p["type"] == "unavailable",
+        20,
+    )
 
 
 async def _run_pair(
