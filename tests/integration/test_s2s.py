@@ -48,17 +48,19 @@ DIALBACK = 'authentication = "certificates+dialback"\n'
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[XesServer, XesServer]]:
     root = tmp_path_factory.mktemp("s2s")
-    a_port, b_port = free_port(), free_port()
+    a_port, b_port, b_tls = free_port(), free_port(), free_port()
+    # a reaches b with direct TLS (XEP-0368), b reaches a with STARTTLS.
     a = XesServer(
         root / "a",
         domain=A,
         s2s=a_port,
-        extra=f'[s2s]\n{DIALBACK}hosts = {{ "{B}" = "127.0.0.1:{b_port}" }}\n',
+        extra=f'[s2s]\n{DIALBACK}hosts = {{ "{B}" = "tls:127.0.0.1:{b_tls}" }}\n',
     )
     b = XesServer(
         root / "b",
         domain=B,
         s2s=b_port,
+        s2s_tls=b_tls,
         extra=f'[s2s]\n{DIALBACK}hosts = {{ "{A}" = "127.0.0.1:{a_port}" }}\n',
     )
     for srv in (a, b):
@@ -134,6 +136,8 @@ def test_xes_to_xes_over_dialback(pair: tuple[XesServer, XesServer]) -> None:
     run(_run_pair(a.c2s, f"alice@{A}", b.c2s, f"bob@{B}"))
     assert "s2s_peer_authenticated" in a.log_text()
     assert "dialback" in b.log_text()
+    ready = [line for line in a.log_text().splitlines() if "s2s_link_ready" in line]
+    assert ready and all('"direct_tls": true' in line for line in ready)
 
 
 def test_unreachable_domain_bounces(pair: tuple[XesServer, XesServer]) -> None:

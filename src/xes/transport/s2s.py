@@ -203,6 +203,8 @@ class OutgoingLink:
         self.pending: deque[bytes] = deque()
         self.done = False
         self.proto: S2SOutbound | None = None
+        self.direct_tls = False
+        """The link runs on TLS from the first byte (XEP-0368), not STARTTLS."""
         self._wake = anyio.Event()
         self._cancel = anyio.CancelScope()
         self._limit = service.hub.config.limits.outbound_queue
@@ -227,7 +229,13 @@ class OutgoingLink:
                 if stream is None:
                     log.warning("s2s_link_failed", local=self.local, remote=self.remote, why=reason)
                     return
-                log.info("s2s_link_ready", local=self.local, remote=self.remote, how=reason)
+                log.info(
+                    "s2s_link_ready",
+                    local=self.local,
+                    remote=self.remote,
+                    how=reason,
+                    direct_tls=self.direct_tls,
+                )
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._reader, stream, tg)
                     await self._writer(stream)
@@ -268,7 +276,7 @@ class OutgoingLink:
                     why = repr(exc)
                     break
                 if isinstance(final, Authenticated):
-                    self.proto = proto
+                    self.proto, self.direct_tls = proto, target.direct_tls
                     return stream, final.method
                 why = getattr(final, "reason", None) or "refused"
                 with contextlib.suppress(*IO_ERRORS):
