@@ -16,10 +16,11 @@ from xes.events.gate import BASELINE, DOWNCASTERS
 from xes.events.registry import UPCASTERS, check_registry
 from xes.projections.projector import PROJECTIONS
 
-DELIVERY_ONLY: set[str] = {"iq.routed", "component.routed"}
+DELIVERY_ONLY: set[str] = {"iq.routed", "component.routed", "s2s.routed"}
 """Event types no projection folds: iq between clients on different nodes (ADR 0006) is carried
 by the log for ordering and delivery, and kept in the journal for audit, but changes no view;
-the same for stanzas to a component held by another node (ADR 0018)."""
+the same for stanzas to a component held by another node (ADR 0018) and for stanzas to a
+remote domain, written by the node that holds the link (ADR 0025; the s2s outbox will fold it)."""
 
 
 def problems() -> list[str]:

@@ -31,6 +31,11 @@ class ListenConfig:
     component: str | None = None
     """External component listener (XEP-0114). Unset: ``127.0.0.1:5347`` when a
     ``[components."<domain>"]`` table exists, none otherwise; empty string disables it."""
+    s2s: str | None = None
+    """Server-to-server listener (RFC 6120, STARTTLS), e.g. ``"127.0.0.1:5269"``; none unless
+    set. Outgoing s2s needs an ``[s2s]`` section (ADR 0025)."""
+    s2s_tls: str | None = None
+    """Server-to-server direct-TLS listener (XEP-0368, ALPN ``xmpp-server``); none unless set."""
     component_tls: bool = False
     """Direct TLS with the node's certificate on the component listener (plain TCP otherwise,
     the XEP-0114 norm, which is refused on a non-loopback address unless
@@ -489,6 +494,36 @@ class ClusterConfig:
     """...or after this many seconds with new entries, whichever comes first."""
 
 
+S2S_AUTHENTICATION = ("certificates", "certificates+dialback")
+
+
+@dataclass(frozen=True)
+class S2SConfig:
+    """Federation with other XMPP servers (ADR 0025). Without an ``[s2s]`` section stanzas to
+    other domains get ``remote-server-not-found`` and no outgoing connection is made."""
+
+    hosts: dict[str, str] = field(default_factory=dict)
+    """Static routes, looked up before DNS: ``{ "other.example" = "127.0.0.1:5270" }``
+    (tests, closed networks). A value ``"tls:host:port"`` connects with direct TLS."""
+    authentication: str = "certificates"
+    """``certificates``: peers must present a certificate valid for their domain (SASL
+    EXTERNAL, XEP-0178, names checked per RFC 6125); ``certificates+dialback``: Server
+    Dialback (XEP-0220) where a certificate does not verify."""
+    ca_file: str | None = None
+    """PEM file of CAs trusted for peer certificates (a private CA); default: the system's."""
+    dialback_secret: str | None = field(default=None, repr=False)
+    """Secret dialback keys are made from (XEP-0185), the same on every node; default:
+    derived from the cluster secret, else from a random one kept in ``data_dir``."""
+    require_encryption: bool = True
+    """STARTTLS before anything else, in both directions (RFC 7590)."""
+    connect_timeout: float = 10.0
+    """Seconds to connect and authenticate an outgoing stream before its stanzas bounce."""
+
+    @property
+    def dialback(self) -> bool:
+        return self.authentication == "certificates+dialback"
+
+
 DEFAULT_COMPONENT_LISTEN = "127.0.0.1:5347"
 
 
@@ -593,6 +628,8 @@ class Config:
     components: tuple[ComponentConfig, ...] = ()
     """External components (XEP-0114), from the ``[components."<domain>"]`` tables."""
     components_policy: ComponentsPolicyConfig = field(default_factory=ComponentsPolicyConfig)
+    s2s: S2SConfig | None = None
+    """Server-to-server (``[s2s]``); None: federation off."""
     log: LogConfig = field(default_factory=LogConfig)
     source: Path | None = None
     """The file this configuration was read from (not a key)."""
@@ -718,6 +755,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "contact": ContactConfig,
     "external_services": ExternalServicesConfig,
     "components_policy": ComponentsPolicyConfig,
+    "s2s": S2SConfig,
     "log": LogConfig,
 }
 
@@ -1084,6 +1122,26 @@ def _check_component_listener(config: Config) -> None:
         )
 
 
+def _check_s2s(config: Config) -> None:
+    s2s = config.s2s
+    if s2s is None:
+        return
+    if s2s.authentication not in S2S_AUTHENTICATION:
+        raise ConfigError(f"[s2s] authentication must be one of {', '.join(S2S_AUTHENTICATION)}")
+    if not isinstance(s2s.hosts, dict):
+        raise ConfigError('[s2s] hosts must be a table: { "other.example" = "host:port" }')
+    for domain, addr in s2s.hosts.items():
+        where = f"[s2s] hosts.{domain}"
+        if config.is_hosted(domain):
+            raise ConfigError(f"{where}: {domain} is hosted here")
+        target = str(addr).removeprefix("tls:")
+        host, sep, port = target.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ConfigError(f"{where} must be host:port (or tls:host:port), not {addr!r}")
+    if s2s.connect_timeout <= 0:
+        raise ConfigError("[s2s] connect_timeout must be positive")
+
+
 def load_config(path: Path | str) -> Config:
     """Read and validate ``path``. Relative ``data_dir`` is taken relative to the file."""
     path = Path(path)
@@ -1152,6 +1210,7 @@ def parse_config(
     _check_external_services(config)
     config = replace(config, components=_components(config, raw.get("components", {}), base))
     _check_component_listener(config)
+    _check_s2s(config)
     _positive(config.components_policy, "components_policy", "max_failures", "failure_window")
     if not 0 < config.csi.max_held < 10 * config.stream_management.max_unacked:
         # More held than that would look like a client that never acknowledges (XEP-0198).

@@ -28,6 +28,7 @@ from xes.events.catalog import (
     PresenceUpdated,
     RosterItemRemoved,
     RosterItemUpdated,
+    S2sRouted,
     SessionBound,
     SessionEnded,
     SmEnabled,
@@ -38,7 +39,7 @@ from xes.features import read_status
 from xes.features.muc.mirror import RoomMirror
 from xes.features.pep import interest as pep_interest
 from xes.hub import Hub, LocalSession
-from xes.jid import bare_of
+from xes.jid import bare_of, domain_part
 from xes.muc.transition import Out
 from xes.projections import blocking as blocking_view
 from xes.projections import inbox as inbox_view
@@ -143,6 +144,9 @@ def deliver(
         link = hub.components.get(event.domain)
         if link is not None and link.conn == event.conn:  # the connection it was routed to
             link.send_bytes(event.xml.encode())
+    elif isinstance(event, S2sRouted):
+        if event.node == hub.node and hub.s2s is not None:  # this node holds the link
+            hub.s2s.send(domain_part(event.sender), event.domain, event.xml.encode())
     elif isinstance(event, IqRouted):
         session = hub.sessions.get(event.session)
         if session is not None:

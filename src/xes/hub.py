@@ -80,6 +80,14 @@ class ComponentLink(Protocol):
         """Close the stream, with a stream error when ``condition`` is set."""
 
 
+class S2SLinks(Protocol):
+    """This node's server-to-server links (ADR 0025), as delivery and features see them."""
+
+    def send(self, local: str, remote: str, data: bytes) -> None:
+        """Queue a stanza (``jabber:client`` bytes) from ``local`` to ``remote``, opening the
+        link if needed; never blocks. Stanzas a link cannot deliver bounce to their senders."""
+
+
 @dataclass(slots=True)
 class ServerRequest:
     to: str
@@ -119,6 +127,8 @@ class Hub:
     components, by id."""
     components: dict[str, ComponentLink] = field(default_factory=dict)
     """Component connections this node holds, by component domain (ADR 0018)."""
+    s2s: S2SLinks | None = None
+    """Outgoing server-to-server links, when ``[s2s]`` is configured (ADR 0025)."""
     stats: NodeStats = field(default_factory=NodeStats)
     """Counters for ``/metrics`` (not state: they start at zero with the process)."""
     gates: Callable[[], Gate] = Gate.unknown
@@ -132,7 +142,7 @@ class Hub:
 
     def is_local(self, domain: str) -> bool:
         """Is ``domain`` hosted here (ADR 0023)? A stanza to it is a local delivery; to any
-        other domain it is for server-to-server (``remote-server-not-found`` until then)."""
+        other domain it is for server-to-server (:mod:`xes.features.s2s`, ADR 0025)."""
         return self.config.is_hosted(domain)
 
     @property

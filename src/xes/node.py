@@ -37,7 +37,7 @@ from xes import (
 from xes import http as web
 from xes.admin.auth import AdminAuth, read_token
 from xes.audit import checkpointer as audit_checkpointer
-from xes.config import Config, ConfigError, HostConfig, load_config
+from xes.config import Config, ConfigError, HostConfig, S2SConfig, load_config
 from xes.eventlog import process as log_process
 from xes.eventlog.client import LogClient, LogUnavailable, ProposalRejected
 from xes.events.catalog import NodeStarted
@@ -50,11 +50,18 @@ from xes.http.server import Request
 from xes.hub import Hub
 from xes.projections import sessions as sessions_view
 from xes.projections.projector import all_db_names
+from xes.session.s2s import S2SPolicy
 from xes.session.sasl import LoginLimiter, channel_binding_data
 from xes.store.env import open_store
-from xes.tlsutil import HostCertificateError, HostContexts, ensure_self_signed
+from xes.tlsutil import (
+    HostCertificateError,
+    HostContexts,
+    ensure_self_signed,
+    s2s_server_contexts,
+)
 from xes.transport.c2s import ClientConnection, release_idle_parsers
 from xes.transport.component import ComponentConnection
+from xes.transport.s2s import InboundConnection, S2SService
 
 log = structlog.get_logger("xes.node")
 
@@ -81,6 +88,14 @@ def fast_key(config: Config) -> bytes:
 def upload_key(config: Config) -> bytes:
     """The key of upload PUT tokens and of the nodes' proofs to each other (ADR 0017)."""
     return cluster_key(config, b"xes upload key", "upload.key")
+
+
+def dialback_secret(config: Config) -> bytes:
+    """What dialback keys are made from (XEP-0185, ADR 0025): ``[s2s] dialback_secret``, else
+    derived from the cluster secret, so any node can verify a key another node sent."""
+    if config.s2s is not None and config.s2s.dialback_secret:
+        return config.s2s.dialback_secret.encode()
+    return cluster_key(config, b"xes s2s dialback", "dialback.key")
 
 
 def tls_paths(config: Config, host: HostConfig | None = None) -> tuple[Path, Path]:
@@ -118,6 +133,7 @@ class Node:
         self.stopping = anyio.Event()
         self.connections: set[ClientConnection] = set()
         self.component_connections: set[ComponentConnection] = set()
+        self.s2s: S2SService | None = None
         self._rejoining = False
         self.log_pid: int | None = None
         self._log_process_exit_logged = False
@@ -226,6 +242,11 @@ class Node:
                 listeners.append((config.listen.c2s_tls, True))
             if config.component_listen:
                 await tg.start(self._listen_components, config.component_listen)
+            if config.s2s is not None or config.listen.s2s or config.listen.s2s_tls:
+                self._start_s2s(hub, tg)
+                for addr, direct in ((config.listen.s2s, False), (config.listen.s2s_tls, True)):
+                    if addr:
+                        await tg.start(self._listen_s2s, addr, direct)
             for addr, direct in listeners:
                 await tg.start(self._listen, addr, direct)
             log.info(
@@ -282,6 +303,52 @@ class Node:
         task_status.started()
         async with listener:
             await listener.serve(lambda stream: self._handle_component(stream, tls, limiter))
+
+    def _start_s2s(self, hub: Hub, tg: TaskGroup) -> None:
+        """Federation (ADR 0025): outgoing links as ``hub.s2s``, policy from ``[s2s]``."""
+        config = self.config
+        s2s_config = config.s2s or S2SConfig()
+        certs = host_certificates(config)
+        policy = S2SPolicy(
+            hosts=hub.is_local,
+            secret=dialback_secret(config),
+            tls_required=s2s_config.require_encryption,
+            dialback=s2s_config.dialback,
+            limits=config.xml_limits,
+        )
+        inbound_tls = s2s_server_contexts(
+            config.domain,
+            certs,
+            verify_peers=not s2s_config.dialback,
+            ca_file=s2s_config.ca_file,
+        )
+        # Also with a listener alone: answers to remote senders need a way back. Sending on
+        # behalf of local users needs [s2s] (xes.features.s2s.enabled).
+        self.s2s = hub.s2s = S2SService(hub, tg, s2s_config, certs, inbound_tls, policy)
+
+    async def _listen_s2s(self, addr: str, direct_tls: bool, *, task_status: Any) -> None:
+        """The server-to-server listener (``[listen] s2s``, ``s2s_tls``: XEP-0368)."""
+        host, port = _split(addr)
+        try:
+            listener = await anyio.create_tcp_listener(
+                local_host=host, local_port=port, reuse_port=False
+            )
+        except OSError as exc:
+            key = "[listen] s2s_tls" if direct_tls else "[listen] s2s"
+            raise ConfigError(preflight.port_error(addr, key, exc)) from None
+        log.info("listening", addr=addr, s2s=True, direct_tls=direct_tls)
+        task_status.started()
+        async with listener:
+            await listener.serve(lambda stream: self._handle_s2s(stream, direct_tls))
+
+    async def _handle_s2s(self, stream: SocketStream, direct_tls: bool) -> None:
+        assert self.s2s is not None
+        conn = InboundConnection(self.s2s, stream, direct_tls)
+        self.s2s.inbound.add(conn)
+        try:
+            await conn.run()
+        finally:
+            self.s2s.inbound.discard(conn)
 
     async def _handle_component(
         self, stream: SocketStream, tls: ssl.SSLContext | None, limiter: LoginLimiter
@@ -411,6 +478,8 @@ class Node:
             conn.close("system-shutdown", "the server is shutting down")
         for component in list(self.component_connections):
             component.close("system-shutdown", "the server is shutting down")
+        if self.s2s is not None:
+            self.s2s.close_all()
         with anyio.move_on_after(10.0):
             while self.connections or self.component_connections:
                 await anyio.sleep(0.05)

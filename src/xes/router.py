@@ -32,6 +32,7 @@ from xes.features import (
     read_status,
     registration,
     roster,
+    s2s,
     server_iq,
     upload,
     vcard,
@@ -200,6 +201,36 @@ async def dispatch_from_component(hub: Hub, link: ComponentLink, stanza: Element
         _reply_error(sender, stanza, "internal-server-error", None, None)
 
 
+async def dispatch_from_remote(hub: Hub, local: str, stanza: Element) -> None:
+    """A stanza from an authenticated remote server (ADR 0025): its ``from`` is in a domain
+    the stream authenticated and its ``to`` in ``local`` (checked by :mod:`xes.session.s2s`).
+    Local users get it through the same feature code as a client's stanza, as for
+    components; group chat and upload are not offered to remote users yet."""
+    sender = s2s.RemoteSender(hub, JID.parse(stanza.get("from") or ""), local)
+    if _refused_for_disk(hub, stanza):
+        _reply_error(sender, stanza, "resource-constraint", DISK_FULL, "wait")
+        return
+    try:
+        if not hub.is_local(domain_part(stanza.get("to"))):
+            raise StanzaError("service-unavailable", "not reachable from another server yet")
+        if stanza.name == "message":
+            await message.handle(hub, sender, stanza)
+        elif stanza.name == "presence":
+            await s2s.presence_from(hub, sender, stanza)
+        else:
+            await _iq(hub, sender, stanza, COMPONENT_SERVER_IQ, COMPONENT_ACCOUNT_IQ)
+    except StanzaError as exc:
+        _reply_error(sender, stanza, exc.condition, exc.text, exc.type, exc.app)
+    except LogUnavailable as exc:
+        log.warning("log_unavailable", error=str(exc), remote=sender.jid.domain)
+        _reply_error(
+            sender, stanza, "resource-constraint", "the cluster cannot record this now", "wait"
+        )
+    except ProposalRejected as exc:
+        log.warning("proposal_rejected", reason=exc.reason, remote=sender.jid.domain)
+        _reply_error(sender, stanza, "internal-server-error", None, None)
+
+
 async def dispatch_groupchat_run(hub: Hub, session: LocalSession, stanzas: list[Element]) -> None:
     """Consecutive groupchat messages of one session to one room, read together: proposed
     together (:func:`xes.features.muc.messages.groupchat_run`), each refused one answered."""
@@ -268,9 +299,8 @@ async def _iq(
         await _answer(hub, session, iq, child, server_table)
         return
     if not hub.is_local(to.domain):
-        raise StanzaError(
-            "remote-server-not-found", "no server-to-server connection to that domain"
-        )
+        await s2s.route(hub, session.full, iq)  # ADR 0025
+        return
     with hub.read() as txn:
         if to.local is not None and str(to.bare) != session.bare:
             blocking.check_outbound(hub, txn, session.bare, str(to))

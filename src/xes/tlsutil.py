@@ -281,3 +281,79 @@ def _write_atomic(path: Path, data: bytes, *, mode: int) -> None:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+def s2s_server_contexts(
+    default: str,
+    certs: Mapping[str, tuple[Path, Path]],
+    *,
+    verify_peers: bool,
+    ca_file: str | None = None,
+) -> HostContexts:
+    """The hosts' contexts for incoming server-to-server streams (ADR 0025).
+
+    ALPN ``xmpp-server`` (XEP-0368). With ``verify_peers`` the peer is asked for its
+    certificate (``CERT_OPTIONAL``) against ``ca_file`` or the system's CAs, so SASL EXTERNAL
+    (XEP-0178) can be offered; OpenSSL then fails a handshake whose certificate does not
+    verify, which is why dialback policy (``certificates+dialback``) does not ask: Python's
+    ``ssl`` has no verify callback to accept an unverified certificate and fall back."""
+    contexts = HostContexts(default, certs, alpn=(ALPN_XMPP_SERVER,))
+    if verify_peers:
+        for ctx in {id(c): c for c in contexts._by_name.values()}.values():
+            ctx.verify_mode = ssl.CERT_OPTIONAL
+            if ca_file:
+                ctx.load_verify_locations(cafile=ca_file)
+            else:
+                ctx.load_default_certs(ssl.Purpose.CLIENT_AUTH)
+    return contexts
+
+
+def s2s_client_context(
+    cert: tuple[Path, Path] | None,
+    *,
+    verify: bool,
+    ca_file: str | None = None,
+    alpn: Sequence[str] = (),
+) -> ssl.SSLContext:
+    """The context of an outgoing server-to-server stream (ADR 0025).
+
+    ``verify``: the peer's chain against ``ca_file`` (or the system's CAs) and its name
+    against the domain (``server_hostname``; RFC 6125 DNS-ID, what OpenSSL checks). Without
+    it (a dialback fallback) nothing is checked: dialback, not TLS, authenticates then.
+    ``cert`` is our host's certificate, presented for the peer's SASL EXTERNAL."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers(_TLS12_CIPHERS)
+    ctx.options |= ssl.OP_NO_COMPRESSION
+    if verify:
+        if ca_file:
+            ctx.load_verify_locations(cafile=ca_file)
+        else:
+            ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
+    else:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    if cert is not None:
+        ctx.load_cert_chain(certfile=os.fspath(cert[0]), keyfile=os.fspath(cert[1]))
+    if alpn:
+        ctx.set_alpn_protocols(list(alpn))
+    return ctx
+
+
+def peer_matches(peer: dict[str, object] | None, domain: str) -> bool:
+    """Does a *verified* peer certificate (``getpeercert()``) name ``domain`` (RFC 6125 §6.4:
+    a DNS-ID, exact or with a wildcard in the leftmost label; the CN only without SANs)?"""
+    if not peer:
+        return False
+    wanted = _idna(domain).lower()
+    sans = [v for k, v in peer.get("subjectAltName", ()) if k == "DNS"]  # type: ignore[attr-defined]
+    if not sans:
+        for rdn in peer.get("subject", ()):  # type: ignore[attr-defined]
+            sans += [v for k, v in rdn if k == "commonName"]
+    for name in sans:
+        name = str(name).lower().rstrip(".")
+        if name == wanted:
+            return True
+        if name.startswith("*.") and "." in wanted and wanted.split(".", 1)[1] == name[2:]:
+            return True
+    return False

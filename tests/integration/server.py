@@ -75,6 +75,10 @@ class XesServer:
     raft_host: str = "127.0.0.1"
     component: int | None = None
     """Port of the XEP-0114 component listener (``[listen] component``), when set."""
+    s2s: int | None = None
+    """Port of the server-to-server listener (``[listen] s2s``), when set."""
+    s2s_tls: int | None = None
+    """Port of the direct-TLS server-to-server listener (``[listen] s2s_tls``), when set."""
     proc: subprocess.Popen[bytes] | None = None
     env: dict[str, str] | None = None
     """Environment of the server and its CLI (None: ours); ``test_rolling_upgrade`` points
@@ -103,6 +107,8 @@ class XesServer:
             f'http = "127.0.0.1:{self.http}"\n'
             f'https = "127.0.0.1:{self.https}"\n'
             + (f'component = "127.0.0.1:{self.component}"\n' if self.component else "")
+            + (f's2s = "127.0.0.1:{self.s2s}"\n' if self.s2s else "")
+            + (f's2s_tls = "127.0.0.1:{self.s2s_tls}"\n' if self.s2s_tls else "")
             + "[cluster]\n"
             f'raft = "{self.raft_host}:{self.raft}"\n' + self.extra
         )

@@ -1165,6 +1165,32 @@ class ComponentRouted:
         return f"component:{self.domain}"
 
 
+# --- server-to-server (ADR 0025) ------------------------------------------------------------
+
+
+@event("s2s.routed")
+@dataclass(frozen=True, slots=True)
+class S2sRouted:
+    """A stanza for a remote domain, handed to the node that holds the link to it (ADR 0025).
+
+    Today that node is the proposer; once links are owned by the leader, the s2s outbox
+    projection numbers these events per remote domain and the owner writes them in order."""
+
+    sender: str
+    """JID the stanza is from (a local user, a hosted domain)."""
+    to: str
+    """JID it is addressed to, in ``domain``."""
+    domain: str
+    """The remote domain (a stream goes from ``sender``'s domain to it)."""
+    node: str
+    """Node id that holds (or opens) the link and writes the stanza."""
+    xml: str
+    """The stanza as sent (``from`` stamped), in ``jabber:client``."""
+
+    def stream(self) -> str:
+        return f"s2s:{self.domain}"
+
+
 # --- audit trail (ADR 0021) -----------------------------------------------------------------
 
 

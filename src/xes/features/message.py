@@ -19,7 +19,7 @@ import lmdb
 
 from xes.events.catalog import MessageRouted
 from xes.events.message_facts import facts_of
-from xes.features import blocking
+from xes.features import blocking, s2s
 from xes.hub import Hub, LocalSession
 from xes.jid import JID, InvalidJID, domain_part
 from xes.projections import accounts as accounts_view
@@ -45,9 +45,11 @@ async def handle(hub: Hub, session: LocalSession, stanza: Element) -> None:
     except InvalidJID as exc:
         raise StanzaError("jid-malformed") from exc
     if not hub.is_local(to.domain):
-        raise StanzaError(
-            "remote-server-not-found", "no server-to-server connection to that domain"
-        )
+        with hub.read() as txn:
+            blocking.check_outbound(hub, txn, session.bare, str(to))
+        stanza = sid.strip_ours(stanza, hub.config.host_names)
+        await s2s.route(hub, session.full, stanza.with_attrs(to=str(to)))  # ADR 0025
+        return
     if to.local is None:
         if type_ == "error":
             return

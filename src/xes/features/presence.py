@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from xes.events.catalog import OfflineFlushed, PresenceRouted, PresenceUpdated
-from xes.features import blocking, subscription, vcard
+from xes.features import blocking, s2s, subscription, vcard
 from xes.features.muc import occupants
 from xes.features.pep import interest as pep_interest
 from xes.features.roster import item_event
@@ -117,8 +117,11 @@ async def broadcast_available(hub: Hub, session: LocalSession, stanza: Element) 
     xml = serialize(_stamp(stanza, session)).decode()
     with hub.read() as txn:
         targets = _broadcast_targets(hub, txn, session)
+        probes = _remote_probes(hub, txn, session) if initial else []
     events: list[Any] = [
-        PresenceUpdated(session.session_id, session.full, True, priority, xml, targets)
+        PresenceUpdated(session.session_id, session.full, True, priority, xml, targets),
+        *s2s.broadcast(hub, session.full, xml, targets),
+        *probes,
     ]
     if initial and session.sm_active:
         # The offline messages take their outbox places in the entry that makes the session
@@ -132,6 +135,23 @@ async def broadcast_available(hub: Hub, session: LocalSession, stanza: Element) 
         await _after_initial_presence(hub, session)
     if hub.config.pep.enabled:
         await pep_interest.on_available(hub, session, stanza, initial)
+
+
+def _remote_probes(hub: Hub, txn: Any, session: LocalSession) -> list[Any]:
+    """RFC 6121 §4.3: initial presence probes the remote contacts the user is subscribed to;
+    their servers answer with the contacts' presence (local contacts are read, not probed)."""
+    if not s2s.enabled(hub):
+        return []
+    contacts = [
+        item.contact
+        for item in roster_view.items(hub.store, txn, session.bare)
+        if item.subscription in ("to", "both")
+    ]
+    probe = E("{%s}presence" % ns.CLIENT, {"type": "probe"})
+    return [
+        s2s.routed(hub, session.bare, probe.with_attrs(to=contact))
+        for contact in s2s.remote_of(hub, contacts)
+    ]
 
 
 async def _after_initial_presence(hub: Hub, session: LocalSession) -> None:
@@ -201,7 +221,8 @@ async def broadcast_unavailable(hub: Hub, session: LocalSession, stanza: Element
         # Rooms got the session's presence as directed presence: unavailable ends it there too
         # (RFC 6121 §4.6.3), so the occupant leaves (XEP-0045 §7.14).
         leaves = occupants.leave_events(hub, txn, session.session_id, "unavailable")
-    await hub.log.append(event, *leaves)
+    remote = s2s.broadcast(hub, session.full, event.xml, event.targets)
+    await hub.log.append(event, *leaves, *remote)
 
 
 def unavailable_event(hub: Hub, session: LocalSession, stanza: Element | None) -> PresenceUpdated:
@@ -223,7 +244,9 @@ async def _directed(
     except InvalidJID as exc:
         raise StanzaError("jid-malformed") from exc
     if not hub.is_local(target.domain):
-        return  # No server-to-server yet: presence to remote domains is dropped, not bounced.
+        # ADR 0025 (dropped, never bounced, when federation is off).
+        await s2s.route(hub, session.full, stanza.with_attrs(to=str(target)))
+        return
     with hub.read() as txn:
         blocking.check_outbound(hub, txn, session.bare, str(target))
         if blocking.refuses(hub, txn, str(target.bare), session.full):
@@ -325,8 +348,26 @@ async def _subscription(hub: Hub, session: LocalSession, stanza: Element, type_:
                 # §3.3.3: the user no longer sees the contact: unavailable from each of the
                 # contact's available resources.
                 events += [_unavailable(full, user) for full in their_available]
+    if not local_contact and s2s.enabled(hub):
+        events += _to_remote_contact(hub, user, contact, stanza, type_, my_available)
     if events:
         await hub.log.append(*events)
+
+
+def _to_remote_contact(
+    hub: Hub, user: str, contact: str, stanza: Element, type_: str, my_available: list[Any]
+) -> list[Any]:
+    """The subscription stanza for a contact on another server, from the user's bare JID
+    (RFC 6121 §3.1.2); that server keeps the contact's side of the roster. Approving a
+    request also sends the user's current presence (§3.1.5)."""
+    out = stanza.with_attrs(to=contact, type=type_, id=stanza.get("id"))
+    events: list[Any] = [s2s.routed(hub, user, out)]
+    if type_ == "subscribed":
+        for view in my_available:
+            assert view.presence is not None
+            presence = parse_fragment(view.presence.encode()).with_attrs(to=contact)
+            events.append(s2s.routed(hub, view.jid, presence))
+    return events
 
 
 def _unavailable(sender_full: str, to_bare: str) -> PresenceRouted:

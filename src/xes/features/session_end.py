@@ -19,7 +19,7 @@ from typing import Any
 import lmdb
 
 from xes.events.catalog import PresenceUpdated, SessionEnded, SmDetached, SmHandled
-from xes.features import presence, stream_mgmt
+from xes.features import presence, s2s, stream_mgmt
 from xes.features.muc import occupants
 from xes.hub import Hub
 from xes.projections import stream_mgmt as sm_view
@@ -69,6 +69,7 @@ def end_events(
             stanza = E("{jabber:client}presence", {"from": view.jid, "type": "unavailable"})
             xml = serialize(stanza).decode()
             events.append(PresenceUpdated(view.session, view.jid, False, 0, xml, targets))
+            events.extend(s2s.broadcast(hub, view.jid, xml, targets))  # remote contacts
         upto = None
         if state is not None:
             # Refused as a whole if the session was resumed (or detached) after this read.

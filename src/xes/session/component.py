@@ -103,7 +103,13 @@ def to_client_ns(element: Element) -> Element:
 
     XEP-0114 stanzas are the client's stanzas in another default namespace; features match
     ``{jabber:client}body`` and the like, and stored copies are written in ``jabber:client``."""
-    return _retag(element, "{%s}" % ACCEPT, "{%s}" % ns.CLIENT)
+    return retag(element, ACCEPT, ns.CLIENT)
+
+
+def retag(element: Element, old_ns: str, new_ns: str) -> Element:
+    """``element`` with every tag in ``old_ns`` moved to ``new_ns`` (the stanza namespaces of
+    components and servers are the client's under another name; s2s uses this too)."""
+    return _retag(element, "{%s}" % old_ns, "{%s}" % new_ns)
 
 
 def _retag(element: Element, old: str, new: str) -> Element:
