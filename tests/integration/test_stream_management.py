@@ -227,20 +227,20 @@ def test_a_login_replacing_a_session_that_is_closing_still_binds(
     it replaces while that session's own close is being committed. Whichever commits first,
     the login succeeds and what the old session left unacknowledged reaches the new one."""
     srv = shared_server
-    srv.add_user("smr", "pw-r")
-    srv.add_user("sms", "pw-s")
+    srv.add_user("smrb", "pw-rb")
+    srv.add_user("smsb", "pw-sb")
     sender = SmClient(srv.c2s)
-    sender.login(srv, "sms", "pw-s", "pc")
+    sender.login(srv, "smsb", "pw-sb", "pc")
     for round_ in range(20):
         old = SmClient(srv.c2s)
-        jid, _ = old.login_sm(srv, "smr", "pw-r", "phone")
+        jid, _ = old.login_sm(srv, "smrb", "pw-rb", "phone")
         old.send("<presence/>")
         old.auto_ack = False
         sender.send(_msg(jid.split("/")[0], f"round-{round_}"))
         assert _collect(old, 1) == [f"round-{round_}"]
         new = SmClient(srv.c2s)
         new.starttls(srv.domain)
-        assert b"<success" in new.scram_login(srv.domain, "smr", "pw-r")
+        assert b"<success" in new.scram_login(srv.domain, "smrb", "pw-rb")
         new.buffer = b""
         new.open_stream(srv.domain)
         # The close and the replacing bind arrive together.
