@@ -12,7 +12,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 import lmdb
@@ -24,6 +24,9 @@ from xes.jid import JID
 from xes.stats import NodeStats
 from xes.store.env import Store
 from xes.xml import Element, serialize
+
+if TYPE_CHECKING:
+    from xes.features.session_end import PendingEnd
 
 
 class LocalSession(Protocol):
@@ -111,6 +114,11 @@ class Hub:
     by_jid: dict[str, LocalSession] = field(default_factory=dict)
     resuming: dict[str, LocalSession] = field(default_factory=dict)
     """Connections waiting for their ``sm.resumed`` to be delivered, by session id."""
+    ending: set[str] = field(default_factory=set)
+    """Sessions whose closing connection is recording their end right now."""
+    pending_ends: dict[str, PendingEnd] = field(default_factory=dict)
+    """Session ends a closed connection could not record, for the sweep to record
+    (:mod:`xes.session_sweep`)."""
     disk_low: bool = False
     """``data_dir`` is below ``[limits] min_free_disk_mb``: client writes are refused."""
     fast_key: bytes = b""

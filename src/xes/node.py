@@ -32,6 +32,7 @@ from xes import (
     gate_watch,
     preflight,
     push_publisher,
+    session_sweep,
     telemetry,
 )
 from xes import http as web
@@ -211,6 +212,7 @@ class Node:
             tg.start_soon(archive_retention.run, hub)
             tg.start_soon(audit_checkpointer.run, hub)
             tg.start_soon(disk_watch.run, hub)
+            tg.start_soon(session_sweep.run, hub)
             tg.start_soon(push_publisher.run, hub)
             tg.start_soon(release_idle_parsers, self.connections)
             if config.upload.enabled:

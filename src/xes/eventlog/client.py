@@ -145,11 +145,19 @@ class LogClient:
             raise FeatureGated(str(exc)) from exc
 
     async def append(self, *events: Any, expected: dict[str, int] | None = None) -> Placed:
-        """Propose ``events`` as one all-or-nothing proposal and wait until applied here."""
-        expected = expected or {}
+        """Propose ``events`` as one all-or-nothing proposal and wait until applied here.
+
+        ``expected``: the version each named stream must be at *before* this proposal (the
+        proposer's read); only the first event of that stream carries it, so a proposal with
+        several events of one stream (a session's unavailable presence and its end) is guarded
+        once, not refused by its own earlier event."""
+        expected = dict(expected or {})
         if self.riders is not None:
             events = (*events, *self.riders())
-        envs = [self.envelope(ev, expected.get(ev.stream())) for ev in events]
+        envs = []
+        for ev in events:
+            stream = ev.stream()
+            envs.append(self.envelope(ev, expected.pop(stream, None)))
         return await self.propose(envs)
 
     async def propose(self, envelopes: list[Envelope]) -> Placed:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import lmdb
@@ -22,7 +23,9 @@ from xes.events.catalog import PresenceUpdated, SessionEnded, SmDetached, SmHand
 from xes.features import presence, s2s, stream_mgmt
 from xes.features.muc import occupants
 from xes.hub import Hub
+from xes.projections import sessions as sessions_view
 from xes.projections import stream_mgmt as sm_view
+from xes.projections.projector import stream_version
 from xes.projections.sessions import SessionView
 from xes.xml import E, serialize
 
@@ -80,3 +83,54 @@ def end_events(
             upto = state.next
         events.append(SessionEnded(view.session, view.jid, reason, upto))
     return events
+
+
+@dataclass(frozen=True)
+class PendingEnd:
+    """How one session should end, as its connection saw it when it closed.
+
+    Kept by the node (``Hub.pending_ends``) when the connection could not record it (the log
+    took no write within its close timeout), so the node's sweep records it later with the
+    connection's own facts rather than guessing (issue 20, finding 9)."""
+
+    session: str
+    reason: str
+    detach: bool
+    """The connection was lost, not closed: a resumable session is detached, not ended."""
+    acked: int | None = None
+    """The client's acknowledged count as the connection last heard it (XEP-0198)."""
+    epoch: int | None = None
+    """The connection's resumption epoch: the end is not ours if the session moved on."""
+    managed: bool = False
+    """The connection had stream management enabled."""
+
+
+async def record_end(hub: Hub, end: PendingEnd) -> bool:
+    """One attempt at recording ``end``: False if there was nothing to record (ended already,
+    resumed on another connection, detached already), True once the log took it.
+
+    Guarded by the session stream's version as read: a concurrent change (a late commit of an
+    earlier attempt, a resume) refuses the proposal whole instead of ending the session twice
+    and re-routing its outbox twice. Raises ``ProposalRejected`` (read again and retry) and
+    ``LogUnavailable`` (the outcome is unknown: retry later, the guard makes that safe)."""
+    with hub.read() as txn:
+        view = sessions_view.get(hub.store, txn, end.session)
+        state = sm_view.state(hub.store, txn, end.session)
+        if view is None or (end.managed and state is None):
+            return False  # ended already (by the cluster, a new session, a resume)
+        if state is not None and end.epoch is not None and state.epoch != end.epoch:
+            return False  # resumed on another connection: not ours to end
+        version = stream_version(hub.store, txn, f"session:{end.session}")
+        events = end_events(
+            hub,
+            txn,
+            [view],
+            end.reason,
+            detach=end.detach,
+            acked=end.acked,
+            epoch=end.epoch if state is not None else None,
+        )
+    if not events:
+        return False
+    await hub.log.append(*events, expected={f"session:{end.session}": version})
+    return True

@@ -1235,37 +1235,34 @@ class ClientConnection:
             # empty key: an exception here ended the whole node).
             log.warning("session_end_without_session", reason=self._close_reason)
             return
-        detach = self.resumable and self._close_reason in DETACH_REASONS
-        reason = self._close_reason
-        with anyio.move_on_after(CLOSE_TIMEOUT):
-            for _ in range(20):  # each refusal re-reads what changed; bounded by CLOSE_TIMEOUT
-                with self.hub.read() as txn:
-                    view = sessions_view.get(self.hub.store, txn, self.session_id)
-                    state = sm_view.state(self.hub.store, txn, self.session_id)
-                    if view is None or (self.sm_active and state is None):
-                        return  # ended already (by the cluster, a new session, a resume)
-                    if state is not None and state.epoch != self.epoch:
-                        return  # resumed on another connection: not ours to end
-                    events = session_end.end_events(
-                        self.hub,
-                        txn,
-                        [view],
-                        reason,
-                        detach=detach,
-                        acked=self._sm_acked,
-                        epoch=self.epoch if state is not None else None,
-                    )
-                if not events:
-                    return
-                try:
-                    await self.hub.log.append(*events)
-                    return
-                except ProposalRejected as exc:
-                    # New outbox rows arrived after the read (re-read them) or it moved on.
-                    log.info("session_end_retry", error=exc.reason, session=self.session_id)
-                except LogUnavailable as exc:
-                    log.warning("session_end_not_recorded", error=str(exc), session=self.session_id)
-                    return
+        end = session_end.PendingEnd(
+            self.session_id,
+            self._close_reason,
+            detach=self.resumable and self._close_reason in DETACH_REASONS,
+            acked=self._sm_acked,
+            epoch=self.epoch,
+            managed=self.sm_active,
+        )
+        self.hub.ending.add(end.session)
+        try:
+            with anyio.move_on_after(CLOSE_TIMEOUT):
+                for _ in range(20):  # each refusal re-reads what changed; bounded by the timeout
+                    try:
+                        await session_end.record_end(self.hub, end)
+                        return
+                    except ProposalRejected as exc:
+                        # New outbox rows arrived after the read (re-read them) or it moved on.
+                        log.info("session_end_retry", error=exc.reason, session=end.session)
+                    except LogUnavailable as exc:
+                        log.warning("session_end_not_recorded", error=str(exc), session=end.session)
+                        break
+            # Not recorded: the session would stay held by this node with no connection (a
+            # ghost whose outbox nobody reads). The node's sweep records it once the log takes
+            # writes again (xes.session_sweep, finding 9).
+            self.hub.pending_ends[end.session] = end
+            log.warning("session_end_deferred", session=end.session, reason=end.reason)
+        finally:
+            self.hub.ending.discard(end.session)
 
     async def _linger(self) -> None:
         await linger(self.stream)
